@@ -1,0 +1,61 @@
+"""Input checks shared by the public entry points.
+
+Every check runs on concrete values only (NumPy arrays, Python numbers, or JAX arrays that
+are not tracers), so that bad input is reported before anything is traced or compiled, and
+traced values pass through untouched (their validity is the caller's business inside a
+compiled program).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from jax.core import Tracer
+
+
+def is_concrete(x) -> bool:
+    """True when ``x`` holds no JAX tracer (so its values can be inspected)."""
+    import jax
+
+    return not any(isinstance(leaf, Tracer) for leaf in jax.tree_util.tree_leaves(x))
+
+
+def check_nonnegative_finite(x, name: str, *, hint: str = "") -> None:
+    """Raise ``ValueError`` if a concrete ``x`` has NaN, infinite or negative entries."""
+    if not is_concrete(x):
+        return
+    arr = np.asarray(x)
+    if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
+        raise TypeError(f"`{name}` must be numeric, got dtype {arr.dtype}.")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(
+            f"`{name}` contains NaN or infinite values; every entry must be a finite number >= 0.{hint}"
+        )
+    if np.any(arr < 0):
+        raise ValueError(
+            f"`{name}` contains negative values (min {arr.min():.4g}); every entry must be >= 0.{hint}"
+        )
+
+
+def check_finite_data(x, name: str) -> None:
+    """Raise ``ValueError`` if a concrete floating array ``x`` has NaN or infinite entries."""
+    if x is None or not is_concrete(x):
+        return
+    arr = np.asarray(x)
+    if np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.complexfloating):
+        bad = ~np.isfinite(arr)
+        if np.any(bad):
+            where = np.argwhere(bad)[0].tolist()
+            raise ValueError(
+                f"`{name}` contains {int(bad.sum())} non-finite value(s) (first at index {where}); "
+                "remove or impute them before inference."
+            )
+
+
+def check_args_finite(args, kwargs, *, what: str = "model argument") -> None:
+    """Check every array among positional and keyword model arguments for non-finite values."""
+    for i, a in enumerate(args):
+        if hasattr(a, "shape") or isinstance(a, (list, float)):
+            check_finite_data(a, f"{what} #{i}")
+    for k, a in (kwargs or {}).items():
+        if hasattr(a, "shape") or isinstance(a, (list, float)):
+            check_finite_data(a, f"{what} {k!r}")
