@@ -1,0 +1,59 @@
+"""Sections of ``genbayes demo``: one module per capability.
+
+Each module exposes ``section(outdir: pathlib.Path, *, quick: bool, seed: int) -> Section``,
+which runs its part of the tour on embedded or simulated data (no network), writes its PNG
+files into ``outdir`` and returns a :class:`Section` for the report. The CLI runs the modules
+listed in ``SECTIONS`` in order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+SECTIONS = ["conjugate"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """One part of the demo report.
+
+    Attributes:
+        title: section heading.
+        text: one or two sentences on what was computed and how to read the table and plot.
+        table: column name -> list of cell values (all columns of equal length).
+        images: PNG files written into the report folder (paths).
+        ok: whether every check in this section passed (printed, and reflected in the exit code).
+    """
+
+    title: str
+    text: str
+    table: dict
+    images: tuple = ()
+    ok: bool = True
+
+    def table_markdown(self) -> str:
+        cols = list(self.table)
+        rows = list(zip(*[self.table[c] for c in cols]))
+        fmt = lambda v: f"{v:.6g}" if isinstance(v, float) else str(v)  # noqa: E731
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+        return "\n".join(lines)
+
+    def table_text(self) -> str:
+        cols = list(self.table)
+        fmt = lambda v: f"{v:.6g}" if isinstance(v, float) else str(v)  # noqa: E731
+        cells = [[c] + [fmt(v) for v in self.table[c]] for c in cols]
+        widths = [max(len(x) for x in col) for col in cells]
+        out = []
+        for i in range(len(cells[0])):
+            out.append("  ".join(col[i].rjust(w) for col, w in zip(cells, widths)))
+            if i == 0:
+                out.append("  ".join("-" * w for w in widths))
+        return "\n".join(out)
+
+
+def image_path(outdir: Path, name: str) -> Path:
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    return outdir / name

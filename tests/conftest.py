@@ -1,0 +1,23 @@
+import os
+
+import jax
+import numpyro
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci", max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+settings.register_profile("dev", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture
+def x64():
+    """Run a test in float64 (identity checks), restoring the previous setting afterwards."""
+    prev = jax.config.jax_enable_x64
+    numpyro.enable_x64(True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", prev)
