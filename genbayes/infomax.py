@@ -451,16 +451,17 @@ def mss_log_weights(batch_size: int, dataset_size: int, form: str = "stratified"
     if B < 2:
         raise ValueError(f"MSS needs a batch of at least 2 encodings, got batch_size={B}.")
     N = _check_dataset_size(N, B)
-    eye = jnp.eye(B, dtype=bool)
+    # built in NumPy from static sizes (cheap, no tracing); float64 then cast by the caller
+    eye = np.eye(B, dtype=bool)
     if form == "stratified":
-        W = jnp.where(eye, 1.0 / N, (N - 1) / (N * (B - 1)))
+        W = np.where(eye, 1.0 / N, (N - 1) / (N * (B - 1)))
     elif form == "paper":
         M = B - 1
-        nxt = jnp.roll(jnp.eye(B, dtype=bool), 1, axis=1)  # (i, i+1 mod B)
-        W = jnp.where(eye, 1.0 / N, jnp.where(nxt, (N - M) / (N * M), 1.0 / M))
+        nxt = np.roll(eye, 1, axis=1)  # (i, i+1 mod B)
+        W = np.where(eye, 1.0 / N, np.where(nxt, (N - M) / (N * M), 1.0 / M))
     else:
         raise ValueError(f"`form` must be 'stratified' or 'paper', got {form!r}.")
-    return jnp.log(W)
+    return jnp.asarray(np.log(W))
 
 
 def _validate_density_args(z, loc, scale, method, dataset_size, chunk_size):
@@ -511,9 +512,9 @@ def aggregate_log_density(
     """log q(z) of the aggregate posterior q(z) = (1/N) Σ_n N(z; loc_n, diag scale_n²).
 
     - ``"exact"``: log q(z_m) = logsumexp_n log q(z_m|x_n) − log N over every encoding of a
-      finite data set (``loc``, ``scale`` of shape (N, D)). Computed in chunks of
-      ``chunk_size`` draws × ``chunk_size`` encodings (a running log-sum-exp), so peak
-      memory is O(chunk_size² D) whatever M and N.
+      finite data set (``loc``, ``scale`` of shape (N, D)). When M N > chunk_size² it is
+      computed in blocks of ``chunk_size`` draws × ``chunk_size`` encodings (a running
+      log-sum-exp), so peak memory is O(chunk_size² D) whatever M and N.
     - ``"mws"`` (minibatch weighted sampling, Chen et al. 2018, eq. S5): log q(z_i) ≈
       logsumexp_j log q(z_i|x_j) − log B over a batch of B encodings, z[i] ~ q(z|x_i).
       Normalisation: the published form subtracts log(N B), which is log q(z) − log N at
@@ -555,7 +556,7 @@ def aggregate_log_density(
         return _exact_log_density(z, loc, scale, int(chunk_size), bool(marginals))
     B = loc.shape[0]
     if method == "mws":
-        logw = jnp.full((B, B), -jnp.log(B), dtype=z.dtype)
+        logw = jnp.full((B, B), -math.log(B), dtype=z.dtype)
     else:
         logw = mss_log_weights(B, N, mss_form).astype(z.dtype)
     return _batch_log_density(z, loc, scale, logw, bool(marginals))
@@ -574,33 +575,42 @@ def _batch_log_density(z, loc, scale, logw, marginals):
     return marg if marginals else joint
 
 
+def _direct_log_density(z, loc, scale, marginals):
+    lp = _log_normal(z[:, None, :], loc[None, :, :], scale[None, :, :])  # (M, N, D)
+    if not marginals:
+        lp = lp.sum(-1)
+    return logsumexp(lp, axis=1) - jnp.log(loc.shape[0])
+
+
 @partial(jax.jit, static_argnames=("chunk", "marginals"))
 def _exact_log_density(z, loc, scale, chunk, marginals):
     N, D = loc.shape
     M = z.shape[0]
-    c_enc = min(chunk, N)
-    pad = (-N) % c_enc
-    valid = jnp.arange(N + pad) < N
-    locp = jnp.concatenate([loc, jnp.zeros((pad, D), loc.dtype)]).reshape(-1, c_enc, D)
-    scalep = jnp.concatenate([scale, jnp.ones((pad, D), scale.dtype)]).reshape(-1, c_enc, D)
-    validp = valid.reshape(-1, c_enc)
-    out_shape = (D,) if marginals else ()
+    if M * N <= chunk * chunk:  # one block within the memory bound (chunk² × D): no loops to compile
+        return _direct_log_density(z, loc, scale, marginals)
+    c_enc, c_z = min(chunk, N), min(chunk, M)
+    pad_n, pad_m = (-N) % c_enc, (-M) % c_z
+    # padded encodings are masked out of the log-sum-exp; padded draws are sliced off
+    locp = jnp.concatenate([loc, jnp.zeros((pad_n, D), loc.dtype)]).reshape(-1, c_enc, D)
+    scalep = jnp.concatenate([scale, jnp.ones((pad_n, D), scale.dtype)]).reshape(-1, c_enc, D)
+    validp = (jnp.arange(N + pad_n) < N).reshape(-1, c_enc)
+    zp = jnp.concatenate([z, jnp.zeros((pad_m, D), z.dtype)]).reshape(-1, c_z, D)
+    out_shape = (c_z, D) if marginals else (c_z,)
 
-    def one_point(zm):
+    def one_block_of_draws(zb):  # (c_z, D) -> running log-sum-exp over encoding blocks
         def body(acc, blk):
             l, s, v = blk
-            lp = _log_normal(zm[None, :], l, s)  # (c_enc, D)
+            lp = _log_normal(zb[:, None, :], l[None], s[None])  # (c_z, c_enc, D): the memory bound
             if not marginals:
                 lp = lp.sum(-1)
-            lp = jnp.where(v.reshape((-1,) + (1,) * len(out_shape)), lp, -jnp.inf)
-            return jnp.logaddexp(acc, logsumexp(lp, axis=0)), None
+            mask = v.reshape((1, -1) + (1,) * (lp.ndim - 2))
+            return jnp.logaddexp(acc, logsumexp(jnp.where(mask, lp, -jnp.inf), axis=1)), None
 
-        init = jnp.full(out_shape, -jnp.inf, dtype=z.dtype)
-        acc, _ = jax.lax.scan(body, init, (locp, scalep, validp))
-        return acc - jnp.log(N)
+        acc, _ = jax.lax.scan(body, jnp.full(out_shape, -jnp.inf, dtype=z.dtype), (locp, scalep, validp))
+        return acc
 
-    # vmap over a chunk of draws at a time: memory O(chunk × c_enc × D)
-    return jax.lax.map(one_point, z, batch_size=min(chunk, M))
+    out = jax.lax.map(one_block_of_draws, zp)
+    return out.reshape((-1,) + out_shape[1:])[:M] - jnp.log(N)
 
 
 # --------------------------------------------------------------------------------------------
