@@ -343,13 +343,23 @@ def capacity_schedule(c_max: float, num_steps: int, c_min: float = 0.0):
     return optax.linear_schedule(c_min, c_max, int(num_steps))
 
 
+def _num_data_points(model_trace):
+    """Data points a batch stands for: leading batch size × plate scale of the first observed site."""
+    for site in model_trace.values():
+        if site["type"] == "sample" and site["is_observed"]:
+            bs = site["fn"].batch_shape
+            return (bs[0] if bs else 1) * (1.0 if site["scale"] is None else site["scale"])
+    raise ValueError("CapacityELBO needs an observed site to count data points; the model has none.")
+
+
 class CapacityELBO(BetaELBO):
     """Capacity-controlled β-VAE: E_q log p(x|z) − γ |KL − C| (Burgess et al. 2018, eq. 8).
 
         ELBO_C = E_q[log p(x|z)] − γ n |KL̄ − C(step)| − (KL of sites not in latent_sites),
 
     KL̄ the KL of the latent sites per data point (the minibatch mean, as in the paper) and n
-    the number of data points the batch stands for (batch size × plate scale), so that with
+    the number of data points the batch stands for (leading batch size of the first observed
+    site × its plate scale), so that with
     C = 0 and γ = β this is exactly :class:`BetaELBO`. C in nats per data point.
 
     ``capacity`` is a number or a callable ``step -> C`` (e.g. :func:`capacity_schedule` or
@@ -403,13 +413,10 @@ class CapacityELBO(BetaELBO):
             kl_s = _kl_site(ms, guide_trace[name], self.analytic_kl)
             if self.latent_sites is None or name in self.latent_sites:
                 kl = kl + kl_s
-                if n is None:
-                    bs = ms["fn"].batch_shape
-                    n = (bs[0] if bs else 1) * (1.0 if ms["scale"] is None else ms["scale"])
             else:
                 elbo = elbo - kl_s
-        if n is not None:
-            elbo = elbo - self.gamma * n * jnp.abs(kl / n - self._c)
+        n = _num_data_points(model_trace)
+        elbo = elbo - self.gamma * n * jnp.abs(kl / n - self._c)
         elbo = elbo + _aux_guide_terms(model_trace, guide_trace)
         return elbo, (mutable or None)
 
@@ -1087,7 +1094,7 @@ def rate_distortion(
         return rate_n, dist_n
 
     keys = random.split(rng_key, num_particles)
-    rates, dists = jax.vmap(one)(keys)  # (P, n)
+    rates, dists = jax.jit(jax.vmap(one))(keys)  # (P, n)
     r, d = rates.mean(0), dists.mean(0)
     n = r.shape[0]
     se = lambda v: float(jnp.std(v, ddof=1) / jnp.sqrt(n)) if n > 1 else float("nan")  # noqa: E731
