@@ -1030,6 +1030,39 @@ def _per_datum(x, n):
     return x.reshape(n, -1).sum(-1)
 
 
+def _rd_particle(key, params, args, kwargs, model, guide, sites):
+    """Per-datum (rate, distortion) of one draw."""
+    model_trace, guide_trace, _ = _get_traces(key, params, model, guide, args, kwargs)
+    _check_latent_sites_in_trace(sites, model_trace)
+    obs = [n for n, s in model_trace.items() if s["type"] == "sample" and s["is_observed"]]
+    lat = [
+        n
+        for n, s in model_trace.items()
+        if s["type"] == "sample" and not s["is_observed"] and (sites is None or n in sites)
+    ]
+    if not obs or not lat:
+        raise ValueError("rate_distortion needs at least one observed and one latent site.")
+    n = jnp.shape(model_trace[obs[0]]["value"])[0]
+    for s in obs + lat:
+        if model_trace[s]["scale"] is not None:
+            raise ValueError(f"Site {s!r} is scaled (subsampled plate?); pass the whole data set.")
+    dist_n = -sum(_per_datum(model_trace[s]["fn"].log_prob(model_trace[s]["value"]), n) for s in obs)
+    rate_n = 0.0
+    for s in lat:
+        ms, gs = model_trace[s], guide_trace[s]
+        try:
+            kl = kl_divergence(gs["fn"], ms["fn"])
+        except NotImplementedError:
+            kl = gs["fn"].log_prob(gs["value"]) - ms["fn"].log_prob(ms["value"])
+        rate_n = rate_n + _per_datum(jnp.broadcast_to(kl, ms["fn"].batch_shape), n)
+    return rate_n, dist_n
+
+
+@partial(jax.jit, static_argnames=("model", "guide", "sites", "kw"))
+def _rd_cached(keys, params, args, *, model, guide, sites, kw):
+    return jax.vmap(lambda k: _rd_particle(k, params, args, dict(kw), model, guide, sites))(keys)
+
+
 def rate_distortion(
     model,
     guide,
@@ -1068,34 +1101,17 @@ def rate_distortion(
     if isinstance(num_particles, bool) or not isinstance(num_particles, (int, np.integer)) or num_particles < 1:
         raise ValueError(f"`num_particles` must be a positive int, got {num_particles!r}.")
 
-    def one(key):
-        model_trace, guide_trace, _ = _get_traces(key, params, model, guide, args, kwargs)
-        _check_latent_sites_in_trace(sites, model_trace)
-        obs = [n for n, s in model_trace.items() if s["type"] == "sample" and s["is_observed"]]
-        lat = [
-            n
-            for n, s in model_trace.items()
-            if s["type"] == "sample" and not s["is_observed"] and (sites is None or n in sites)
-        ]
-        if not obs or not lat:
-            raise ValueError("rate_distortion needs at least one observed and one latent site.")
-        n = jnp.shape(model_trace[obs[0]]["value"])[0]
-        for s in obs + lat:
-            if model_trace[s]["scale"] is not None:
-                raise ValueError(f"Site {s!r} is scaled (subsampled plate?); pass the whole data set.")
-        dist_n = -sum(_per_datum(model_trace[s]["fn"].log_prob(model_trace[s]["value"]), n) for s in obs)
-        rate_n = 0.0
-        for s in lat:
-            ms, gs = model_trace[s], guide_trace[s]
-            try:
-                kl = kl_divergence(gs["fn"], ms["fn"])
-            except NotImplementedError:
-                kl = gs["fn"].log_prob(gs["value"]) - ms["fn"].log_prob(ms["value"])
-            rate_n = rate_n + _per_datum(jnp.broadcast_to(kl, ms["fn"].batch_shape), n)
-        return rate_n, dist_n
-
     keys = random.split(rng_key, num_particles)
-    rates, dists = jax.jit(jax.vmap(one))(keys)  # (P, n)
+    kw = tuple(sorted(kwargs.items()))
+    try:
+        hash((model, guide, kw))
+        hashable = True
+    except TypeError:
+        hashable = False
+    if hashable:  # cache the compiled program across calls (e.g. over a sweep of β)
+        rates, dists = _rd_cached(keys, params, args, model=model, guide=guide, sites=sites, kw=kw)
+    else:
+        rates, dists = jax.jit(jax.vmap(lambda k: _rd_particle(k, params, args, kwargs, model, guide, sites)))(keys)
     r, d = rates.mean(0), dists.mean(0)
     n = r.shape[0]
     se = lambda v: float(jnp.std(v, ddof=1) / jnp.sqrt(n)) if n > 1 else float("nan")  # noqa: E731

@@ -1,0 +1,101 @@
+"""Demo section: a β-VAE rate–distortion sweep on the bundled 8×8 digits.
+
+Six β-VAEs (β = 0.25 … 8) are trained as one vmapped, compiled SVI program; on held-out
+digits we report the rate (E KL[q(z|x) ‖ p(z)]), the distortion (−E log p(x|z)) and the
+mutual information I_q[X; Z] estimated exactly over the test set (which can never exceed
+log N).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import Section, image_path
+
+BETAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def monotone_within_error(values, ses, *, decreasing: bool, k: float = 2.0) -> bool:
+    """True if consecutive values never move against the stated direction by more than k SE of the difference."""
+    v, s = np.asarray(values, float), np.asarray(ses, float)
+    d = np.diff(v) if decreasing else -np.diff(v)
+    return bool(np.all(d <= k * np.sqrt(s[1:] ** 2 + s[:-1] ** 2)))
+
+
+def sweep(betas=BETAS, *, num_steps: int, latent_dim: int = 8, hidden: int = 64, batch_size: int = 128, seed: int = 0):
+    """Train one β-VAE per β (vmapped) on digits; return rows (β, rate, rate_se, distortion, distortion_se, MI, MI_se)."""
+    from .. import infomax as im
+    from ..models import vae as V
+
+    data = V.load_digits(0.2, seed)
+    net = V.VAE(latent_dim=latent_dim, hidden=(hidden,), rng_key=jax.random.key(seed))
+    x, xt = jnp.asarray(data.x_train), jnp.asarray(data.x_test)
+
+    def one(b, k):
+        return im.train(net.model, net.guide, im.BetaELBO(b), x, num_steps=num_steps, rng_key=k,
+                        learning_rate=3e-3, subsample_size=batch_size)[0]
+
+    params = jax.jit(jax.vmap(one))(jnp.asarray(betas), jax.random.split(jax.random.key(seed + 1), len(betas)))
+    rows = []
+    for i, b in enumerate(betas):
+        p = jax.tree.map(lambda a: a[i], params)
+        rd = im.rate_distortion(net.model, net.guide, p, xt, rng_key=jax.random.key(seed + 2), num_particles=4)
+        loc, scale = net.encode(p, xt)
+        dec = im.decompose(loc, scale, rng_key=jax.random.key(seed + 3), num_samples=4)
+        rows.append((float(b), rd.rate, rd.rate_se, rd.distortion, rd.distortion_se,
+                     dec.mutual_info.value, dec.mutual_info.se))
+    return rows, int(xt.shape[0]), (net, params)
+
+
+def section(outdir: Path, *, quick: bool, seed: int) -> Section:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, n_test, _ = sweep(num_steps=400 if quick else 1500, hidden=32 if quick else 64, seed=seed)
+    b, r, rse, d, dse, mi, mise = map(np.asarray, zip(*rows))
+    log_n = math.log(n_test)
+    ok_rate = monotone_within_error(r, rse, decreasing=True)
+    ok_dist = monotone_within_error(d, dse, decreasing=False)
+    ok_mi = bool(np.all(mi <= log_n + 1e-9))
+
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.6))
+    ax[0].errorbar(d, r, xerr=2 * dse, yerr=2 * rse, marker="o")
+    for bi, di, ri in zip(b, d, r):
+        ax[0].annotate(f"β={bi:g}", (di, ri), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax[0].set_xlabel("distortion −E log p(x|z) (nats)")
+    ax[0].set_ylabel("rate E KL[q(z|x)‖p] (nats)")
+    ax[0].set_title("β-VAE rate–distortion (test digits)")
+    ax[1].semilogx(b, r, "o-", label="rate")
+    ax[1].semilogx(b, mi, "s--", label="I[X;Z] (exact over test set)")
+    ax[1].axhline(log_n, color="grey", lw=0.8, label="log N")
+    ax[1].set_xlabel("β")
+    ax[1].set_ylabel("nats")
+    ax[1].legend(fontsize=8)
+    fig.tight_layout()
+    path = image_path(outdir, "infomax_rate_distortion.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+    table = {
+        "beta": [float(v) for v in b],
+        "rate": [float(v) for v in r],
+        "rate_se": [float(v) for v in rse],
+        "distortion": [float(v) for v in d],
+        "distortion_se": [float(v) for v in dse],
+        "mutual_info": [float(v) for v in mi],
+        "log_N": [log_n] * len(b),
+    }
+    text = (
+        f"β-VAEs on binarised 8×8 digits, evaluated on {n_test} held-out images. Read down the table: as β grows "
+        "the rate (nats of KL per image) should fall and the distortion rise (checked within 2 SE of each "
+        "difference), and the mutual information, estimated exactly over the test set, is at most log N; "
+        "it saturates near log N at small β, which is a property of a finite data set, not of the encoder."
+    )
+    return Section("β-VAE rate–distortion (infomax)", text, table, (path,), ok_rate and ok_dist and ok_mi)
