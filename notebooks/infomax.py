@@ -102,13 +102,14 @@ plt.show()
 fac = load_factorial()
 xf = jnp.asarray(fac.images)
 N = xf.shape[0]
-fnet = V.VAE(latent_dim=6, hidden=(64,), data_dim=xf.shape[1], rng_key=jax.random.key(0))
-SEEDS = 2 if QUICK else 4
+fnet = V.VAE(latent_dim=4, hidden=(64,), data_dim=xf.shape[1], rng_key=jax.random.key(0))
+SEEDS = 2 if QUICK else 8
+MIG_STEPS = 300 if QUICK else 3000
 
 
 def fit_many(loss):
     def one(k):
-        return im.train(fnet.model, fnet.guide, loss, xf, num_steps=STEPS, rng_key=k, learning_rate=3e-3,
+        return im.train(fnet.model, fnet.guide, loss, xf, num_steps=MIG_STEPS, rng_key=k, learning_rate=3e-3,
                         subsample_size=64)[0]
 
     return jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(1), SEEDS))
@@ -124,12 +125,14 @@ def mig_scores(ps):
 
 mig_rows = []
 for name, loss in [("VAE (β=1)", im.BetaELBO(1.0))] + [
-    (f"β-TCVAE β={b:g}", im.BetaTCELBO(beta=b, dataset_size=N, estimator="mss")) for b in (2.0, 6.0)
+    (f"β-TCVAE β={b:g}", im.BetaTCELBO(beta=b, dataset_size=N, estimator="mss")) for b in (2.0, 4.0)
 ]:
     sc = mig_scores(fit_many(loss))
     mig_rows.append((name, sc.mean(), sc.std(ddof=1) / np.sqrt(len(sc)), np.round(sc, 3).tolist()))
 mig_df = pd.DataFrame(mig_rows, columns=["model", "MIG", "MIG_se", "per seed"])
 print(mig_df.to_string(index=False))
+# Read honestly: MIG varies a lot between training seeds on this small set; compare the gap
+# between models with its standard error before calling a winner.
 plt.figure(figsize=(5, 3))
 plt.errorbar(range(len(mig_df)), mig_df.MIG, yerr=2 * mig_df.MIG_se, fmt="o")
 plt.xticks(range(len(mig_df)), mig_df.model)

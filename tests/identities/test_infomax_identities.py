@@ -28,8 +28,8 @@ def encoders(draw):
     N and D come from small sets so that compiled programs are reused across examples (each new
     shape costs an XLA compilation); the values are free.
     """
-    n = draw(st.sampled_from([2, 5, 13, 24]))
-    d = draw(st.sampled_from([1, 2, 3]))
+    n = draw(st.sampled_from([2, 9, 24]))
+    d = draw(st.sampled_from([1, 3]))
     seed = draw(st.integers(0, 2**31 - 1))
     spread = draw(st.floats(0.1, 3.0))
     rng = np.random.default_rng(seed)
