@@ -570,17 +570,12 @@ def aggregate_log_density(
     return _batch_log_density(z, loc, scale, logw, bool(marginals))
 
 
-@jax.jit
-def _batch_log_density_impl(z, loc, scale, logw):
-    lp = _log_normal(z[:, None, :], loc[None, :, :], scale[None, :, :])  # (B, B, D)
-    joint = logsumexp(logw + lp.sum(-1), axis=1)
-    marg = logsumexp(logw[:, :, None] + lp, axis=1)
-    return joint, marg
-
-
+@partial(jax.jit, static_argnames=("marginals",))
 def _batch_log_density(z, loc, scale, logw, marginals):
-    joint, marg = _batch_log_density_impl(z, loc, scale, logw)
-    return marg if marginals else joint
+    lp = _log_normal(z[:, None, :], loc[None, :, :], scale[None, :, :])  # (B, B, D)
+    if marginals:
+        return logsumexp(logw[:, :, None] + lp, axis=1)
+    return logsumexp(logw + lp.sum(-1), axis=1)
 
 
 def _direct_log_density(z, loc, scale, marginals):
