@@ -301,8 +301,8 @@ class InfoMaxELBO(BetaELBO):
     upper bound is, up to the constant H[X] and the factor (1 + λ), the β-VAE loss with
     β = 1/(1 + λ). λ > 0 (β < 1) rewards information; −1 < λ < 0 (β > 1) penalises it.
 
-    Reference: Higgins et al. (2017); Zhao, Song & Ermon (2019, InfoVAE, eq. 6) for the
-    InfoMax reading. The loss value is that of ``BetaELBO(1/(1+lam))`` (not multiplied back
+    Reference: Higgins et al. (2017); Zhao, Song & Ermon (2019, InfoVAE) for the InfoMax
+    reading. The loss value is that of ``BetaELBO(1/(1+lam))`` (not multiplied back
     by 1 + λ, so losses across λ are on the β-VAE scale).
 
     Args:
@@ -354,7 +354,7 @@ def _num_data_points(model_trace):
 
 
 class CapacityELBO(BetaELBO):
-    """Capacity-controlled β-VAE: E_q log p(x|z) − γ |KL − C| (Burgess et al. 2018, eq. 8).
+    """Capacity-controlled β-VAE: E_q log p(x|z) − γ |KL − C| (Burgess et al. 2018, §5).
 
         ELBO_C = E_q[log p(x|z)] − γ n |KL̄ − C(step)| − (KL of sites not in latent_sites),
 
@@ -523,7 +523,7 @@ def aggregate_log_density(
       finite data set (``loc``, ``scale`` of shape (N, D)). When M N > chunk_size² it is
       computed in blocks of ``chunk_size`` draws × ``chunk_size`` encodings (a running
       log-sum-exp), so peak memory is O(chunk_size² D) whatever M and N.
-    - ``"mws"`` (minibatch weighted sampling, Chen et al. 2018, eq. S5): log q(z_i) ≈
+    - ``"mws"`` (minibatch weighted sampling, Chen et al. 2018, §4.1 and appendix C.1): log q(z_i) ≈
       logsumexp_j log q(z_i|x_j) − log B over a batch of B encodings, z[i] ~ q(z|x_i).
       Normalisation: the published form subtracts log(N B), which is log q(z) − log N at
       B = N (it shifts the total correlation by (D − 1) log N); we subtract log B, so the
@@ -898,7 +898,7 @@ def decompose(
 
         E_n KL[q(z|x_n)‖p] = I[X; Z] + KL[q(z)‖p],   KL[q(z)‖p] = TC + Σ_j KL[q(z_j)‖p(z_j)]
 
-    (Hoffman & Johnson 2016, eq. 2; Chen et al. 2018, eq. 2). On a finite data set of N
+    (Hoffman & Johnson 2016; Chen et al. 2018, eq. 2). On a finite data set of N
     encodings N(loc_n, diag scale_n²) every average over data points is exact, the aggregate
     density is the exact mixture (:func:`aggregate_log_density` ``"exact"``), the expected KL
     is analytic, and only the expectations over z are Monte Carlo: ``num_samples`` draws per
@@ -1070,7 +1070,7 @@ def rate_distortion(
 ) -> RateDistortion:
     """Rate R = E_n KL[q(z|x_n)‖p(z)] and distortion D = −E_n E_q log p(x_n|z) per data point.
 
-    (Alemi et al. 2018, eqs. 3–4.) KL is analytic where NumPyro registers one, otherwise
+    (Alemi et al. 2018, "Fixing a broken ELBO".) KL is analytic where NumPyro registers one, otherwise
     Monte Carlo; the reconstruction term averages ``num_particles`` draws. Every latent site
     in ``latent_sites`` (default all) and every observed site must lie in the data plate with
     the data points on the leading axis, and the model must not subsample (pass all data).
@@ -1209,7 +1209,7 @@ def _mi_matrix(zc, vc, nz, nv):
 
 
 def mig(latents, factors, *, num_bins: int = 20) -> MIG:
-    """Mutual information gap (Chen et al. 2018, eq. 6) of a representation against known factors.
+    """Mutual information gap (Chen et al. 2018, §5) of a representation against known factors.
 
         MIG = (1/K) Σ_k [I(z_(1); v_k) − I(z_(2); v_k)] / H(v_k),
 
