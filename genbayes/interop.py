@@ -30,3 +30,9 @@ def batched_to_inference_data(result):
     idata = az.from_dict(posterior=posterior, sample_stats=stats)
     idata.posterior.attrs["chain_meaning"] = "replicate (one weighted posterior per chain)"
     return idata
+
+
+def effective_sample_size(draws) -> float:
+    """ArviZ's bulk effective sample size of a single chain of scalar draws."""
+    az = _arviz()
+    return float(az.ess(np.asarray(draws)[None, :]))
