@@ -242,7 +242,13 @@ def _run_sharded(one, weights, keys, devices):
     spec = P("replicate")
     sharding = NamedSharding(mesh, spec)
     weights, keys = jax.device_put(weights, sharding), jax.device_put(keys, sharding)
-    fn = _shard_map()(jax.vmap(one), mesh=mesh, in_specs=(spec, spec), out_specs=spec)
+    # check_vma=False: NumPyro's NUTS mixes replicated constants (the shared initial point) with
+    # per-device values inside lax.cond, which the varying-axes type check rejects although the
+    # program is correct (every device runs its own, independent chains).
+    try:
+        fn = _shard_map()(jax.vmap(one), mesh=mesh, in_specs=(spec, spec), out_specs=spec, check_vma=False)
+    except TypeError:  # JAX < 0.7 spells it check_rep
+        fn = _shard_map()(jax.vmap(one), mesh=mesh, in_specs=(spec, spec), out_specs=spec, check_rep=False)
     out = jax.jit(fn)(weights, keys)
     return jax.tree_util.tree_map(lambda a: a[:B], out)
 
