@@ -172,8 +172,8 @@ class BetaBernoulli(ConjugateFamily):
     Example:
         >>> import jax.numpy as jnp, genbayes as gb
         >>> fam = gb.conjugate.BetaBernoulli(1.0, 1.0)
-        >>> round(float(fam.log_evidence(jnp.array([1, 0, 1]))), 6)  # B(3, 2) = 1/12
-        -2.484907
+        >>> round(float(fam.log_evidence(jnp.array([1, 0, 1]))), 4)  # log B(3, 2) = log(1/12)
+        -2.4849
     """
 
     a: jax.Array
@@ -285,8 +285,8 @@ class GammaPoisson(ConjugateFamily):
     Example:
         >>> import jax.numpy as jnp, genbayes as gb
         >>> fam = gb.conjugate.GammaPoisson(1.0, 1.0)
-        >>> round(float(fam.log_evidence(jnp.array([0]))), 6)  # p(0) = 1/2
-        -0.693147
+        >>> round(float(fam.log_evidence(jnp.array([0]))), 4)  # log p(0) = log(1/2)
+        -0.6931
     """
 
     shape: jax.Array
@@ -346,8 +346,8 @@ class DirichletCategorical(ConjugateFamily):
     Example:
         >>> import jax.numpy as jnp, genbayes as gb
         >>> fam = gb.conjugate.DirichletCategorical(jnp.ones(3))
-        >>> round(float(fam.log_evidence(jnp.array([2]))), 6)  # 1/3
-        -1.098612
+        >>> round(float(fam.log_evidence(jnp.array([2]))), 4)  # log(1/3)
+        -1.0986
     """
 
     alpha: jax.Array
