@@ -333,6 +333,12 @@ def _unrank(rank, n, p, table):
     return takes[::-1].astype(_float())
 
 
+@partial(jax.jit, static_argnames=("n", "p"))
+def _unrank_batch(ranks, table, n, p):
+    return jax.vmap(lambda r: _unrank(r, n, p, table))(ranks)
+
+
+@partial(jax.jit, static_argnames=("m", "n", "p"))
 def _random_masks(key, m, n, p):
     """m independent uniformly random p-subsets of 0..n−1 as 0/1 masks."""
     u = jax.random.uniform(key, (m, n))
@@ -343,18 +349,22 @@ def _random_masks(key, m, n, p):
 class _Plan:
     """Which subsets to evaluate, in batches that are reproducible one by one (for --resume)."""
 
-    def __init__(self, n, p, total, exhaustive, rng_key, batch_size):
-        self.n, self.p, self.total, self.exhaustive = n, p, total, exhaustive
+    def __init__(self, n, p, total, exhaustive, rng_key, batch_size, fixed=None):
+        self.n, self.p, self.total, self.exhaustive, self.fixed = n, p, total, exhaustive, fixed
         self.rng_key, self.batch_size = rng_key, max(1, int(batch_size))
         self.num_batches = -(-total // self.batch_size)
-        self._table = _binom_table(n, p) if exhaustive else None
+        self._table = _binom_table(n, p) if exhaustive and fixed is None else None
 
     def masks(self, b):
         lo = b * self.batch_size
         m = min(self.batch_size, self.total - lo)
+        if self.fixed is not None:
+            return self.fixed[lo : lo + m]
         if self.exhaustive:
-            ranks = jnp.arange(lo, lo + m, dtype=jnp.int32)
-            return jax.vmap(lambda r: _unrank(r, self.n, self.p, self._table))(ranks)
+            # pad to a power of two so that few distinct shapes are compiled; padding rows are dropped
+            size = 1 << max(m - 1, 0).bit_length()
+            ranks = jnp.minimum(jnp.arange(lo, lo + size, dtype=jnp.int32), self.total - 1)
+            return _unrank_batch(ranks, self._table, self.n, self.p)[:m]
         return _random_masks(jax.random.fold_in(self.rng_key, b), m, self.n, self.p)
 
 
@@ -385,6 +395,7 @@ def _exact_subset_value(fam, data, mask, joint):
     return jnp.sum(mask * jax.vmap(term)(idx))
 
 
+@partial(jax.jit, static_argnames=("joint", "chunk"))
 def _exact_values(fam, data, masks, joint, chunk):
     f = lambda m: _exact_subset_value(fam, data, m, joint)  # noqa: E731
     return jax.lax.map(f, masks, batch_size=min(chunk, masks.shape[0]))
@@ -415,6 +426,7 @@ def _counting_all_p(fam, x, chunk=256):
 @partial(jax.jit, static_argnames=("n", "chunk"))
 def _counting_core(counts, alpha, *, n, chunk):
     dt = _float()
+    alpha = alpha.astype(dt)
     lf = gammaln(jnp.arange(n + 1, dtype=dt) + 1.0)  # log factorials
     N = n - 1
     A = jnp.sum(alpha)
@@ -592,13 +604,15 @@ class _Runner:
     """Evaluates one batch of held-out sets with a fixed method; shared by lpo/cumulative and the CLI."""
 
     def __init__(self, target, p, method, joint, num_subsets, rng_key, max_subsets, batch_size,
-                 num_warmup, num_samples, num_chains, chunk):
+                 num_warmup, num_samples, num_chains, chunk, subsets=None):
         self.target, self.p, self.joint, self.chunk = target, p, joint, chunk
         self.num_warmup, self.num_samples, self.num_chains = num_warmup, num_samples, num_chains
         n = target.n
         total_possible = math.comb(n, p)
         base = "exact" if method in ("exact", "enumerate") else method
-        if num_subsets is None:
+        if subsets is not None:
+            exhaustive, total = True, int(subsets.shape[0])
+        elif num_subsets is None:
             if base == "exact":
                 exhaustive = total_possible <= max_subsets
                 if method == "enumerate" and not exhaustive:
@@ -615,12 +629,11 @@ class _Runner:
         key_post, key_sub, self.key_refit = jax.random.split(rng_key, 3)
         if batch_size is None:
             batch_size = total if base != "exact" else max(total, 1)
-        self.plan = _Plan(n, p, total, exhaustive, key_sub, batch_size)
+        self.plan = _Plan(n, p, total, exhaustive, key_sub, batch_size, fixed=subsets)
         self.post = None
         if base in ("psis", "auto"):
             self.post = _FullPosterior(target, key_post, num_warmup, num_samples, num_chains)
             self.threshold = _khat_threshold(num_chains * num_samples)
-        self._exact_fn = None
 
     def method_name(self, any_refit):
         if self.base == "exact":
@@ -636,10 +649,10 @@ class _Runner:
         out = {"batch": b, "count": m}
         keep = self.base != "exact"
         if self.base == "exact":
-            if self._exact_fn is None:
-                fam, data, joint, chunk = self.target.family, self.target.args, self.joint, self.chunk
-                self._exact_fn = jax.jit(lambda ms: _exact_values(fam, data, ms, joint, chunk))
-            vals = np.asarray(self._exact_fn(masks), dtype=np.float64)
+            size = 1 << max(m - 1, 0).bit_length()
+            padded = jnp.concatenate([masks, jnp.repeat(masks[:1], size - m, axis=0)]) if size > m else masks
+            vals = np.asarray(_exact_values(self.target.family, tuple(self.target.args), padded, self.joint,
+                                            self.chunk), dtype=np.float64)[:m]
             mc_var = np.zeros(m)
             psi_sum = None
             keep = m <= 100_000
@@ -730,23 +743,51 @@ def _warn_result(res):
                       RuntimeWarning, stacklevel=3)
 
 
+def _check_subsets(subsets, n, p, pname):
+    if subsets is None:
+        return None
+    arr = np.asarray(subsets)
+    if arr.ndim == 2 and arr.shape[1] == n and (arr.dtype == bool or np.all(np.isin(arr, (0, 1)))):
+        masks = arr.astype(bool)
+    else:
+        try:
+            rows = [np.asarray(s, dtype=np.int64).reshape(-1) for s in subsets]
+        except (TypeError, ValueError):
+            raise TypeError("`subsets` must be a boolean (m, n) mask array or a list of index sequences.") from None
+        masks = np.zeros((len(rows), n), bool)
+        for r, idx in enumerate(rows):
+            if np.any(idx < 0) or np.any(idx >= n) or len(set(idx.tolist())) != len(idx):
+                raise ValueError(f"`subsets`[{r}] must hold distinct indices in 0..{n - 1}, got {idx.tolist()}.")
+            masks[r, idx] = True
+    if masks.shape[0] == 0:
+        raise ValueError("`subsets` is empty.")
+    sizes = masks.sum(1)
+    if np.any(sizes != p):
+        raise ValueError(f"every held-out set in `subsets` must have {pname} = {p} points; sizes are {sorted(set(sizes.tolist()))}.")
+    return jnp.asarray(masks, _float())
+
+
 def _score(model, args, kwargs, *, p, site, method, num_subsets, rng_key, joint, max_subsets, batch_size,
-           num_warmup, num_samples, num_chains, chunk, pname):
+           num_warmup, num_samples, num_chains, chunk, pname, subsets=None):
     target = _resolve(model, args, kwargs, site)
     p = _check_p(p, target.n, pname)
+    subsets = _check_subsets(subsets, target.n, p, pname)
+    if subsets is not None and num_subsets is not None:
+        raise ValueError("Pass either `subsets` or `num_subsets`, not both.")
     method = _check_method(method, target)
     num_subsets = _check_num_subsets(num_subsets)
     _mcmc_opts(num_warmup, num_samples, num_chains)
     if isinstance(max_subsets, bool) or not isinstance(max_subsets, (int, np.integer)) or max_subsets < 1:
         raise ValueError(f"`max_subsets` must be a positive integer, got {max_subsets!r}.")
-    needs_key = not (target.conjugate and (num_subsets is None) and (
-        method == "counting" or (method == "exact" and (_is_counting(target.family) or math.comb(target.n, p) <= max_subsets))
-        or method == "enumerate"))
+    exact_family = target.conjugate and method in ("exact", "counting", "enumerate")
+    needs_key = (not exact_family or num_subsets is not None or (
+        subsets is None and method != "counting" and not (method == "exact" and _is_counting(target.family))
+        and math.comb(target.n, p) > max_subsets))
     if rng_key is None:
         if needs_key:
             raise ValueError("`rng_key` is required for this method (random subsets or MCMC): pass jax.random.PRNGKey(0).")
         rng_key = jax.random.PRNGKey(0)
-    counting = target.conjugate and num_subsets is None and (
+    counting = target.conjugate and num_subsets is None and subsets is None and (
         method == "counting" or (method == "exact" and _is_counting(target.family))
     )
     if counting:
@@ -756,7 +797,7 @@ def _score(model, args, kwargs, *, p, site, method, num_subsets, rng_key, joint,
                          diagnostics={"n": target.n}, quantity="S_CCV" if joint else "S_CV", exhaustive=True,
                          n=target.n)
     runner = _Runner(target, p, method, joint, num_subsets, rng_key, max_subsets, batch_size,
-                     num_warmup, num_samples, num_chains, chunk)
+                     num_warmup, num_samples, num_chains, chunk, subsets=subsets)
     stats = [runner.batch(b) for b in range(runner.plan.num_batches)]
     res = runner.combine(stats)
     _warn_result(res)
@@ -764,7 +805,8 @@ def _score(model, args, kwargs, *, p, site, method, num_subsets, rng_key, joint,
 
 
 def lpo(model, *args, p, site="y", method="auto", num_subsets=None, rng_key=None, max_subsets=DEFAULT_MAX_SUBSETS,
-        num_warmup=500, num_samples=1000, num_chains=4, batch_size=None, chunk=1 << 14, **kwargs) -> LPOResult:
+        num_warmup=500, num_samples=1000, num_chains=4, batch_size=None, chunk=1 << 14, subsets=None,
+        **kwargs) -> LPOResult:
     r"""Bayesian leave-p-out score :math:`S_{CV}(p)`: mean held-out log predictive per held-out point.
 
     .. math:: S_{CV}(p) = \binom{n}{p}^{-1} \sum_{|S|=p} \frac1p \sum_{i \in S} \log p(x_i \mid x_{-S})
@@ -789,6 +831,9 @@ def lpo(model, *args, p, site="y", method="auto", num_subsets=None, rng_key=None
             chains; refits: one chain per training set).
         batch_size: subsets per batch (default: all in one program).
         chunk: subsets per vmapped chunk inside ``jax.lax.map`` for exact enumeration.
+        subsets: evaluate exactly these held-out sets (a boolean ``(m, n)`` mask or a list of
+            index sequences, each of size p) instead of all or random ones; ``se`` is then the
+            Monte Carlo error only, and two methods on the same sets can be compared pairwise.
         **kwargs: the model's keyword arguments.
 
     Returns:
@@ -804,12 +849,12 @@ def lpo(model, *args, p, site="y", method="auto", num_subsets=None, rng_key=None
     """
     return _score(model, args, kwargs, p=p, site=site, method=method, num_subsets=num_subsets, rng_key=rng_key,
                   joint=False, max_subsets=max_subsets, batch_size=batch_size, num_warmup=num_warmup,
-                  num_samples=num_samples, num_chains=num_chains, chunk=chunk, pname="p")
+                  num_samples=num_samples, num_chains=num_chains, chunk=chunk, pname="p", subsets=subsets)
 
 
 def cumulative(model, *args, P, site="y", method="auto", num_subsets=None, rng_key=None,
                max_subsets=DEFAULT_MAX_SUBSETS, num_warmup=500, num_samples=1000, num_chains=4, batch_size=None,
-               chunk=1 << 12, **kwargs) -> LPOResult:
+               chunk=1 << 12, subsets=None, **kwargs) -> LPOResult:
     r"""Cumulative cross-validation score :math:`S_{CCV}(P) = \sum_{p \le P} S_{CV}(p)`.
 
     Computed directly as the mean joint held-out log predictive over training sets of size n − P,
@@ -832,7 +877,7 @@ def cumulative(model, *args, P, site="y", method="auto", num_subsets=None, rng_k
     """
     return _score(model, args, kwargs, p=P, site=site, method=method, num_subsets=num_subsets, rng_key=rng_key,
                   joint=True, max_subsets=max_subsets, batch_size=batch_size, num_warmup=num_warmup,
-                  num_samples=num_samples, num_chains=num_chains, chunk=chunk, pname="P")
+                  num_samples=num_samples, num_chains=num_chains, chunk=chunk, pname="P", subsets=subsets)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1052,7 +1097,13 @@ def _read_resume(path, config):
     if not os.path.exists(path):
         return stats
     with open(path) as fh:
-        lines = fh.read().split("\n")
+        text = fh.read()
+    if text and not text.endswith("\n"):
+        # a kill cut the last record short: drop it (that batch is redone) so appends start on a fresh line
+        text = text[: text.rfind("\n") + 1]
+        with open(path, "w") as fh:
+            fh.write(text)
+    lines = text.split("\n")
     if not lines or not lines[0].strip():
         return stats
     head = json.loads(lines[0])
