@@ -733,14 +733,14 @@ def _warn_result(res):
         warnings.warn(
             f"{d['num_high_khat']} of {res.num_subsets} held-out sets have Pareto k̂ above "
             f"{d['khat_threshold']:.2f} (PSIS unreliable there); {how}. See `.diagnostics['khat']`.",
-            RuntimeWarning, stacklevel=3,
+            RuntimeWarning, stacklevel=4,
         )
     if "num_divergent" in d and np.any(np.asarray(d["num_divergent"]) > 0):
         warnings.warn("Some refits had divergent transitions; see `.diagnostics['num_divergent']`.",
-                      RuntimeWarning, stacklevel=3)
+                      RuntimeWarning, stacklevel=4)
     if not np.isfinite(res.value):
         warnings.warn(f"{res.quantity} is not finite ({res.value}); some held-out densities are 0 or NaN.",
-                      RuntimeWarning, stacklevel=3)
+                      RuntimeWarning, stacklevel=4)
 
 
 def _check_subsets(subsets, n, p, pname):
