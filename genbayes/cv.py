@@ -746,7 +746,10 @@ def _warn_result(res):
 def _check_subsets(subsets, n, p, pname):
     if subsets is None:
         return None
-    arr = np.asarray(subsets)
+    try:
+        arr = np.asarray(subsets)
+    except ValueError:  # ragged list of index sequences
+        arr = np.empty(0)
     if arr.ndim == 2 and arr.shape[1] == n and (arr.dtype == bool or np.all(np.isin(arr, (0, 1)))):
         masks = arr.astype(bool)
     else:
@@ -843,9 +846,9 @@ def lpo(model, *args, p, site="y", method="auto", num_subsets=None, rng_key=None
     Example:
         >>> import jax.numpy as jnp, genbayes as gb
         >>> from genbayes import cv
-        >>> r = cv.lpo(gb.conjugate.BetaBernoulli(1.0, 1.0), jnp.array([1, 0, 1, 1]), p=2)
+        >>> r = cv.lpo(gb.conjugate.BetaBernoulli(1.0, 1.0), jnp.array([1, 0, 1, 1]), p=2)  # (3 log .5 + 3 (log .75 + log .25)/2)/6
         >>> r.method, round(r.value, 4)
-        ('counting', -0.7798)
+        ('counting', -0.7651)
     """
     return _score(model, args, kwargs, p=p, site=site, method=method, num_subsets=num_subsets, rng_key=rng_key,
                   joint=False, max_subsets=max_subsets, batch_size=batch_size, num_warmup=num_warmup,

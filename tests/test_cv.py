@@ -190,9 +190,12 @@ def test_auto_detects_high_khat_and_refits():
             ps = cv.lpo(_outlier_model, x, p=2, method="psis", subsets=subsets, rng_key=jax.random.PRNGKey(0), **kw)
         with pytest.warns(RuntimeWarning, match="were refit"):
             au = cv.lpo(_outlier_model, x, p=2, method="auto", subsets=subsets, rng_key=jax.random.PRNGKey(0), **kw)
-    kh = np.asarray(ps.diagnostics["khat"])
-    assert kh[0] > ps.diagnostics["khat_threshold"] and np.all(kh[1:] < ps.diagnostics["khat_threshold"])
-    assert au.method == "psis+refit" and list(au.diagnostics["refit"]) == [True, False, False]
+    kh, thr = np.asarray(ps.diagnostics["khat"]), ps.diagnostics["khat_threshold"]
+    # the outlier pair is by far the worst; ordinary pairs of 12 points sit near the threshold (0.6-0.7 here)
+    assert kh[0] > thr and kh[0] > kh[1:].max() + 0.5
+    # same key, so the same full posterior: exactly the subsets above the threshold are refit
+    assert np.array_equal(np.asarray(au.diagnostics["khat"]), kh)
+    assert au.method == "psis+refit" and np.array_equal(np.asarray(au.diagnostics["refit"]), kh > thr)
     # the refit value is the exact one (the model is conjugate: Normal prior, known variance 1)
     fam = gb.conjugate.NormalKnownVariance(0.0, 100.0, 1.0)
     with jax.enable_x64(True):
@@ -282,10 +285,13 @@ def test_bad_input():
         cv.cumulative(fam, x, P=7)
     with pytest.raises(TypeError, match="integer"):
         cv.lpo(fam, x, p=1.5)
+    plain = lambda x: fam.model(x)  # noqa: E731 - a plain NumPyro model, not recognised as conjugate
     with pytest.raises(ValueError, match="not in the model"):
-        cv.lpo(fam.model, x, p=1, site="z", method="psis", rng_key=jax.random.PRNGKey(0))
+        cv.lpo(plain, x, p=1, site="z", method="psis", rng_key=jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="latent"):
-        cv.lpo(fam.model, x, p=1, site="mu", method="psis", rng_key=jax.random.PRNGKey(0))
+        cv.lpo(plain, x, p=1, site="mu", method="psis", rng_key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="not in the model"):
+        cv.lpo(fam, x, p=1, site="mu")
 
     def no_plate(x):
         import numpyro
@@ -297,9 +303,9 @@ def test_bad_input():
     with pytest.raises(ValueError, match="not in a plate"):
         cv.lpo(no_plate, x, p=1, method="psis", rng_key=jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="conjugate family"):
-        cv.lpo(fam.model, x, p=1, method="exact")
+        cv.lpo(plain, x, p=1, method="exact")
     with pytest.raises(ValueError, match="conjugate family"):
-        cv.identity(fam.model, x, method="exact")
+        cv.identity(plain, x, method="exact")
     with pytest.raises(ValueError, match="num_subsets"):
         cv.lpo(fam, x, p=1, num_subsets=0, rng_key=jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="num_subsets"):
