@@ -4,12 +4,13 @@ The public API (see the README and DESIGN.md):
 
 - :func:`reweight`, :func:`tempered`: the weighted-likelihood core handlers;
 - :mod:`genbayes.conjugate`: exact conjugate families;
-- :mod:`genbayes.batched`: many weighted posteriors as one compiled, vmapped, shardable program.
+- :mod:`genbayes.batched`: many weighted posteriors as one compiled, vmapped, shardable program;
+- :mod:`genbayes.cv`: Bayesian leave-P-out cross-validation and the marginal-likelihood identity.
 """
 
-from . import batched, conjugate, models
+from . import batched, conjugate, cv, models
 from .handlers import reweight, tempered
 
 __version__ = "0.1.0"
 
-__all__ = ["reweight", "tempered", "conjugate", "batched", "models", "__version__"]
+__all__ = ["reweight", "tempered", "conjugate", "batched", "cv", "models", "__version__"]

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 # modules that contribute a subcommand through ``add_cli(subparsers)``
-SUBCOMMAND_MODULES: list[str] = []
+SUBCOMMAND_MODULES: list[str] = ["genbayes.cv"]
 
 
 def _demo(args) -> int:

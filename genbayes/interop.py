@@ -37,6 +37,7 @@ def effective_sample_size(draws) -> float:
     az = _arviz()
     return float(az.ess(np.asarray(draws)[None, :]))
 
+
 def psis_khat_threshold(num_draws: int) -> float:
     """ArviZ's sample-size-dependent "good" threshold for Pareto k̂: ``min(1 − 1/log10(S), 0.7)``."""
     return float(min(1.0 - 1.0 / np.log10(num_draws), 0.7))
