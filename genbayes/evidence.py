@@ -225,38 +225,100 @@ def default_ladder(K: int = 32, power: float = 5.0) -> np.ndarray:
     return (np.arange(K + 1) / K) ** power
 
 
+def _family_model(family, *data):
+    # a module-level function so that programs compiled for one family type are reused across
+    # hyperparameters and data (the family is a pytree argument, not part of the cache key)
+    return family.model(*data)
+
+
+def _as_program_model(model, args):
+    """(model, args) with a conjugate family moved into the arguments."""
+    family, np_model = _resolve(model)
+    if family is not None:
+        return _family_model, (family, *args)
+    return np_model, tuple(args)
+
+
+def _split_static(args, kwargs):
+    """Split the model arguments into traced array leaves and a hashable static part (or None)."""
+    leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+    dyn_idx = [i for i, v in enumerate(leaves) if isinstance(v, (np.ndarray, jax.Array, float, np.floating))]
+    static = tuple((i, v) for i, v in enumerate(leaves) if i not in set(dyn_idx))
+    try:
+        hash(static)
+        key = (treedef, tuple(dyn_idx), static)
+    except TypeError:
+        key = None
+    dyn = [leaves[i] for i in dyn_idx]
+
+    def rebuild(dyn_leaves):
+        out = list(leaves)
+        for i, v in zip(dyn_idx, dyn_leaves):
+            out[i] = v
+        return jax.tree_util.tree_unflatten(treedef, out)
+
+    return dyn, rebuild, key
+
+
+_PROGRAMS: dict = {}
+
+
+def _cached_program(kind, model, sites, static_key, settings, build):
+    """Reuse a compiled program for the same model, settings and argument structure."""
+    if static_key is None:
+        return build()
+    key = (kind, model, sites, static_key, settings)
+    try:
+        hash(key)
+    except TypeError:
+        return build()
+    if key not in _PROGRAMS:
+        if len(_PROGRAMS) > 64:
+            _PROGRAMS.clear()
+        _PROGRAMS[key] = build()
+    return _PROGRAMS[key]
+
+
+def _template(model, args, kwargs, sites, rng_key):
+    """Unconstrained latent values of the model at a valid point (fixes the flat layout)."""
+    from numpyro.infer.initialization import init_to_median
+    from numpyro.infer.util import initialize_model
+
+    def weighted_model(w, *a, **kw):
+        with reweight(weights=w, sites=sites):
+            return model(*a, **kw)
+
+    info = initialize_model(
+        jax.random.PRNGKey(0) if rng_key is None else rng_key,
+        weighted_model,
+        init_strategy=init_to_median(num_samples=15),
+        model_args=(jnp.asarray(1.0), *args),
+        model_kwargs=kwargs,
+    )
+    return info.param_info.z
+
+
 class _FlatModel:
-    """Flat unconstrained-space densities of a (re)weighted model, built from NumPyro's potential."""
+    """Flat unconstrained-space densities of a (re)weighted model, from NumPyro's potential energy.
 
-    def __init__(self, model, args, kwargs, sites=None, rng_key=None):
-        from numpyro.infer.initialization import init_to_median
-        from numpyro.infer.util import initialize_model
+    Built inside a compiled program: ``args``/``kwargs`` may be traced.
+    """
 
+    def __init__(self, model, args, kwargs, z0, sites=None):
         self.model, self.args, self.kwargs, self.sites = model, args, kwargs, sites
+        self.z0 = z0
+        self.flat0, self.unravel = ravel_pytree(z0)
+        self.dim = self.flat0.shape[0]
 
-        def weighted_model(w, *a, **kw):
-            with reweight(weights=w, sites=sites):
-                return model(*a, **kw)
-
-        info = initialize_model(
-            jax.random.PRNGKey(0) if rng_key is None else rng_key,
-            weighted_model,
-            init_strategy=init_to_median(num_samples=15),
-            dynamic_args=True,
-            model_args=(jnp.asarray(1.0), *args),
-            model_kwargs=kwargs,
-        )
-        self.z0 = info.param_info.z
-        flat0, self.unravel = ravel_pytree(self.z0)
-        self.flat0 = flat0
-        self.dim = flat0.shape[0]
-        self._potential_gen = info.potential_fn
-        self._postprocess_gen = info.postprocess_fn
+    def _weighted_model(self, w, *a, **kw):
+        with reweight(weights=w, sites=self.sites):
+            return self.model(*a, **kw)
 
     def log_density(self, w):
         """x -> log of the w-weighted unnormalised posterior at flat unconstrained x (Jacobian included)."""
-        pot = self._potential_gen(w, *self.args, **self.kwargs)
-        return lambda x: -pot(self.unravel(x))
+        from numpyro.infer.util import potential_energy
+
+        return lambda x: -potential_energy(self._weighted_model, (w, *self.args), self.kwargs, self.unravel(x))
 
     def log_prior(self, x):
         return self.log_density(jnp.asarray(0.0))(x)
@@ -281,14 +343,36 @@ class _FlatModel:
         return jax.vmap(one)(jax.random.split(key, num))
 
 
+def _program(kind, model, args, kwargs, sites, settings, body, rng_key):
+    """Compile (or reuse) ``body(flat, *extra)`` as a function of the model's array arguments.
+
+    Returns ``call(*extra)``; ``body`` receives a :class:`_FlatModel` bound to traced arguments.
+    """
+    z0 = _template(model, args, kwargs, sites, rng_key)
+    dyn, rebuild, static_key = _split_static(args, kwargs)
+
+    def build():
+        def fn(dyn_leaves, z0, *extra):
+            a, kw = rebuild(dyn_leaves)
+            return body(_FlatModel(model, a, kw, z0, sites), *extra)
+
+        return jax.jit(fn)
+
+    # the body's closure is part of the program: key on its code and the settings it captures
+    compiled = _cached_program(kind, model, sites, static_key, settings, build)
+    call = lambda *extra: compiled(dyn, z0, *extra)  # noqa: E731
+    call.z0 = z0
+    return call
+
+
 def _weighted_cov(x, w):
     mean = jnp.sum(w[:, None] * x, axis=0)
     c = x - mean
     cov = (w[:, None] * c).T @ c
     d = x.shape[1]
-    # jitter relative to the scale of each coordinate keeps the Cholesky alive after collapse
-    scale = jnp.maximum(jnp.mean(jnp.diag(cov)), 1e-12)
-    return cov + 1e-6 * scale * jnp.eye(d, dtype=x.dtype) + 1e-10 * jnp.eye(d, dtype=x.dtype)
+    # jitter relative to each coordinate's own scale keeps the Cholesky alive after a collapse
+    # without distorting coordinates whose scales differ by orders of magnitude
+    return cov + jnp.diag(1e-6 * jnp.diag(cov) + 1e-12)
 
 
 def _ess(w):
@@ -306,7 +390,9 @@ def _mcmc_params(cov, step_size, num_leapfrog):
 def _adapt_step_size(step_size, acceptance, target=0.65):
     # Between SMC steps the HMC step size follows the particles' last acceptance rate (Buchholz,
     # Chopin & Jacob 2021, Sec. 3): up when acceptance is above target, down when below.
-    return jnp.clip(step_size * jnp.exp(2.0 * (acceptance - target)), 1e-4, 2.0)
+    # Capped at 1.5: with the particle covariance as mass matrix the target is roughly a standard
+    # normal, for which leapfrog is unstable at step size 2.
+    return jnp.clip(step_size * jnp.exp(acceptance - target), 1e-4, 1.5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,7 +453,7 @@ def _tempered_smc(flat, key, *, num_particles, num_runs, target_ess, num_mcmc_st
         num_steps, state, _, step_size, log_z, _, rec = jax.lax.while_loop(cond, body, c0)
         return log_z, num_steps, state.tempering_param, rec
 
-    return jax.jit(jax.vmap(one))(jax.random.split(key, num_runs))
+    return jax.vmap(one)(jax.random.split(key, num_runs))
 
 
 def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=8, target_ess=0.5,
@@ -380,11 +466,11 @@ def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=
     if not 0.0 < float(target_ess) < 1.0:
         raise ValueError(f"`target_ess` is a fraction of the particles and must lie in (0, 1), got {target_ess!r}.")
     k_setup, k_run = jax.random.split(rng_key)
-    flat = _FlatModel(model, args, kwargs, sites=sites, rng_key=k_setup)
-    log_zs, num_steps, final_beta, rec = _tempered_smc(
-        flat, k_run, num_particles=num_particles, num_runs=num_runs, target_ess=target_ess,
-        num_mcmc_steps=num_mcmc_steps, num_leapfrog=num_leapfrog, max_steps=max_steps,
-    )
+    settings = dict(num_particles=num_particles, num_runs=num_runs, target_ess=float(target_ess),
+                    num_mcmc_steps=num_mcmc_steps, num_leapfrog=num_leapfrog, max_steps=max_steps)
+    run = _program("smc", model, args, kwargs, sites, tuple(settings.items()),
+                   lambda flat, key: _tempered_smc(flat, key, **settings), k_setup)
+    log_zs, num_steps, final_beta, rec = run(k_run)
     log_zs, num_steps, final_beta = np.asarray(log_zs), np.asarray(num_steps), np.asarray(final_beta)
     rec = {k: np.asarray(v) for k, v in rec.items()}
     R = num_runs
@@ -530,33 +616,36 @@ def _power_evidence(method, model, args, kwargs, rng_key, **kw):
 def _laplace(model, args, kwargs, rng_key, *, max_iter=1000, tol=1e-6, sites=None):
     import optax
 
-    flat = _FlatModel(model, args, kwargs, sites=sites, rng_key=rng_key)
-    logp = flat.log_density(jnp.asarray(1.0))
-    f = lambda x: -logp(x)  # noqa: E731
     opt = optax.lbfgs()
-    value_and_grad = optax.value_and_grad_from_state(f)
 
-    def step(carry):
-        x, state, i = carry
-        value, grad = value_and_grad(x, state=state)
-        updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=f)
-        return optax.apply_updates(x, updates), state, i + 1
+    def body(flat):
+        logp = flat.log_density(jnp.asarray(1.0))
+        f = lambda x: -logp(x)  # noqa: E731
+        value_and_grad = optax.value_and_grad_from_state(f)
 
-    def cond(carry):
-        x, state, i = carry
-        g = optax.tree_utils.tree_get(state, "grad")
-        return (i == 0) | ((i < max_iter) & (jnp.max(jnp.abs(g)) > tol))
+        def step(carry):
+            x, state, i = carry
+            value, grad = value_and_grad(x, state=state)
+            updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=f)
+            return optax.apply_updates(x, updates), state, i + 1
 
-    @jax.jit
-    def run(x0):
+        def cond(carry):
+            x, state, i = carry
+            g = optax.tree_utils.tree_get(state, "grad")
+            return (i == 0) | ((i < max_iter) & (jnp.max(jnp.abs(g)) > tol))
+
+        x0 = flat.flat0
         x, _, it = jax.lax.while_loop(cond, step, (x0, opt.init(x0), 0))
         H = jax.hessian(f)(x)
         return x, f(x), jnp.max(jnp.abs(jax.grad(f)(x))), H, it
 
-    x, fx, gmax, H, it = run(flat.flat0)
+    run = _program("laplace", model, args, kwargs, sites, (max_iter, tol), body, rng_key)
+    z0 = run.z0
+    unravel = ravel_pytree(z0)[1]
+    d = ravel_pytree(z0)[0].shape[0]
+    x, fx, gmax, H, it = run()
     H = np.asarray(H)
     eig = np.linalg.eigvalsh(0.5 * (H + H.T))
-    d = flat.dim
     problems = []
     if np.any(eig <= 0):
         log_z = float("nan")
@@ -565,7 +654,7 @@ def _laplace(model, args, kwargs, rng_key, *, max_iter=1000, tol=1e-6, sites=Non
         log_z = float(-fx + 0.5 * d * np.log(2 * np.pi) - 0.5 * np.sum(np.log(eig)))
     if not float(gmax) <= 1e3 * tol:
         problems.append(f"L-BFGS stopped with gradient max-norm {float(gmax):.3g} after {int(it)} iterations")
-    diag = {"mode": flat.unravel(x), "iterations": int(it), "grad_max": float(gmax),
+    diag = {"mode": unravel(x), "iterations": int(it), "grad_max": float(gmax),
             "hessian_eigenvalues": eig, "dim": d}
     _warn(problems, "laplace", diag)
     return log_z, 0.0, diag
@@ -683,12 +772,13 @@ def log_evidence(model, *args, method: str, rng_key=None, options: dict | None =
         options["ladder"] = check_ladder(options["ladder"])
     check_args_finite(args, kwargs)
     _observed_sites(np_model, args, kwargs)
+    pm, pargs = _as_program_model(model, args)
     if method == "laplace":
-        log_z, se, diag = _laplace(np_model, args, kwargs, rng_key, **options)
+        log_z, se, diag = _laplace(pm, pargs, kwargs, rng_key, **options)
     elif method in ("thermodynamic", "stepping_stone"):
         log_z, se, diag = _power_evidence(method, np_model, args, kwargs, rng_key, **options)
     elif method == "smc":
-        log_z, se, diag = _smc_evidence(np_model, args, kwargs, rng_key, **options)
+        log_z, se, diag = _smc_evidence(pm, pargs, kwargs, rng_key, **options)
     else:
         log_z, se, diag = _nested(np_model, args, kwargs, rng_key, **options)
     diag["time_s"] = time.perf_counter() - t0
@@ -756,8 +846,7 @@ def prequential(model, *args, num_permutations: int, rng_key, site: str = "y", n
 
     For each ordering :math:`\sigma_r`, SMC moves from the prior to the posterior one observation at a
     time (the partial posteriors :math:`\pi_k \propto \pi(\theta)\prod_{j<k} p(x_{\sigma(j)}\mid\theta)`,
-    written as 0/1 masks through :class:`genbayes.reweight`; BlackJAX ``partial_posteriors_smc``, Chopin
-    2002). Before each addition the particles are resampled and moved by HMC targeting
+    written as 0/1 masks through :class:`genbayes.reweight`; BlackJAX's SMC step, Chopin 2002). Before each addition the particles are resampled and moved by HMC targeting
     :math:`\pi_{k}`; the log mean incremental weight
 
     .. math:: \widehat{\log p}(x_{\sigma(k)} \mid x_{\sigma(<k)}) = \log \tfrac1N \sum_j p(x_{\sigma(k)} \mid \theta_j)
@@ -827,11 +916,11 @@ def prequential(model, *args, num_permutations: int, rng_key, site: str = "y", n
             raise ValueError(f"`orders` must be an ({R}, {n}) array whose rows are permutations of 0..{n - 1}.")
         orders = jnp.asarray(orders)
     t0 = time.perf_counter()
-    flat = _FlatModel(np_model, args, kwargs, sites=site, rng_key=k_setup)
-    terms, log_z, ess, acc, steps = _data_tempered_smc(
-        flat, orders, k_run, n=n, num_particles=num_particles, num_mcmc_steps=num_mcmc_steps,
-        num_leapfrog=num_leapfrog,
-    )
+    settings = dict(n=n, num_particles=num_particles, num_mcmc_steps=num_mcmc_steps, num_leapfrog=num_leapfrog)
+    pm, pargs = _as_program_model(model, args)
+    run = _program("prequential", pm, pargs, kwargs, site, tuple(settings.items()),
+                   lambda flat, orders, key: _data_tempered_smc(flat, orders, key, **settings), k_setup)
+    terms, log_z, ess, acc, steps = run(orders, k_run)
     terms, log_z = np.asarray(terms), np.asarray(log_z)
     per_pos = terms[:, ::-1]  # column p-1 holds position n-p
     s_cv = per_pos.mean(axis=0)
@@ -864,9 +953,12 @@ def prequential(model, *args, num_permutations: int, rng_key, site: str = "y", n
 def _data_tempered_smc(flat, orders, key, *, n, num_particles, num_mcmc_steps, num_leapfrog):
     import blackjax
     from blackjax.smc import resampling
-    from blackjax.smc.partial_posteriors_path import PartialPosteriorsSMCState, build_kernel
+    from blackjax.smc.from_mcmc import build_kernel
+
+    from blackjax.smc.base import SMCState
 
     hmc_kernel = blackjax.hmc.build_kernel()
+    step_fn = build_kernel(hmc_kernel, blackjax.hmc.init, resampling.systematic)
     R = orders.shape[0]
     dtype = flat.flat0.dtype
     step0 = jnp.asarray(1.0 / flat.dim**0.25, dtype=dtype)
@@ -879,16 +971,20 @@ def _data_tempered_smc(flat, orders, key, *, n, num_particles, num_mcmc_steps, n
         rank = jnp.zeros(n, jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
         x0 = flat.sample_prior(k_init, num_particles)
         w0 = jnp.full((num_particles,), 1.0 / num_particles, dtype)
-        state = PartialPosteriorsSMCState(x0, w0, jnp.zeros(n, dtype))
+        state = SMCState(x0, w0, {})
         cov0 = _weighted_cov(x0, w0)
 
         def body(c, k):
             state, cov, step_size, log_z, key = c
             key, sub = jax.random.split(key)
-            kernel = build_kernel(hmc_kernel, blackjax.hmc.init, resampling.systematic, num_mcmc_steps,
-                                  _mcmc_params(cov, step_size, num_leapfrog), factory)
-            mask = (rank <= k).astype(dtype)
-            state, info = kernel(sub, state, mask)
+            # BlackJAX's partial_posteriors_smc moves the particles towards the *new* partial
+            # posterior before weighting them by the new point's likelihood, which biases the
+            # incremental weight upwards. Here the moves leave the current partial posterior
+            # invariant and the weight is the likelihood of the entering point (Chopin 2002).
+            old = factory((rank < k).astype(dtype))
+            new = factory((rank <= k).astype(dtype))
+            state, info = step_fn(sub, state, num_mcmc_steps, _mcmc_params(cov, step_size, num_leapfrog), old,
+                                  lambda x: new(x) - old(x))
             acc = jnp.mean(info.update_info.acceptance_rate)
             inc = info.log_likelihood_increment
             out = (inc, _ess(state.weights), acc, step_size)
@@ -900,7 +996,7 @@ def _data_tempered_smc(flat, orders, key, *, n, num_particles, num_mcmc_steps, n
         )
         return terms, log_z, ess, acc, steps
 
-    return jax.jit(jax.vmap(one))(orders, jax.random.split(key, R))
+    return jax.vmap(one)(orders, jax.random.split(key, R))
 
 
 # ---------------------------------------------------------------------------------------------
