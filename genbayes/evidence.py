@@ -807,9 +807,16 @@ def compare(model, *args, methods=None, rng_key, options: dict | None = None, **
     options = options or {}
     out = {}
     for i, m in enumerate(methods):
+        if m in out:
+            continue
         out[m] = log_evidence(model, *args, method=m, rng_key=jax.random.fold_in(rng_key, i),
                               options=options.get(m), **kwargs)
-    return out
+        # thermodynamic integration and stepping stone use the same ladder draws: run it once
+        other = {"thermodynamic": "stepping_stone", "stepping_stone": "thermodynamic"}.get(m)
+        if other in methods and options.get(other) == options.get(m):
+            d = out[m].diagnostics
+            out[other] = Evidence(d[other], d[f"{other}_se"], other, {**d, "shared_run_with": m})
+    return {m: out[m] for m in methods}
 
 
 def nested_available() -> bool:
@@ -1039,9 +1046,13 @@ def cli_problem(name: str, seed: int = 0):
 
 
 def _cli_main(args) -> int:
-    import numpyro
+    from ._config import x64
 
-    numpyro.enable_x64()
+    with x64():
+        return _cli_run(args)
+
+
+def _cli_run(args) -> int:
     model, data, exact, desc = cli_problem(args.model, seed=args.seed)
     methods = args.methods.split(",") if args.methods else None
     if methods:
