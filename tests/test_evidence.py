@@ -38,7 +38,7 @@ FAMILIES = ["beta_bernoulli", "normal_known_variance", "gamma_poisson", "dirichl
 
 
 @pytest.mark.parametrize("kind", FAMILIES)
-@settings(max_examples=3)
+@settings(max_examples=2)
 @given(seed=st.integers(0, 10_000), a=st.floats(0.5, 3.0), b=st.floats(0.5, 3.0))
 def test_smc_within_4_se_of_exact(x64, kind, seed, a, b):
     """Tempered SMC: |log Z_smc - log Z_exact| <= 4 SE (SE from independent vmapped runs)."""
@@ -84,8 +84,6 @@ def test_ti_and_ss_converge_as_ladder_grows(x64):
                       options={"ladder": 32, "num_warmup": 300, "num_samples": 1000})
     d = ev.diagnostics
     exact = float(fam.log_evidence(y))
-    from numpyro.infer.util import log_likelihood  # noqa: F401  (the run's draws are not kept; recompute)
-
     E, V = d["mean_log_likelihood"], d["var_log_likelihood"]
     lad = d["ladder"]
     gaps = {}
@@ -97,8 +95,8 @@ def test_ti_and_ss_converge_as_ladder_grows(x64):
     assert gaps[2] > gaps[8] and gaps[4] > gaps[32]
     combined = np.hypot(d["thermodynamic_se"], d["stepping_stone_se"])
     assert abs(d["thermodynamic"] - d["stepping_stone"]) <= 4 * combined
-    # the two estimators, written as functions, are exact for a degenerate ladder check: a single
-    # temperature step from 0 to 1 reduces stepping stone to the prior-predictive importance estimate
+    # hand-checkable values: one step from 0 to 1 makes stepping stone the prior-predictive
+    # importance estimate log mean exp(ll at beta=0), and the plain trapezoid the mean of the two ends
     ll = jnp.array([[-1.0, -3.0], [-2.0, -2.0]])
     assert np.isclose(float(_ss_estimate(jnp.array([0.0, 1.0]), ll)), np.log(np.mean(np.exp([-1.0, -3.0]))))
     assert np.isclose(float(_ti_estimate(jnp.array([0.0, 1.0]), ll)[1]), -2.0)
