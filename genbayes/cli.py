@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 # modules that contribute a subcommand through ``add_cli(subparsers)``
-SUBCOMMAND_MODULES: list[str] = ["genbayes.cv"]
+SUBCOMMAND_MODULES: list[str] = ["genbayes.cv", "genbayes.evidence"]
 
 
 def _demo(args) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-SECTIONS = ["conjugate", "cv"]
+SECTIONS = ["conjugate", "cv", "evidence"]
 
 
 @dataclasses.dataclass(frozen=True)
