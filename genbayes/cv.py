@@ -958,7 +958,7 @@ def _permutation_terms(target, orders, stride, rng_key, num_warmup, num_samples)
 
 def identity(model, *args, site="y", method="auto", rng_key=None, num_permutations=None, stride=None,
              max_subsets=DEFAULT_MAX_SUBSETS, evidence_method="smc", num_warmup=300, num_samples=500,
-             evidence_kwargs=None, **kwargs) -> IdentityReport:
+             evidence_kwargs=None, smc_kwargs=None, **kwargs) -> IdentityReport:
     r"""Check :math:`\log p(x) = \sum_{p=1}^n S_{CV}(p)` (Fong & Holmes 2020, Proposition 1).
 
     Conjugate families (``method="auto"`` or ``"exact"``): every S_CV(p) exactly, by counting
@@ -984,6 +984,8 @@ def identity(model, *args, site="y", method="auto", rng_key=None, num_permutatio
         num_permutations: number of random orderings (default 200 for conjugate families, 8 otherwise).
         stride: refit every ``stride`` steps along an ordering (default ``max(1, n // 10)``).
         evidence_method, evidence_kwargs: passed to ``genbayes.evidence.log_evidence``.
+        smc_kwargs: with ``method="smc"``, options of ``genbayes.evidence.prequential``
+            (``num_particles``, ``num_mcmc_steps``, ``num_leapfrog``).
         num_warmup, num_samples: NUTS settings of the refits.
 
     Returns:
@@ -1034,7 +1036,8 @@ def identity(model, *args, site="y", method="auto", rng_key=None, num_permutatio
     if method == "smc":
         from .evidence import prequential  # lazy: the evidence module is optional here
 
-        pq = prequential(target.model, *target.args, num_permutations=R, rng_key=key_fit, site=site, **target.kwargs)
+        pq = prequential(target.model, *target.args, num_permutations=R, rng_key=key_fit, site=site,
+                         **(smc_kwargs or {}), **target.kwargs)
         terms, diag = np.asarray(pq.terms), {"orders": np.asarray(pq.orders), "log_z_smc": np.asarray(pq.log_z)}
         how = "smc"
     else:
