@@ -29,7 +29,7 @@ from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import initialize_model
 
 from ._validation import check_args_finite, check_nonnegative_finite, is_concrete
-from .handlers import reweight
+from .handlers import _as_site_set, reweight
 
 __all__ = ["run", "posterior_samples", "BatchedSamples"]
 
@@ -158,62 +158,48 @@ def run(
     weights = jnp.asarray(weights, dtype=jnp.result_type(float))
     B = weights.shape[0]
 
-    def weighted_model(w, *a, **kw):
-        with reweight(weights=w, sites=sites):
-            return model(*a, **kw)
-
     key_init, key_run = jax.random.split(rng_key)
-    info = initialize_model(
-        key_init,
-        weighted_model,
-        init_strategy=init_strategy,
-        dynamic_args=True,
-        model_args=(weights[0], *args),
-        model_kwargs=kwargs,
-    )
-    init_z = info.param_info.z
-    potential_gen, postprocess_gen = info.potential_fn, info.postprocess_fn
-
-    def one(w, key):
-        init_kernel, sample_kernel = hmc(potential_fn=potential_gen(w, *args, **kwargs), algo="NUTS")
-        state = init_kernel(
-            init_z,
-            num_warmup,
-            target_accept_prob=target_accept_prob,
-            dense_mass=dense_mass,
-            max_tree_depth=max_tree_depth,
-            rng_key=key,
-        )
-
-        def step(s, _):
-            s = sample_kernel(s)
-            return s, (s.z, s.diverging, s.accept_prob, s.num_steps)
-
-        if num_warmup > 0:
-            state, _ = jax.lax.scan(step, state, None, length=num_warmup)
-        state, (zs, div, acc, nsteps) = jax.lax.scan(step, state, None, length=num_samples)
-        samples = jax.vmap(postprocess_gen(w, *args, **kwargs))(zs)
-        diag = {
-            "num_divergent": jnp.sum(div),
-            "mean_accept_prob": jnp.mean(acc),
-            "mean_num_steps": jnp.mean(nsteps.astype(jnp.result_type(float))),
-            "step_size": state.adapt_state.step_size,
-        }
-        return samples, diag
-
     keys = jax.random.split(key_run, B)
     devices = jax.devices()
     if shard is None:
         shard = len(devices) > 1
+    shard = bool(shard) and len(devices) > 1
+    # Array leaves of the model arguments are inputs of the compiled program; everything else
+    # (Python numbers, strings, None) is static and part of the cache key.
+    leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+    is_dyn = tuple(isinstance(x, (jax.Array, np.ndarray)) for x in leaves)
+    static = tuple(None if d else x for x, d in zip(leaves, is_dyn))
+    dyn = [x for x, d in zip(leaves, is_dyn) if d]
+    settings = (num_warmup, num_samples, target_accept_prob, dense_mass, max_tree_depth, shard, len(devices))
+    cache_key = (model, _as_site_set(sites), treedef, is_dyn, static, settings)
+    try:
+        program = _PROGRAMS.get(cache_key)
+    except TypeError:  # an unhashable static argument: no caching
+        cache_key, program = None, None
+
+    def rebuild(dyn_leaves):
+        it = iter(dyn_leaves)
+        return jax.tree_util.tree_unflatten(treedef, [next(it) if d else x for x, d in zip(static, is_dyn)])
+
+    # one initial point (for the first weight vector), shared by all chains
+    info = initialize_model(key_init, _weighted(model, sites), init_strategy=init_strategy, dynamic_args=True,
+                            model_args=(weights[0], *args), model_kwargs=kwargs)
+    init_z = info.param_info.z
+    if program is None:
+        program = _build_program(info.potential_fn, info.postprocess_fn, rebuild, settings)
+        if cache_key is not None:
+            if len(_PROGRAMS) >= _MAX_PROGRAMS:
+                _PROGRAMS.pop(next(iter(_PROGRAMS)))
+            _PROGRAMS[cache_key] = program
+        what = "compiling and running"
+    else:
+        what = "running (compiled program reused)"
     if progress:
-        where = f"sharded over {len(devices)} devices" if shard and len(devices) > 1 else "on one device"
-        print(f"genbayes.batched: compiling and running {B} NUTS posteriors {where} "
+        where = f"sharded over {len(devices)} devices" if shard else "on one device"
+        print(f"genbayes.batched: {what} {B} NUTS posteriors {where} "
               f"({num_warmup} warm-up + {num_samples} draws each)...", flush=True)
     t0 = time.perf_counter()
-    if shard and len(devices) > 1:
-        samples, diag = _run_sharded(one, weights, keys, devices)
-    else:
-        samples, diag = jax.jit(jax.vmap(one))(weights, keys)
+    samples, diag = program(weights, keys, init_z, dyn)
     samples, diag = jax.block_until_ready((samples, diag))
     if progress:
         print(f"genbayes.batched: done in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -229,22 +215,84 @@ def run(
     return BatchedSamples(samples=samples, diagnostics=diag, weights=weights)
 
 
-def _run_sharded(one, weights, keys, devices):
+# compiled programs, keyed by model, sites, argument structure and sampler settings (FIFO)
+_PROGRAMS: dict = {}
+_MAX_PROGRAMS = 16
+
+
+def _weighted(model, sites):
+    def weighted_model(w, *a, **kw):
+        with reweight(weights=w, sites=sites):
+            return model(*a, **kw)
+
+    return weighted_model
+
+
+def _build_program(potential_gen, postprocess_gen, rebuild, settings):
+    """The jitted ``(weights, keys, init_z, dynamic_args) -> (samples, diagnostics)`` program.
+
+    ``potential_gen(w, *args, **kwargs)`` and ``postprocess_gen`` come from NumPyro's
+    ``initialize_model(..., dynamic_args=True)`` on the weighted model.
+    """
+    num_warmup, num_samples, target_accept_prob, dense_mass, max_tree_depth, shard, _ = settings
+
+    def one(w, key, init_z, dyn):
+        a, kw = rebuild(dyn)
+        init_kernel, sample_kernel = hmc(potential_fn=potential_gen(w, *a, **kw), algo="NUTS")
+        state = init_kernel(init_z, num_warmup, target_accept_prob=target_accept_prob, dense_mass=dense_mass,
+                            max_tree_depth=max_tree_depth, rng_key=key)
+
+        def step(s, _):
+            s = sample_kernel(s)
+            return s, (s.z, s.diverging, s.accept_prob, s.num_steps)
+
+        if num_warmup > 0:
+            state, _ = jax.lax.scan(step, state, None, length=num_warmup)
+        state, (zs, div, acc, nsteps) = jax.lax.scan(step, state, None, length=num_samples)
+        samples = jax.vmap(postprocess_gen(w, *a, **kw))(zs)
+        diag = {
+            "num_divergent": jnp.sum(div),
+            "mean_accept_prob": jnp.mean(acc),
+            "mean_num_steps": jnp.mean(nsteps.astype(jnp.result_type(float))),
+            "step_size": state.adapt_state.step_size,
+        }
+        return samples, diag
+
+    batched = jax.vmap(one, in_axes=(0, 0, None, None))
+    if not shard:
+        return jax.jit(batched)
+    return _sharded(batched)
+
+
+def _sharded(batched):
+    """Split the B axis over all devices with shard_map; each device runs its own chains."""
     from jax.sharding import Mesh, NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    B, D = weights.shape[0], len(devices)
-    pad = (-B) % D
-    if pad:  # repeat the last rows so every device gets the same number; dropped afterwards
-        weights = jnp.concatenate([weights, jnp.repeat(weights[-1:], pad, axis=0)])
-        keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], pad, axis=0)])
+    devices = jax.devices()
+    D = len(devices)
     mesh = Mesh(np.array(devices), ("replicate",))
-    spec = P("replicate")
+    spec, rep = P("replicate"), P()
+    # check_vma=False: NumPyro's NUTS mixes replicated constants (the shared initial point) with
+    # per-device values inside lax.cond, which the varying-axes type check rejects although the
+    # program is correct (every device runs its own, independent chains).
+    kw = dict(mesh=mesh, in_specs=(spec, spec, rep, rep), out_specs=spec)
+    try:
+        fn = jax.jit(_shard_map()(batched, check_vma=False, **kw))
+    except TypeError:  # JAX < 0.7 spells it check_rep
+        fn = jax.jit(_shard_map()(batched, check_rep=False, **kw))
     sharding = NamedSharding(mesh, spec)
-    weights, keys = jax.device_put(weights, sharding), jax.device_put(keys, sharding)
-    fn = _shard_map()(jax.vmap(one), mesh=mesh, in_specs=(spec, spec), out_specs=spec)
-    out = jax.jit(fn)(weights, keys)
-    return jax.tree_util.tree_map(lambda a: a[:B], out)
+
+    def run(weights, keys, init_z, dyn):
+        B = weights.shape[0]
+        pad = (-B) % D
+        if pad:  # repeat the last rows so every device gets as many; dropped afterwards
+            weights = jnp.concatenate([weights, jnp.repeat(weights[-1:], pad, axis=0)])
+            keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], pad, axis=0)])
+        out = fn(jax.device_put(weights, sharding), jax.device_put(keys, sharding), init_z, dyn)
+        return jax.tree_util.tree_map(lambda a: a[:B], out)
+
+    return run
 
 
 def posterior_samples(model, weights, *args, num_warmup=500, num_samples=500, rng_key, **kwargs):

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
 from numpyro.primitives import Messenger
 
 from ._validation import check_nonnegative_finite, is_concrete
@@ -64,7 +65,9 @@ class reweight(Messenger):
             ``plate``, weights of the plate's full size are indexed by the subsample.
             Traced values (inside ``jit``/``vmap``/``grad``) are accepted and not checked.
         sites: the observed sites to reweight (a name or an iterable of names); ``None``
-            reweights every observed site. Latent sites and priors are never touched.
+            reweights every observed site except ``numpyro.factor`` sites (which are not
+            observations; name one explicitly to reweight it). Latent sites and priors are
+            never touched.
 
     Raises:
         ValueError: for negative or non-finite weights (when concrete), weights whose shape
@@ -134,6 +137,10 @@ class reweight(Messenger):
         if self.sites is not None and msg["name"] in self.sites:
             self._seen.add(msg["name"])
         if not msg["is_observed"]:
+            return
+        if self.sites is None and isinstance(msg["fn"], dist.Unit):
+            # numpyro.factor sites (and the Jacobian terms NumPyro adds while computing
+            # potentials) are not observations: only reweight them when named explicitly
             return
         if self.sites is not None and msg["name"] not in self.sites:
             return

@@ -181,7 +181,10 @@ def _local_plate_size(guide_trace) -> int:
         names = {f.name: f.size for f in s["cond_indep_stack"]}
         common = names if common is None else {k: v for k, v in common.items() if k in names}
     if common:
-        return int(next(iter(common.values())))
+        name = next(iter(common))
+        # a frame's size is the subsample size; the plate site's first argument is the full size
+        site = guide_trace.get(name)
+        return int(site["args"][0]) if site is not None and site["type"] == "plate" else int(common[name])
     return 1
 
 

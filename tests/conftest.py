@@ -6,15 +6,19 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
-    "ci", max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+    "ci", max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture], derandomize=True
 )
-settings.register_profile("dev", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture
 def x64():
-    """Run a test in float64 (identity checks), restoring the previous setting afterwards."""
+    """Run a test in float64 (identity checks), restoring the previous setting afterwards.
+
+    It holds for all examples of a hypothesis test (nothing to reset between them), hence the
+    suppressed `function_scoped_fixture` health check in the profiles.
+    """
     prev = jax.config.jax_enable_x64
     numpyro.enable_x64(True)
     try:

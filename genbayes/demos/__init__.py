@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-SECTIONS = ["conjugate"]
+SECTIONS = ["conjugate", "cv", "evidence", "vcd"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,1226 @@
+r"""Bayesian leave-P-out cross-validation and the marginal-likelihood identity.
+
+With the parameters integrated out, the leave-P-out score is
+
+.. math:: S_{CV}(p) = \binom{n}{p}^{-1} \sum_{|S| = p} \frac1p \sum_{i \in S} \log p(x_i \mid x_{-S}),
+
+and Fong & Holmes (2020, "On the marginal likelihood and cross-validation", Biometrika 107(2),
+Proposition 1) show that
+
+.. math:: \log p(x_{1:n}) = \sum_{p=1}^{n} S_{CV}(p),
+
+because averaging the chain rule :math:`\log p(x) = \sum_k \log p(x_{\sigma(k)} \mid x_{\sigma(<k)})`
+over all orderings σ puts :math:`S_{CV}(n - k + 1)` at position k. The cumulative score
+:math:`S_{CCV}(P) = \sum_{p \le P} S_{CV}(p)` is the mean over training sets T with
+:math:`|T| = n - P` of :math:`\log p(x_{-T} \mid x_T)` (their eq. 6).
+
+Every held-out set is a 0/1 weight mask on the likelihood (:class:`genbayes.reweight`), so shapes
+never change and all subsets are one vmapped program:
+
+- ``"exact"`` for the :mod:`genbayes.conjugate` families: all subsets enumerated on device
+  (chunked with ``jax.lax.map``), or hypergeometric counting for the families whose predictive
+  depends on counts only (Beta–Bernoulli, Dirichlet–categorical), or uniformly random subsets
+  with a standard error when there are too many;
+- ``"psis"``: one full-data NUTS posterior and Pareto-smoothed importance weights (ArviZ's
+  ``psislw``; Vehtari, Gelman & Gabry 2017) for every held-out set;
+- ``"refit"``: one NUTS posterior per training set, all drawn as one program by
+  :func:`genbayes.batched.run`;
+- ``"auto"``: exact for conjugate families, otherwise PSIS with refits of the subsets whose
+  Pareto k̂ is above ArviZ's threshold :math:`\min(1 - 1/\log_{10} S, 0.7)`.
+
+Functions here are meaningful in float32 but the identity checks need float64
+(``numpyro.enable_x64()``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import warnings
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import gammaln, logsumexp
+
+from . import conjugate as _conj
+from ._validation import check_args_finite
+
+__all__ = ["lpo", "cumulative", "identity", "LPOResult", "IdentityReport", "add_cli"]
+
+DEFAULT_MAX_SUBSETS = 2**22
+_METHODS = ("auto", "exact", "counting", "enumerate", "psis", "refit")
+_DEFAULT_RANDOM = {"exact": 4096, "psis": 1000, "refit": 32}
+_EXHAUSTIVE_LIMIT = {"psis": 1000, "refit": 64}
+
+
+# --------------------------------------------------------------------------------------------
+# results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LPOResult:
+    r"""A leave-P-out score: :math:`S_{CV}(p)` (``quantity="S_CV"``) or :math:`S_{CCV}(P)` (``"S_CCV"``).
+
+    Attributes:
+        value: the estimate; for ``S_CV`` the mean held-out log predictive density per held-out
+            point, for ``S_CCV`` the mean joint log predictive density of the held-out set.
+        se: its standard error (0 when exact): Monte Carlo error of the posterior draws plus,
+            when subsets are drawn at random, the subset-sampling error.
+        p: the number of held-out points.
+        method: the method used (``"counting"``, ``"enumerate"``, ``"random"`` for exact values
+            on random subsets, ``"psis"``, ``"refit"``, ``"psis+refit"``).
+        num_subsets: how many held-out sets were evaluated.
+        diagnostics: per-subset arrays where they exist (``values``, ``mc_se``, ``khat``,
+            ``refit``, ``subsets`` as a boolean (num_subsets, n) mask) and run information.
+        quantity: ``"S_CV"`` or ``"S_CCV"``.
+        exhaustive: whether all :math:`\binom{n}{p}` subsets were used.
+        n: the number of observations.
+    """
+
+    value: float
+    se: float
+    p: int
+    method: str
+    num_subsets: int
+    diagnostics: dict
+    quantity: str = "S_CV"
+    exhaustive: bool = True
+    n: int = 0
+
+    def __repr__(self):
+        extra = ""
+        k = self.diagnostics.get("khat")
+        if k is not None and np.size(k):
+            extra = f", max_khat={float(np.nanmax(k)):.2f}, num_refit={int(np.sum(self.diagnostics.get('refit', 0)))}"
+        return (
+            f"LPOResult({self.quantity}(p={self.p}) = {self.value:.6g} ± {self.se:.2g}, method={self.method!r}, "
+            f"num_subsets={self.num_subsets}{' (all)' if self.exhaustive else ' (random)'}, n={self.n}{extra})"
+        )
+
+    def to_dataframe(self):
+        """One row per evaluated held-out set (index ``subset``); a one-row summary when only totals were kept."""
+        import pandas as pd
+
+        d = self.diagnostics
+        if "values" not in d:
+            return pd.DataFrame(
+                {"quantity": [self.quantity], "p": [self.p], "value": [self.value], "se": [self.se],
+                 "num_subsets": [self.num_subsets], "method": [self.method]}
+            )
+        cols = {"value": np.asarray(d["values"])}
+        for k in ("mc_se", "khat", "refit"):
+            if k in d:
+                cols[k] = np.asarray(d[k])
+        if "subsets" in d:
+            cols["held_out"] = [tuple(np.flatnonzero(row).tolist()) for row in np.asarray(d["subsets"])]
+        df = pd.DataFrame(cols)
+        df.index.name = "subset"
+        df.attrs.update(quantity=self.quantity, p=self.p, estimate=self.value, se=self.se, method=self.method)
+        return df
+
+    def to_elpd_data(self):
+        """ArviZ ``ELPDData`` (as from ``arviz.loo``) for a p = 1 PSIS/refit result, for ``arviz.compare``."""
+        from .interop import lpo_to_elpd_data
+
+        return lpo_to_elpd_data(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class IdentityReport:
+    r"""Both sides of :math:`\log p(x) = \sum_{p=1}^n S_{CV}(p)` (Fong & Holmes 2020, Prop. 1).
+
+    Attributes:
+        s_cv: array of :math:`S_{CV}(p)`, indexed by p − 1.
+        s_cv_se: their standard errors (0 when exact).
+        total: :math:`\sum_p S_{CV}(p)`.
+        total_se: its standard error (from whole orderings, which telescope; not the root sum
+            of squares of ``s_cv_se``).
+        log_evidence: :math:`\log p(x)`; ``log_evidence_source`` says where it came from.
+        log_evidence_se: its standard error (0 when exact).
+        gap: ``total − log_evidence``.
+        se: standard error of the gap, :math:`\sqrt{\text{total\_se}^2 + \text{log\_evidence\_se}^2}`.
+        method: how the S_CV(p) were computed.
+        log_evidence_source: ``"exact"``, ``"genbayes.evidence.log_evidence(method=...)"`` or
+            ``"telescoped permutation sums"`` (then the gap is 0 by construction).
+        diagnostics: run information (number of orderings, k̂ values, ...).
+    """
+
+    s_cv: np.ndarray
+    s_cv_se: np.ndarray
+    total: float
+    total_se: float
+    log_evidence: float
+    log_evidence_se: float
+    gap: float
+    se: float
+    method: str
+    log_evidence_source: str
+    diagnostics: dict
+
+    @property
+    def n(self) -> int:
+        return int(np.shape(self.s_cv)[0])
+
+    def __repr__(self):
+        return (
+            f"IdentityReport(n={self.n}, sum_p S_CV(p) = {self.total:.6g} ± {self.total_se:.2g}, "
+            f"log_evidence = {self.log_evidence:.6g} ± {self.log_evidence_se:.2g} ({self.log_evidence_source}), "
+            f"gap = {self.gap:.3g} ± {self.se:.2g}, method={self.method!r})"
+        )
+
+    def to_dataframe(self):
+        """Table indexed by ``p``: ``s_cv``, ``s_cv_se`` and the cumulative ``s_ccv`` = Σ_{q ≤ p} S_CV(q)."""
+        import pandas as pd
+
+        p = np.arange(1, self.n + 1)
+        df = pd.DataFrame({"s_cv": np.asarray(self.s_cv), "s_cv_se": np.asarray(self.s_cv_se),
+                           "s_ccv": np.cumsum(np.asarray(self.s_cv))}, index=pd.Index(p, name="p"))
+        df.attrs.update(total=self.total, log_evidence=self.log_evidence, gap=self.gap, se=self.se)
+        return df
+
+    def plot(self, ax=None):
+        """S_CV(p) against p with ±2 SE bars; the title gives Σ_p S_CV(p) and log p(x). Returns the axes."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 3.5))
+        p = np.arange(1, self.n + 1)
+        s, se = np.asarray(self.s_cv), np.asarray(self.s_cv_se)
+        ax.plot(p, s, "o-", ms=3, label=r"$S_{CV}(p)$")
+        if np.any(se > 0):
+            ax.fill_between(p, s - 2 * se, s + 2 * se, alpha=0.3, label="±2 SE")
+        ax.set_xlabel("p (held-out points)")
+        ax.set_ylabel("mean held-out log predictive")
+        ax.set_title(
+            rf"$\sum_p S_{{CV}}(p)$ = {self.total:.3f}, log p(x) = {self.log_evidence:.3f}, gap {self.gap:.2g}",
+            fontsize=9,
+        )
+        ax.legend(fontsize=8)
+        return ax
+
+
+# --------------------------------------------------------------------------------------------
+# resolving the model
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Target:
+    family: object  # a ConjugateFamily or None
+    model: object
+    args: tuple
+    kwargs: dict
+    site: str
+    n: int
+
+    @property
+    def conjugate(self):
+        return self.family is not None
+
+
+def _resolve(model, args, kwargs, site):
+    if not isinstance(site, str):
+        raise TypeError(f"`site` must be the name of an observed sample site, got {site!r}.")
+    fam = None
+    if isinstance(model, _conj.ConjugateFamily):
+        fam = model
+    elif _conj.is_conjugate(model) and getattr(model, "__name__", "") == "model":
+        fam = model.__self__
+    if fam is not None:
+        if kwargs:
+            raise TypeError(f"A conjugate family takes its data positionally; got keyword arguments {sorted(kwargs)}.")
+        k = fam.num_data_args
+        if len(args) != k:
+            raise TypeError(f"{type(fam).__name__} takes {k} data argument(s) after the family, got {len(args)}.")
+        if site != fam.site:
+            raise ValueError(f"`site` {site!r} is not in the model: {type(fam).__name__}'s observed site is {fam.site!r}.")
+        data = fam._check_data(*args)
+        return _Target(fam, fam.model, tuple(data), {}, site, int(np.shape(data[-1])[0]))
+    if not callable(model):
+        raise TypeError(f"`model` must be a NumPyro model (a callable) or a gb.conjugate family, got {type(model).__name__}.")
+    check_args_finite(args, kwargs)
+    import numpyro.handlers as h
+
+    tr = h.trace(h.seed(model, 0)).get_trace(*args, **kwargs)
+    sites = {k: v for k, v in tr.items() if v["type"] == "sample"}
+    if site not in sites:
+        raise ValueError(f"`site` {site!r} is not in the model; its sample sites are {sorted(sites)}.")
+    msg = sites[site]
+    if not msg["is_observed"]:
+        raise ValueError(f"`site` {site!r} is latent; pass the name of an observed site (one with obs=...).")
+    plates = [f for f in msg["cond_indep_stack"] if f.size is not None]
+    if not plates:
+        raise ValueError(
+            f"`site` {site!r} is not in a plate; wrap it in `with numpyro.plate('data', n):` so its "
+            "observations are conditionally independent and can be held out one by one."
+        )
+    batch = tuple(np.shape(msg["value"])[: max(np.ndim(msg["value"]) - msg["fn"].event_dim, 0)])
+    if len(batch) != 1:
+        raise ValueError(
+            f"`site` {site!r} has batch shape {batch}; leave-p-out needs a single plate over the n observations."
+        )
+    return _Target(None, model, tuple(args), dict(kwargs), site, int(batch[0]))
+
+
+def _check_p(p, n, name="p"):
+    if isinstance(p, bool) or not isinstance(p, (int, np.integer)):
+        raise TypeError(f"`{name}` must be an integer in 1..n = 1..{n}, got {p!r}.")
+    if not 1 <= p <= n:
+        raise ValueError(f"`{name}` must lie in 1..n = 1..{n}, got {p}.")
+    return int(p)
+
+
+def _check_method(method, target):
+    if method not in _METHODS:
+        raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}.")
+    if method in ("exact", "counting", "enumerate") and not target.conjugate:
+        raise ValueError(
+            f"method={method!r} needs a gb.conjugate family (closed-form predictive); for a general NumPyro "
+            "model use method='psis', 'refit' or 'auto'."
+        )
+    if method == "counting" and not _is_counting(target.family):
+        raise ValueError(
+            "method='counting' works for BetaBernoulli and DirichletCategorical only (predictive depends on counts)."
+        )
+    if method == "auto":
+        return "exact" if target.conjugate else "auto"
+    return method
+
+
+def _check_num_subsets(num_subsets):
+    if num_subsets is None:
+        return None
+    if isinstance(num_subsets, bool) or not isinstance(num_subsets, (int, np.integer)) or num_subsets <= 0:
+        raise ValueError(f"`num_subsets` must be a positive integer (or None for the default), got {num_subsets!r}.")
+    return int(num_subsets)
+
+
+def _float():
+    return jnp.result_type(float)
+
+
+# --------------------------------------------------------------------------------------------
+# subsets: enumeration by rank (combinatorial number system) and uniform random draws
+# --------------------------------------------------------------------------------------------
+
+
+def _binom_table(n, p):
+    # C(i, k) for i in 0..n, k in 0..p, clipped: only compared with ranks < 2^31.
+    t = np.zeros((n + 1, p + 1), dtype=np.int64)
+    for i in range(n + 1):
+        for k in range(p + 1):
+            t[i, k] = min(math.comb(i, k), 2**31 - 1)
+    return jnp.asarray(t, dtype=jnp.int32)
+
+
+def _unrank(rank, n, p, table):
+    """The rank-th p-subset of 0..n−1 in colexicographic order, as a 0/1 mask (vmappable)."""
+
+    def step(carry, i):
+        r, k = carry
+        c = table[i, k]
+        take = (k > 0) & (r >= c)
+        r = jnp.where(take, r - c, r)
+        k = jnp.where(take, k - 1, k)
+        return (r, k), take
+
+    _, takes = jax.lax.scan(step, (rank.astype(jnp.int32), jnp.int32(p)), jnp.arange(n - 1, -1, -1))
+    return takes[::-1].astype(_float())
+
+
+@partial(jax.jit, static_argnames=("n", "p"))
+def _unrank_batch(ranks, table, n, p):
+    return jax.vmap(lambda r: _unrank(r, n, p, table))(ranks)
+
+
+@partial(jax.jit, static_argnames=("m", "n", "p"))
+def _random_masks(key, m, n, p):
+    """m independent uniformly random p-subsets of 0..n−1 as 0/1 masks."""
+    u = jax.random.uniform(key, (m, n))
+    ranks = jnp.argsort(jnp.argsort(u, axis=1), axis=1)
+    return (ranks < p).astype(_float())
+
+
+class _Plan:
+    """Which subsets to evaluate, in batches that are reproducible one by one (for --resume)."""
+
+    def __init__(self, n, p, total, exhaustive, rng_key, batch_size, fixed=None):
+        self.n, self.p, self.total, self.exhaustive, self.fixed = n, p, total, exhaustive, fixed
+        self.rng_key, self.batch_size = rng_key, max(1, int(batch_size))
+        self.num_batches = -(-total // self.batch_size)
+        self._table = _binom_table(n, p) if exhaustive and fixed is None else None
+
+    def masks(self, b):
+        lo = b * self.batch_size
+        m = min(self.batch_size, self.total - lo)
+        if self.fixed is not None:
+            return self.fixed[lo : lo + m]
+        if self.exhaustive:
+            # pad to a power of two so that few distinct shapes are compiled; padding rows are dropped
+            size = 1 << max(m - 1, 0).bit_length()
+            ranks = jnp.minimum(jnp.arange(lo, lo + size, dtype=jnp.int32), self.total - 1)
+            return _unrank_batch(ranks, self._table, self.n, self.p)[:m]
+        return _random_masks(jax.random.fold_in(self.rng_key, b), m, self.n, self.p)
+
+
+# --------------------------------------------------------------------------------------------
+# exact values for conjugate families
+# --------------------------------------------------------------------------------------------
+
+
+def _is_counting(fam):
+    return isinstance(fam, (_conj.BetaBernoulli, _conj.DirichletCategorical))
+
+
+def _exact_subset_value(fam, data, mask, joint):
+    """Exact score of one held-out set (mask = 1 held out): mean pointwise, or joint log p(x_S | x_-S)."""
+    n = mask.shape[0]
+    train = 1.0 - mask
+    if not joint:
+        lp = fam.log_predictive_weighted(data, data, train)
+        return jnp.sum(mask * lp) / jnp.sum(mask)
+    # chain rule inside the held-out set: x_S in index order, each given x_T and the earlier held-out points
+    idx = jnp.arange(n)
+
+    def term(i):
+        w = train + mask * (idx < i)
+        test = tuple(jnp.take(d, i[None], axis=0) for d in data)
+        return fam.log_predictive_weighted(test, data, w)[0]
+
+    return jnp.sum(mask * jax.vmap(term)(idx))
+
+
+@partial(jax.jit, static_argnames=("joint", "chunk"))
+def _exact_values(fam, data, masks, joint, chunk):
+    f = lambda m: _exact_subset_value(fam, data, m, joint)  # noqa: E731
+    return jax.lax.map(f, masks, batch_size=min(chunk, masks.shape[0]))
+
+
+def _counts_and_alpha(fam, x):
+    if isinstance(fam, _conj.BetaBernoulli):
+        alpha = jnp.stack([fam.b, fam.a])
+        K = 2
+    else:
+        alpha = fam.alpha
+        K = alpha.shape[0]
+    counts = np.bincount(np.asarray(x).astype(np.int64), minlength=K)
+    return jnp.asarray(counts), alpha
+
+
+def _counting_all_p(fam, x, chunk=256):
+    r"""Exact S_CV(p) for every p by hypergeometric counting (count-based predictives only).
+
+    A held-out point of category k shares its held-out set with p − 1 of the other n − 1 points;
+    the number j of them also in category k is hypergeometric, and the training count is
+    c_k − 1 − j, so :math:`S_{CV}(p) = \sum_k \frac{c_k}{n} E_j[\log(\alpha_k + c_k - 1 - j)] - \log(A + n - p)`.
+    """
+    counts, alpha = _counts_and_alpha(fam, x)
+    return _counting_core(counts, alpha, n=int(np.sum(np.asarray(counts))), chunk=chunk)
+
+
+@partial(jax.jit, static_argnames=("n", "chunk"))
+def _counting_core(counts, alpha, *, n, chunk):
+    dt = _float()
+    alpha = alpha.astype(dt)
+    lf = gammaln(jnp.arange(n + 1, dtype=dt) + 1.0)  # log factorials
+    N = n - 1
+    A = jnp.sum(alpha)
+    # Hoeffding: P(|j − E j| >= t) <= 2 exp(−2 t²/d) < 1e-19 for t = sqrt(23 n), so a window of
+    # that half-width around the mean holds all the mass to double precision (speed for large n).
+    half = int(math.ceil(math.sqrt(23.0 * n))) + 2
+    width = min(n, 2 * half + 1)
+
+    def logc(a, b):
+        ok = (b >= 0) & (b <= a) & (a >= 0)
+        a_, b_ = jnp.clip(a, 0, n), jnp.clip(b, 0, n)
+        return jnp.where(ok, lf[a_] - lf[b_] - lf[jnp.clip(a_ - b_, 0, n)], -jnp.inf)
+
+    def one_category(ck, ak, d):
+        K = ck - 1
+        centre = jnp.round(d * jnp.maximum(K, 0) / jnp.maximum(N, 1)).astype(jnp.int32)
+        j = jnp.clip(centre - half, 0, n - width) + jnp.arange(width)
+        lpmf = logc(K, j) + logc(N - K, d - j)
+        lpmf = lpmf - jnp.max(lpmf)
+        w = jnp.where(jnp.isfinite(lpmf), jnp.exp(lpmf), 0.0)
+        ll = jnp.log(jnp.maximum(ak + ck - 1 - j, 1e-300).astype(dt))
+        val = jnp.sum(w * jnp.where(w > 0, ll, 0.0)) / jnp.sum(w)  # normalised: rounding cannot leak mass
+        return jnp.where(ck > 0, ck / n * val, 0.0)
+
+    def one_p(p):
+        d = p - 1
+        per_k = jax.vmap(lambda ck, ak: one_category(ck, ak, d))(counts, alpha)
+        return jnp.sum(per_k) - jnp.log(A + n - p)
+
+    ps = jnp.arange(1, n + 1)
+    return jax.lax.map(one_p, ps, batch_size=min(chunk, n))
+
+
+def _enumerate_all_p(fam, data, chunk=1 << 14):
+    """Exact S_CV(p) for every p from all 2^n − 1 held-out sets (bit masks), one chunked program."""
+    n = int(np.shape(data[-1])[0])
+    if n > 30:
+        raise ValueError(f"enumerating all 2^n − 1 subsets needs n <= 30, got n = {n}.")
+    bits = jnp.arange(n, dtype=jnp.int32)
+
+    def value(r):
+        mask = ((r >> bits) & 1).astype(_float())
+        return _exact_subset_value(fam, data, mask, joint=False)
+
+    @jax.jit
+    def run(data):
+        r = jnp.arange(1, 2**n, dtype=jnp.int32)
+        vals = jax.lax.map(value, r, batch_size=min(chunk, 2**n - 1))
+        size = jnp.sum((r[:, None] >> bits) & 1, axis=1)
+        return jax.ops.segment_sum(vals, size, num_segments=n + 1)[1:]
+
+    sums = run(data)
+    counts = jnp.asarray([math.comb(n, p) for p in range(1, n + 1)], dtype=_float())
+    return sums / counts
+
+
+# --------------------------------------------------------------------------------------------
+# MCMC-based estimates (PSIS and refits)
+# --------------------------------------------------------------------------------------------
+
+
+def _pointwise_loglik(target, samples):
+    """log p(x_i | θ_s) for every draw and observation: shape (S, n)."""
+    from numpyro.infer import log_likelihood
+
+    ll = log_likelihood(target.model, samples, *target.args, parallel=True, **target.kwargs)[target.site]
+    return jnp.reshape(ll, (ll.shape[0], target.n))
+
+
+def _mcmc_opts(num_warmup, num_samples, num_chains):
+    for name, v, lo in (("num_warmup", num_warmup, 0), ("num_samples", num_samples, 1), ("num_chains", num_chains, 1)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"`{name}` must be an integer >= {lo}, got {v!r}.")
+
+
+def _ess_ratio(x):
+    """Relative efficiency ESS / draws of each column of x (chains, draws, k), via NumPyro."""
+    from numpyro.diagnostics import effective_sample_size
+
+    x = np.asarray(x, dtype=float)
+    ess = effective_sample_size(x)
+    return np.clip(np.nan_to_num(ess / (x.shape[0] * x.shape[1]), nan=1.0), 1e-3, 1.0)
+
+
+class _FullPosterior:
+    """Full-data NUTS draws (num_chains chains as replicates of gb.batched with unit weights)."""
+
+    def __init__(self, target, rng_key, num_warmup, num_samples, num_chains):
+        from .batched import run
+
+        w = jnp.ones((num_chains, target.n), _float())
+        res = run(target.model, w, *target.args, num_warmup=num_warmup, num_samples=num_samples,
+                  rng_key=rng_key, sites=target.site, progress=False, **target.kwargs)
+        self.draws = res.samples
+        flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in res.samples.items()}
+        self.loglik = np.asarray(_pointwise_loglik(target, flat), dtype=np.float64)  # (S, n)
+        self.num_chains, self.num_samples = num_chains, num_samples
+        # as arviz.loo: relative efficiency = mean ESS of the parameters / number of draws
+        per = [_ess_ratio(np.asarray(v).reshape(num_chains, num_samples, -1)) for v in res.samples.values()]
+        self.r_eff = float(np.mean(np.concatenate(per))) if num_chains > 1 else 1.0
+        self.divergences = int(np.sum(np.asarray(res.diagnostics["num_divergent"])))
+
+
+def _khat_threshold(num_draws):
+    from .interop import psis_khat_threshold
+
+    return psis_khat_threshold(num_draws)
+
+
+def _psis_batch(post, masks, joint):
+    """PSIS estimates for held-out masks (m, n): values, per-draw influence ψ (m, S), k̂ (m,)."""
+    from .interop import psis_log_weights
+
+    L = post.loglik
+    M = np.asarray(masks, dtype=np.float64)
+    held = L @ M.T  # (S, m): log p(x_S | θ_s)
+    lw, khat = psis_log_weights(-held.T, reff=post.r_eff)  # normalized smoothed log weights (m, S)
+    W = np.exp(lw)
+    p = M.sum(1)
+    if joint:
+        shift = held.max(0)  # (m,)
+        q = np.exp(held - shift).T  # (m, S)
+        qhat = np.sum(W * q, axis=1)
+        values = np.log(qhat) + shift
+        psi = W * (q / qhat[:, None] - 1.0)
+    else:
+        shift = L.max(0)  # (n,)
+        P = np.exp(L - shift)  # (S, n)
+        Phat = W @ P  # (m, n): E_w[p(x_i | θ)] on the shifted scale
+        with np.errstate(divide="ignore"):
+            lpd = np.log(Phat) + shift
+        values = np.sum(np.where(M > 0, lpd, 0.0), axis=1) / p
+        A = np.where(M > 0, M / np.where(M > 0, Phat, 1.0), 0.0) / p[:, None]
+        psi = W * (A @ P.T - 1.0)
+    return values, psi, np.asarray(khat)
+
+
+def _refit_batch(target, masks, joint, rng_key, num_warmup, num_samples):
+    """Refit estimates for held-out masks (m, n): values, Monte Carlo variances (m,), diagnostics."""
+    from .batched import run
+
+    res = run(target.model, 1.0 - jnp.asarray(masks, _float()), *target.args, num_warmup=num_warmup,
+              num_samples=num_samples, rng_key=rng_key, sites=target.site, progress=False, **target.kwargs)
+    m = masks.shape[0]
+    flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in res.samples.items()}
+    L = np.asarray(_pointwise_loglik(target, flat), dtype=np.float64).reshape(m, num_samples, target.n)
+    M = np.asarray(masks, dtype=np.float64)
+    p = M.sum(1)
+    S = num_samples
+    if joint:
+        held = np.einsum("msn,mn->ms", L, M)
+        shift = held.max(1, keepdims=True)
+        q = np.exp(held - shift)
+        qhat = q.mean(1)
+        values = np.log(qhat) + shift[:, 0]
+        psi = (q / qhat[:, None] - 1.0) / S
+    else:
+        shift = L.max(1, keepdims=True)
+        P = np.exp(L - shift)
+        Phat = P.mean(1)  # (m, n)
+        values = np.sum(M * (np.log(Phat) + shift[:, 0]), axis=1) / p
+        A = M / Phat / p[:, None]
+        psi = (np.einsum("msn,mn->ms", P, A) - 1.0) / S
+    r = _ess_ratio(psi.T[None])  # one chain per subset
+    mc_var = np.sum(psi**2, axis=1) / r
+    return values, mc_var, {"num_divergent": np.asarray(res.diagnostics["num_divergent"])}
+
+
+# --------------------------------------------------------------------------------------------
+# batches: evaluate, store (for --resume), combine
+# --------------------------------------------------------------------------------------------
+
+
+class _Runner:
+    """Evaluates one batch of held-out sets with a fixed method; shared by lpo/cumulative and the CLI."""
+
+    def __init__(self, target, p, method, joint, num_subsets, rng_key, max_subsets, batch_size,
+                 num_warmup, num_samples, num_chains, chunk, subsets=None):
+        self.target, self.p, self.joint, self.chunk = target, p, joint, chunk
+        self.num_warmup, self.num_samples, self.num_chains = num_warmup, num_samples, num_chains
+        n = target.n
+        total_possible = math.comb(n, p)
+        base = "exact" if method in ("exact", "enumerate") else method
+        if subsets is not None:
+            exhaustive, total = True, int(subsets.shape[0])
+        elif num_subsets is None:
+            if base == "exact":
+                exhaustive = total_possible <= max_subsets
+                if method == "enumerate" and not exhaustive:
+                    raise ValueError(
+                        f"method='enumerate' needs C(n, p) = {total_possible} <= max_subsets = {max_subsets}; "
+                        "raise max_subsets or pass num_subsets for random subsets."
+                    )
+            else:
+                exhaustive = total_possible <= _EXHAUSTIVE_LIMIT["psis" if base == "auto" else base]
+            total = total_possible if exhaustive else _DEFAULT_RANDOM["psis" if base == "auto" else base]
+        else:
+            exhaustive, total = False, num_subsets
+        self.base, self.exhaustive, self.total = base, exhaustive, total
+        key_post, key_sub, self.key_refit = jax.random.split(rng_key, 3)
+        if batch_size is None:
+            batch_size = total if base != "exact" else max(total, 1)
+        self.plan = _Plan(n, p, total, exhaustive, key_sub, batch_size, fixed=subsets)
+        self.post = None
+        if base in ("psis", "auto"):
+            self.post = _FullPosterior(target, key_post, num_warmup, num_samples, num_chains)
+            self.threshold = _khat_threshold(num_chains * num_samples)
+
+    def method_name(self, any_refit):
+        if self.base == "exact":
+            return "enumerate" if self.exhaustive else "random"
+        if self.base == "auto":
+            return "psis+refit" if any_refit else "psis"
+        return self.base
+
+    def batch(self, b):
+        """Statistics of batch b (a JSON-serialisable dict)."""
+        masks = self.plan.masks(b)
+        m = int(masks.shape[0])
+        out = {"batch": b, "count": m}
+        keep = self.base != "exact"
+        if self.base == "exact":
+            size = 1 << max(m - 1, 0).bit_length()
+            padded = jnp.concatenate([masks, jnp.repeat(masks[:1], size - m, axis=0)]) if size > m else masks
+            vals = np.asarray(_exact_values(self.target.family, tuple(self.target.args), padded, self.joint,
+                                            self.chunk), dtype=np.float64)[:m]
+            mc_var = np.zeros(m)
+            psi_sum = None
+            keep = m <= 100_000
+        elif self.base == "refit":
+            vals, mc_var, d = _refit_batch(self.target, masks, self.joint, jax.random.fold_in(self.key_refit, b),
+                                           self.num_warmup, self.num_samples)
+            psi_sum = None
+            out["num_divergent"] = d["num_divergent"].tolist()
+        else:
+            vals, psi, khat = _psis_batch(self.post, masks, self.joint)
+            refit = np.asarray(khat > self.threshold) if self.base == "auto" else np.zeros(m, bool)
+            mc_var = np.sum(psi**2, axis=1) / self.post.r_eff
+            if np.any(refit):
+                idx = np.flatnonzero(refit)
+                v2, mv2, d = _refit_batch(self.target, masks[jnp.asarray(idx)], self.joint,
+                                          jax.random.fold_in(self.key_refit, b), self.num_warmup, self.num_samples)
+                vals, mc_var = vals.copy(), mc_var.copy()
+                vals[idx], mc_var[idx] = v2, mv2
+                psi = psi * (~refit)[:, None]
+            # draws are shared by all PSIS subsets: their errors add per draw, not in quadrature
+            psi_sum = psi[~refit].sum(0)
+            out["khat"] = khat.tolist()
+            out["refit"] = refit.tolist()
+        out["sum"] = float(np.sum(vals))
+        out["sumsq"] = float(np.sum(vals**2))
+        if self.base == "refit":
+            out["indep_mc_var"] = float(np.sum(mc_var))  # independent refits: variances add
+        elif self.base == "exact":
+            out["indep_mc_var"] = 0.0
+        else:
+            out["indep_mc_var"] = float(np.sum(mc_var[refit]))
+        if psi_sum is not None:
+            out["psi_sum"] = psi_sum.tolist()
+        if keep:
+            out["values"] = vals.tolist()
+            out["mc_se"] = np.sqrt(mc_var).tolist()
+            if m * self.target.n <= 10_000_000:
+                out["subsets"] = np.asarray(masks).astype(np.int8).tolist()
+        return out
+
+    def combine(self, stats):
+        stats = sorted(stats, key=lambda s: s["batch"])
+        count = sum(s["count"] for s in stats)
+        mean = sum(s["sum"] for s in stats) / count
+        mc_var = sum(s["indep_mc_var"] for s in stats) / count**2
+        psis = [np.asarray(s["psi_sum"]) for s in stats if "psi_sum" in s]
+        if psis:
+            psi_bar = np.sum(psis, axis=0) / count
+            mc_var += float(np.sum(psi_bar**2)) / self.post.r_eff
+        var = mc_var
+        if not self.exhaustive:
+            sumsq = sum(s["sumsq"] for s in stats)
+            samp_var = max(sumsq / count - mean**2, 0.0) * count / max(count - 1, 1)
+            var += samp_var / count
+        diag = {"n": self.target.n}
+        for k in ("values", "mc_se", "khat", "refit", "subsets", "num_divergent"):
+            if all(k in s for s in stats) and stats:
+                diag[k] = np.concatenate([np.asarray(s[k]) for s in stats])
+        any_refit = bool(np.any(diag.get("refit", False)))
+        if self.post is not None:
+            diag.update(r_eff=self.post.r_eff, num_draws=self.post.num_chains * self.post.num_samples,
+                        khat_threshold=self.threshold, full_posterior_divergences=self.post.divergences)
+            if "khat" in diag:
+                high = diag["khat"] > self.threshold
+                diag["num_high_khat"] = int(np.sum(high))
+        return LPOResult(
+            value=float(mean), se=float(np.sqrt(var)), p=self.p, method=self.method_name(any_refit),
+            num_subsets=int(count), diagnostics=diag, quantity="S_CCV" if self.joint else "S_CV",
+            exhaustive=self.exhaustive, n=self.target.n,
+        )
+
+
+def _warn_result(res):
+    d = res.diagnostics
+    if "khat" in d and d.get("num_high_khat", 0) > 0:
+        refit = int(np.sum(d.get("refit", 0)))
+        how = f"{refit} of them were refit" if refit else "use method='auto' to refit them, or method='refit'"
+        warnings.warn(
+            f"{d['num_high_khat']} of {res.num_subsets} held-out sets have Pareto k̂ above "
+            f"{d['khat_threshold']:.2f} (PSIS unreliable there); {how}. See `.diagnostics['khat']`.",
+            RuntimeWarning, stacklevel=4,
+        )
+    if "num_divergent" in d and np.any(np.asarray(d["num_divergent"]) > 0):
+        warnings.warn("Some refits had divergent transitions; see `.diagnostics['num_divergent']`.",
+                      RuntimeWarning, stacklevel=4)
+    if not np.isfinite(res.value):
+        warnings.warn(f"{res.quantity} is not finite ({res.value}); some held-out densities are 0 or NaN.",
+                      RuntimeWarning, stacklevel=4)
+
+
+def _check_subsets(subsets, n, p, pname):
+    if subsets is None:
+        return None
+    try:
+        arr = np.asarray(subsets)
+    except ValueError:  # ragged list of index sequences
+        arr = np.empty(0)
+    if arr.ndim == 2 and arr.shape[1] == n and (arr.dtype == bool or np.all(np.isin(arr, (0, 1)))):
+        masks = arr.astype(bool)
+    else:
+        try:
+            rows = [np.asarray(s, dtype=np.int64).reshape(-1) for s in subsets]
+        except (TypeError, ValueError):
+            raise TypeError("`subsets` must be a boolean (m, n) mask array or a list of index sequences.") from None
+        masks = np.zeros((len(rows), n), bool)
+        for r, idx in enumerate(rows):
+            if np.any(idx < 0) or np.any(idx >= n) or len(set(idx.tolist())) != len(idx):
+                raise ValueError(f"`subsets`[{r}] must hold distinct indices in 0..{n - 1}, got {idx.tolist()}.")
+            masks[r, idx] = True
+    if masks.shape[0] == 0:
+        raise ValueError("`subsets` is empty.")
+    sizes = masks.sum(1)
+    if np.any(sizes != p):
+        raise ValueError(f"every held-out set in `subsets` must have {pname} = {p} points; sizes are {sorted(set(sizes.tolist()))}.")
+    return jnp.asarray(masks, _float())
+
+
+def _score(model, args, kwargs, *, p, site, method, num_subsets, rng_key, joint, max_subsets, batch_size,
+           num_warmup, num_samples, num_chains, chunk, pname, subsets=None):
+    target = _resolve(model, args, kwargs, site)
+    p = _check_p(p, target.n, pname)
+    subsets = _check_subsets(subsets, target.n, p, pname)
+    if subsets is not None and num_subsets is not None:
+        raise ValueError("Pass either `subsets` or `num_subsets`, not both.")
+    method = _check_method(method, target)
+    num_subsets = _check_num_subsets(num_subsets)
+    _mcmc_opts(num_warmup, num_samples, num_chains)
+    if isinstance(max_subsets, bool) or not isinstance(max_subsets, (int, np.integer)) or max_subsets < 1:
+        raise ValueError(f"`max_subsets` must be a positive integer, got {max_subsets!r}.")
+    exact_family = target.conjugate and method in ("exact", "counting", "enumerate")
+    needs_key = (not exact_family or num_subsets is not None or (
+        subsets is None and method != "counting" and not (method == "exact" and _is_counting(target.family))
+        and math.comb(target.n, p) > max_subsets))
+    if rng_key is None:
+        if needs_key:
+            raise ValueError("`rng_key` is required for this method (random subsets or MCMC): pass jax.random.PRNGKey(0).")
+        rng_key = jax.random.PRNGKey(0)
+    counting = target.conjugate and num_subsets is None and subsets is None and (
+        method == "counting" or (method == "exact" and _is_counting(target.family))
+    )
+    if counting:
+        s = _counting_all_p(target.family, target.args[0])
+        value = float(jnp.sum(s[:p]) if joint else s[p - 1])
+        return LPOResult(value=value, se=0.0, p=p, method="counting", num_subsets=math.comb(target.n, p),
+                         diagnostics={"n": target.n}, quantity="S_CCV" if joint else "S_CV", exhaustive=True,
+                         n=target.n)
+    runner = _Runner(target, p, method, joint, num_subsets, rng_key, max_subsets, batch_size,
+                     num_warmup, num_samples, num_chains, chunk, subsets=subsets)
+    stats = [runner.batch(b) for b in range(runner.plan.num_batches)]
+    res = runner.combine(stats)
+    _warn_result(res)
+    return res
+
+
+def lpo(model, *args, p, site="y", method="auto", num_subsets=None, rng_key=None, max_subsets=DEFAULT_MAX_SUBSETS,
+        num_warmup=500, num_samples=1000, num_chains=4, batch_size=None, chunk=1 << 14, subsets=None,
+        **kwargs) -> LPOResult:
+    r"""Bayesian leave-p-out score :math:`S_{CV}(p)`: mean held-out log predictive per held-out point.
+
+    .. math:: S_{CV}(p) = \binom{n}{p}^{-1} \sum_{|S|=p} \frac1p \sum_{i \in S} \log p(x_i \mid x_{-S})
+
+    (Fong & Holmes 2020, Biometrika 107(2), eq. 5). ``p = 1`` is Bayesian leave-one-out
+    (``elpd_loo / n`` in ArviZ's terms).
+
+    Args:
+        model: a NumPyro model whose observed site ``site`` lies in a plate over the n
+            observations (its arguments follow, as for ``MCMC.run``), or a
+            :mod:`genbayes.conjugate` family followed by its data.
+        p: number of held-out points, 1..n.
+        site: the observed site whose observations are held out.
+        method: ``"auto"``, ``"exact"`` (conjugate: counting, else enumeration, else random
+            subsets), ``"counting"``, ``"enumerate"``, ``"psis"`` or ``"refit"`` (module docstring).
+        num_subsets: evaluate this many uniformly random held-out sets instead of the default
+            (all sets when there are at most ``max_subsets`` (exact), 1000 (psis) or 64 (refit);
+            otherwise 4096, 1000 or 32 random ones).
+        rng_key: JAX PRNG key (needed for random subsets and MCMC).
+        max_subsets: largest number of subsets to enumerate exactly.
+        num_warmup, num_samples, num_chains: NUTS settings (full posterior: ``num_chains``
+            chains; refits: one chain per training set).
+        batch_size: subsets per batch (default: all in one program).
+        chunk: subsets per vmapped chunk inside ``jax.lax.map`` for exact enumeration.
+        subsets: evaluate exactly these held-out sets (a boolean ``(m, n)`` mask or a list of
+            index sequences, each of size p) instead of all or random ones; ``se`` is then the
+            Monte Carlo error only, and two methods on the same sets can be compared pairwise.
+        **kwargs: the model's keyword arguments.
+
+    Returns:
+        :class:`LPOResult`. High Pareto k̂ and refit divergences are reported in its
+        diagnostics and warned about.
+
+    Example:
+        >>> import jax.numpy as jnp, genbayes as gb
+        >>> from genbayes import cv
+        >>> r = cv.lpo(gb.conjugate.BetaBernoulli(1.0, 1.0), jnp.array([1, 0, 1, 1]), p=2)  # (3 log .5 + 3 (log .75 + log .25)/2)/6
+        >>> r.method, round(r.value, 4)
+        ('counting', -0.7651)
+    """
+    return _score(model, args, kwargs, p=p, site=site, method=method, num_subsets=num_subsets, rng_key=rng_key,
+                  joint=False, max_subsets=max_subsets, batch_size=batch_size, num_warmup=num_warmup,
+                  num_samples=num_samples, num_chains=num_chains, chunk=chunk, pname="p", subsets=subsets)
+
+
+def cumulative(model, *args, P, site="y", method="auto", num_subsets=None, rng_key=None,
+               max_subsets=DEFAULT_MAX_SUBSETS, num_warmup=500, num_samples=1000, num_chains=4, batch_size=None,
+               chunk=1 << 12, subsets=None, **kwargs) -> LPOResult:
+    r"""Cumulative cross-validation score :math:`S_{CCV}(P) = \sum_{p \le P} S_{CV}(p)`.
+
+    Computed directly as the mean joint held-out log predictive over training sets of size n − P,
+
+    .. math:: S_{CCV}(P) = \binom{n}{P}^{-1} \sum_{|T| = n-P} \log p(x_{-T} \mid x_T)
+
+    (Fong & Holmes 2020, eq. 6; for conjugate families by the chain rule inside the held-out set,
+    for PSIS with importance ratios :math:`1/p(x_{-T} \mid \theta)`, for refits as
+    :math:`\log \frac1S \sum_s p(x_{-T} \mid \theta_s)`). Arguments as in :func:`lpo`, with ``P``
+    for ``p``; ``value`` is not divided by P.
+
+    Example:
+        >>> import jax.numpy as jnp, genbayes as gb
+        >>> from genbayes import cv
+        >>> fam = gb.conjugate.NormalKnownVariance(0.0, 1.0, 1.0)
+        >>> x = jnp.array([0.3, -1.2, 0.8])
+        >>> r = cv.cumulative(fam, x, P=3)   # P = n: the whole log evidence
+        >>> bool(abs(r.value - float(fam.log_evidence(x))) < 1e-5)
+        True
+    """
+    return _score(model, args, kwargs, p=P, site=site, method=method, num_subsets=num_subsets, rng_key=rng_key,
+                  joint=True, max_subsets=max_subsets, batch_size=batch_size, num_warmup=num_warmup,
+                  num_samples=num_samples, num_chains=num_chains, chunk=chunk, pname="P", subsets=subsets)
+
+
+# --------------------------------------------------------------------------------------------
+# the identity
+# --------------------------------------------------------------------------------------------
+
+
+def _permutations(key, R, n):
+    return jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, R))
+
+
+def _terms_to_report(terms, method, log_evidence, log_evidence_se, source, diagnostics):
+    terms = np.asarray(terms, dtype=np.float64)  # (R, n): terms[r, k] = log p(x_σr(k) | x_σr(<k))
+    R, n = terms.shape
+    # position k (0-based) carries S_CV(n - k): reverse so index p - 1 holds S_CV(p)
+    s_cv = terms.mean(0)[::-1]
+    s_se = (terms.std(0, ddof=1) / np.sqrt(R))[::-1] if R > 1 else np.full(n, np.nan)
+    sums = terms.sum(1)
+    total = float(sums.mean())
+    total_se = float(sums.std(ddof=1) / np.sqrt(R)) if R > 1 else float("nan")
+    if log_evidence is None:
+        log_evidence, log_evidence_se = total, 0.0
+    gap = total - log_evidence
+    diagnostics = dict(diagnostics, num_permutations=R, log_z_per_ordering=sums)
+    return IdentityReport(s_cv=s_cv, s_cv_se=s_se, total=total, total_se=total_se, log_evidence=float(log_evidence),
+                          log_evidence_se=float(log_evidence_se), gap=float(gap),
+                          se=float(np.hypot(total_se, log_evidence_se)), method=method,
+                          log_evidence_source=source, diagnostics=diagnostics)
+
+
+def _permutation_terms(target, orders, stride, rng_key, num_warmup, num_samples):
+    r"""One-step-ahead terms along each ordering from refits at checkpoints and importance weights between.
+
+    For ordering σ and checkpoint c (a multiple of ``stride``), NUTS draws θ_s from the posterior
+    given x_σ(<c) (gb.batched, 0/1 weights; c = 0 is the prior). For c ≤ k < c + stride,
+    :math:`\log p(x_{\sigma(k)} \mid x_{\sigma(<k)}) \approx \log \sum_s w_s p(x_{\sigma(k)} \mid \theta_s)` with
+    :math:`w_s \propto \prod_{c \le j < k} p(x_{\sigma(j)} \mid \theta_s)` Pareto-smoothed (ArviZ psislw).
+    Weights that add data are bounded by the likelihood, so they are far tamer than leave-out ratios.
+    """
+    from .batched import run
+    from .interop import psis_log_weights
+
+    orders = np.asarray(orders)
+    R, n = orders.shape
+    checkpoints = np.arange(0, n, stride)
+    C = len(checkpoints)
+    rank = np.argsort(orders, axis=1)  # rank[r, i] = position of point i in ordering r
+    W = (rank[:, None, :] < checkpoints[None, :, None]).astype(np.float64).reshape(R * C, n)
+    res = run(target.model, jnp.asarray(W, _float()), *target.args, num_warmup=num_warmup, num_samples=num_samples,
+              rng_key=rng_key, sites=target.site, progress=False, **target.kwargs)
+    flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in res.samples.items()}
+    L = np.asarray(_pointwise_loglik(target, flat), dtype=np.float64).reshape(R, C, num_samples, n)
+    terms = np.empty((R, n))
+    khat = np.full((R, n), np.nan)
+    lw_rows, where = [], []
+    for r in range(R):  # Python loops over bookkeeping only; the heavy work (NUTS) is one program above
+        for ci, c in enumerate(checkpoints):
+            Lc = L[r, ci][:, orders[r]]  # (S, n) in ordering r
+            hi = min(c + stride, n)
+            cum = np.cumsum(Lc[:, c:hi], axis=1)  # cum[:, j] = Σ_{c..c+j} log p
+            terms[r, c] = logsumexp(jnp.asarray(Lc[:, c])) - np.log(num_samples)
+            for k in range(c + 1, hi):
+                lw_rows.append(cum[:, k - c - 1])
+                where.append((r, k, ci))
+    if lw_rows:
+        lw, kh = psis_log_weights(np.stack(lw_rows), reff=1.0)
+        for (r, k, ci), lwi, khi in zip(where, lw, kh):
+            x = L[r, ci][:, orders[r, k]]
+            terms[r, k] = float(logsumexp(jnp.asarray(lwi + x)))
+            khat[r, k] = khi
+    diag = {"khat": khat, "checkpoints": checkpoints, "stride": stride,
+            "num_divergent": np.asarray(res.diagnostics["num_divergent"]).reshape(R, C), "orders": orders}
+    return terms, diag
+
+
+def identity(model, *args, site="y", method="auto", rng_key=None, num_permutations=None, stride=None,
+             max_subsets=DEFAULT_MAX_SUBSETS, evidence_method="smc", num_warmup=300, num_samples=500,
+             evidence_kwargs=None, smc_kwargs=None, **kwargs) -> IdentityReport:
+    r"""Check :math:`\log p(x) = \sum_{p=1}^n S_{CV}(p)` (Fong & Holmes 2020, Proposition 1).
+
+    Conjugate families (``method="auto"`` or ``"exact"``): every S_CV(p) exactly, by counting
+    (Beta–Bernoulli, Dirichlet–categorical, any n) or by enumerating all :math:`2^n - 1`
+    held-out sets when that is at most ``max_subsets``; otherwise from ``num_permutations``
+    random orderings with exact one-step-ahead terms (each ordering sums exactly to log p(x)).
+    The log evidence is the family's closed form.
+
+    Other models: random orderings σ_r; :math:`S_{CV}(n-k+1)` is the mean over orderings of
+    the k-th one-step-ahead term. ``method="auto"``/``"permutation"``: refits at every
+    ``stride``-th prefix (gb.batched) and Pareto-smoothed importance weights in between
+    (:func:`_permutation_terms`); ``method="smc"``: the terms of
+    ``genbayes.evidence.prequential`` (data-tempered SMC). The terms of one ordering telescope
+    to an estimate of log p(x), so the sum is far less noisy than independent subsets per p.
+    ``log_evidence`` comes from ``genbayes.evidence.log_evidence(method=evidence_method)`` when
+    that module is installed, otherwise from the telescoped sums (then the gap is 0 by
+    construction, and ``log_evidence_source`` says so).
+
+    Args:
+        model, *args, **kwargs, site: as in :func:`lpo`.
+        method: ``"auto"``, ``"exact"``, ``"permutation"`` or ``"smc"``.
+        rng_key: JAX PRNG key (not needed for exact counting or enumeration).
+        num_permutations: number of random orderings (default 200 for conjugate families, 8 otherwise).
+        stride: refit every ``stride`` steps along an ordering (default ``max(1, n // 10)``).
+        evidence_method, evidence_kwargs: passed to ``genbayes.evidence.log_evidence``.
+        smc_kwargs: with ``method="smc"``, options of ``genbayes.evidence.prequential``
+            (``num_particles``, ``num_mcmc_steps``, ``num_leapfrog``).
+        num_warmup, num_samples: NUTS settings of the refits.
+
+    Returns:
+        :class:`IdentityReport`.
+
+    Example:
+        >>> import jax.numpy as jnp, genbayes as gb
+        >>> from genbayes import cv
+        >>> rep = cv.identity(gb.conjugate.GammaPoisson(2.0, 1.0), jnp.array([0, 3, 1, 2, 2]))
+        >>> rep.method, bool(abs(rep.gap) < 1e-4)
+        ('enumerate', True)
+    """
+    target = _resolve(model, args, kwargs, site)
+    n = target.n
+    if method not in ("auto", "exact", "permutation", "smc"):
+        raise ValueError(f"`method` must be 'auto', 'exact', 'permutation' or 'smc', got {method!r}.")
+    if method == "exact" and not target.conjugate:
+        raise ValueError("method='exact' needs a gb.conjugate family; use 'auto', 'permutation' or 'smc'.")
+    if num_permutations is not None and (isinstance(num_permutations, bool) or not isinstance(num_permutations, (int, np.integer)) or num_permutations < 2):
+        raise ValueError(f"`num_permutations` must be an integer >= 2, got {num_permutations!r}.")
+    if stride is not None and (isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride <= n):
+        raise ValueError(f"`stride` must be an integer in 1..n = 1..{n}, got {stride!r}.")
+    _mcmc_opts(num_warmup, num_samples, 1)
+
+    if target.conjugate and method in ("auto", "exact"):
+        fam, data = target.family, target.args
+        log_z = float(fam.log_evidence(*data))
+        if _is_counting(fam) or 2**n - 1 <= max_subsets:
+            if _is_counting(fam):
+                s, how = np.asarray(_counting_all_p(fam, data[0]), np.float64), "counting"
+            else:
+                s, how = np.asarray(_enumerate_all_p(fam, data), np.float64), "enumerate"
+            total = float(np.sum(s))
+            return IdentityReport(s_cv=s, s_cv_se=np.zeros(n), total=total, total_se=0.0, log_evidence=log_z,
+                                  log_evidence_se=0.0, gap=total - log_z, se=0.0, method=how,
+                                  log_evidence_source="exact", diagnostics={"n": n})
+        if rng_key is None:
+            raise ValueError(f"`rng_key` is required: 2^n − 1 > max_subsets = {max_subsets}, so random orderings are used.")
+        R = num_permutations or 200
+        orders = _permutations(rng_key, R, n)
+        terms = jax.vmap(lambda o: _conj.sequence_log_predictive(fam, *data, order=o))(orders)
+        return _terms_to_report(terms, "permutation (exact terms)", log_z, 0.0, "exact", {"n": n})
+
+    if rng_key is None:
+        raise ValueError("`rng_key` is required: pass jax.random.PRNGKey(0).")
+    key_perm, key_fit, key_ev = jax.random.split(rng_key, 3)
+    R = num_permutations or 8
+    if method == "smc":
+        from .evidence import prequential  # lazy: the evidence module is optional here
+
+        pq = prequential(target.model, *target.args, num_permutations=R, rng_key=key_fit, site=site,
+                         **(smc_kwargs or {}), **target.kwargs)
+        terms, diag = np.asarray(pq.terms), {"orders": np.asarray(pq.orders), "log_z_smc": np.asarray(pq.log_z)}
+        how = "smc"
+    else:
+        orders = np.asarray(_permutations(key_perm, R, n))
+        terms, diag = _permutation_terms(target, orders, stride or max(1, n // 10), key_fit, num_warmup, num_samples)
+        how = "permutation"
+        khat = diag["khat"]
+        thr = _khat_threshold(num_samples)
+        bad = int(np.sum(khat[np.isfinite(khat)] > thr))
+        if bad:
+            warnings.warn(f"{bad} one-step-ahead terms have Pareto k̂ above {thr:.2f}; use a smaller `stride`.",
+                          RuntimeWarning, stacklevel=2)
+        if np.any(diag["num_divergent"] > 0):
+            warnings.warn("Some refits had divergent transitions; see `.diagnostics['num_divergent']`.",
+                          RuntimeWarning, stacklevel=2)
+    diag["n"] = n
+    if target.conjugate:
+        return _terms_to_report(terms, how, float(target.family.log_evidence(*target.args)), 0.0, "exact", diag)
+    try:
+        from .evidence import log_evidence as _log_evidence
+    except ImportError:
+        return _terms_to_report(terms, how, None, None, "telescoped permutation sums (gap 0 by construction)", diag)
+    ev = _log_evidence(target.model, *target.args, method=evidence_method, rng_key=key_ev,
+                       **(evidence_kwargs or {}), **target.kwargs)
+    diag["evidence"] = ev
+    return _terms_to_report(terms, how, float(ev.log_z), float(ev.se),
+                            f"genbayes.evidence.log_evidence(method={evidence_method!r})", diag)
+
+
+# --------------------------------------------------------------------------------------------
+# command line: genbayes cv MODEL [--p ...] [--method ...] [--resume FILE]
+# --------------------------------------------------------------------------------------------
+
+CLI_MODELS = ("beta_bernoulli", "normal_known_variance", "gamma_poisson", "dirichlet_categorical",
+              "normal_gamma_regression", "logistic_regression")
+
+
+def cli_model(name, n, seed):
+    """``(model, args)`` for a CLI model name: a conjugate family on simulated data, or logistic regression."""
+    rng = np.random.default_rng(seed)
+    if name == "beta_bernoulli":
+        return _conj.BetaBernoulli(2.0, 2.0), (rng.binomial(1, 0.3, n).astype(np.int32),)
+    if name == "normal_known_variance":
+        return _conj.NormalKnownVariance(0.0, 4.0, 1.0), (rng.normal(1.0, 1.0, n),)
+    if name == "gamma_poisson":
+        return _conj.GammaPoisson(2.0, 1.0), (rng.poisson(3.0, n).astype(np.int32),)
+    if name == "dirichlet_categorical":
+        return _conj.DirichletCategorical(np.ones(3)), (rng.choice(3, n, p=[0.5, 0.3, 0.2]).astype(np.int32),)
+    if name == "normal_gamma_regression":
+        X = np.column_stack([np.ones(n), rng.normal(size=n)])
+        y = X @ np.array([1.0, 2.0]) + rng.normal(size=n)
+        return _conj.NormalGammaRegression(np.zeros(2), np.ones(2), 2.0, 2.0), (X, y)
+    if name == "logistic_regression":
+        from .models import logistic_regression as lr
+
+        X, y = lr.breast_cancer(num_features=3, n=n, seed=seed)
+        return lr.model, (X, y)
+    raise ValueError(f"MODEL must be one of {CLI_MODELS}, got {name!r}.")
+
+
+def _read_resume(path, config):
+    stats = {}
+    if not os.path.exists(path):
+        return stats
+    with open(path) as fh:
+        text = fh.read()
+    if text and not text.endswith("\n"):
+        # a kill cut the last record short: drop it (that batch is redone) so appends start on a fresh line
+        text = text[: text.rfind("\n") + 1]
+        with open(path, "w") as fh:
+            fh.write(text)
+    lines = text.split("\n")
+    if not lines or not lines[0].strip():
+        return stats
+    head = json.loads(lines[0])
+    if head.get("config") != config:
+        raise ValueError(
+            f"--resume file {path!r} was written for a different run {head.get('config')}; "
+            f"this run is {config}. Use a new file or the same options."
+        )
+    for line in lines[1:]:
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill: that batch is redone
+            continue
+        stats[rec["batch"]] = rec
+    return stats
+
+
+def _append(path, obj):
+    with open(path, "a") as fh:
+        fh.write(json.dumps(obj) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _run_cli(args) -> int:
+    import time
+
+    if args.x64:
+        import numpyro
+
+        numpyro.enable_x64(True)
+    model, data = cli_model(args.model, args.n, args.seed)
+    key = jax.random.PRNGKey(args.seed)
+    results = []
+    for p in args.p:
+        target = _resolve(model, data, {}, "y")
+        p = _check_p(p, target.n)
+        method = _check_method(args.method, target)
+        if method == "counting" or (method == "exact" and _is_counting(target.family) and args.num_subsets is None):
+            res = lpo(model, *data, p=p, method="counting")
+            results.append(res)
+            print(res, flush=True)
+            continue
+        default_bs = {"exact": 1 << 16, "refit": 16}.get("exact" if method in ("exact", "enumerate") else method, 256)
+        runner = _Runner(target, p, method, False, args.num_subsets, jax.random.fold_in(key, p), DEFAULT_MAX_SUBSETS,
+                         args.batch_size or default_bs, args.num_warmup, args.num_samples, args.num_chains, 1 << 14)
+        config = {"model": args.model, "n": args.n, "seed": args.seed, "p": p, "method": args.method,
+                  "num_subsets": args.num_subsets, "batch_size": runner.plan.batch_size, "num_warmup": args.num_warmup,
+                  "num_samples": args.num_samples, "num_chains": args.num_chains, "x64": bool(args.x64)}
+        stats = {}
+        path = None
+        if args.resume:
+            path = args.resume if len(args.p) == 1 else f"{args.resume}.p{p}"
+            stats = _read_resume(path, config)
+            if not os.path.exists(path) or os.path.getsize(path) == 0:
+                _append(path, {"config": config})
+        todo = [b for b in range(runner.plan.num_batches) if b not in stats]
+        if stats:
+            print(f"genbayes cv: resuming p={p} from {path}: {len(stats)} of {runner.plan.num_batches} batches done",
+                  flush=True)
+        from tqdm.auto import tqdm
+
+        t0 = time.perf_counter()
+        done_now = 0
+        for b in tqdm(todo, desc=f"p={p}", disable=not args.progress):
+            if args.max_batches is not None and done_now >= args.max_batches:
+                print(f"genbayes cv: stopped after {done_now} new batches (--max-batches); rerun with the same "
+                      f"--resume file to continue.", flush=True)
+                return 3
+            rec = runner.batch(b)
+            if path:
+                _append(path, rec)
+            stats[b] = rec
+            done_now += 1
+        res = runner.combine(list(stats.values()))
+        _warn_result(res)
+        results.append(res)
+        print(f"{res}  [{time.perf_counter() - t0:.1f} s]", flush=True)
+    if args.output:
+        import pandas as pd
+
+        pd.DataFrame({"p": [r.p for r in results], "value": [r.value for r in results], "se": [r.se for r in results],
+                      "method": [r.method for r in results], "num_subsets": [r.num_subsets for r in results]}
+                     ).to_csv(args.output, index=False)
+    return 0
+
+
+def add_cli(subparsers):
+    """Add ``genbayes cv MODEL [--p ...] [--method ...] [--resume FILE]`` to an argparse subparsers object."""
+    sp = subparsers.add_parser(
+        "cv", help="Bayesian leave-p-out cross-validation S_CV(p) (resumable)",
+        description="Leave-p-out cross-validation S_CV(p) for a bundled model. Conjugate families run on simulated "
+                    "data; logistic_regression on scikit-learn's breast cancer data. With --resume FILE each "
+                    "finished batch of held-out sets is appended to FILE, and rerunning the same command continues "
+                    "where a killed run stopped, with nothing lost or counted twice.")
+    sp.add_argument("model", choices=CLI_MODELS, metavar="MODEL", help=f"one of {', '.join(CLI_MODELS)}")
+    sp.add_argument("--p", type=int, nargs="+", default=[1], help="held-out set sizes (default 1)")
+    sp.add_argument("--method", default="auto", choices=_METHODS)
+    sp.add_argument("--resume", metavar="FILE", default=None, help="append finished batches to FILE; resume from it")
+    sp.add_argument("--n", type=int, default=40, help="number of observations (default 40)")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the data and of the rng_key")
+    sp.add_argument("--num-subsets", type=int, default=None)
+    sp.add_argument("--batch-size", type=int, default=None, help="held-out sets per saved batch")
+    sp.add_argument("--num-warmup", type=int, default=300)
+    sp.add_argument("--num-samples", type=int, default=500)
+    sp.add_argument("--num-chains", type=int, default=4)
+    sp.add_argument("--max-batches", type=int, default=None, help="stop after this many new batches (exit code 3)")
+    sp.add_argument("--x64", action="store_true", help="compute in float64")
+    sp.add_argument("--output", default=None, help="write a CSV summary here")
+    sp.add_argument("--no-progress", dest="progress", action="store_false")
+    sp.set_defaults(func=_run_cli)
+    return sp

@@ -1,0 +1,51 @@
+"""Writing the demo report: ``report.md`` and a self-contained ``index.html`` (images embedded)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+
+def write_report(out: Path, sections, *, quick: bool, seed: int) -> list[Path]:
+    out = Path(out)
+    md = [f"# genbayes demo report\n\nRun: {'quick' if quick else 'full'}, seed {seed}.\n"]
+    for s in sections:
+        md.append(f"## {s.title}\n\n{s.text}\n\n{s.table_markdown()}\n")
+        md += [f"![{Path(p).stem}]({Path(p).name})\n" for p in s.images]
+        md.append(f"Checks: {'passed' if s.ok else 'FAILED'}\n")
+    md_path = out / "report.md"
+    md_path.write_text("\n".join(md))
+
+    body = []
+    for s in sections:
+        cols = list(s.table)
+        fmt = lambda v: f"{v:.6g}" if isinstance(v, float) else str(v)  # noqa: E731
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+        rows = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in r) + "</tr>"
+            for r in zip(*[s.table[c] for c in cols])
+        )
+        imgs = "".join(
+            f'<img alt="{html.escape(Path(p).stem)}" src="data:image/png;base64,'
+            f'{base64.b64encode(Path(p).read_bytes()).decode()}">'
+            for p in s.images
+        )
+        status = "passed" if s.ok else "FAILED"
+        body.append(
+            f'<section><h2>{html.escape(s.title)}</h2><p>{html.escape(s.text)}</p>'
+            f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{imgs}"
+            f'<p class="{status}">Checks: {status}</p></section>'
+        )
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>genbayes demo report</title>"
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
+        "table{border-collapse:collapse;font-size:0.85em}td,th{border:1px solid #ccc;padding:3px 6px}"
+        "img{max-width:100%;display:block;margin:1em 0}.FAILED{color:#b00;font-weight:bold}</style></head>"
+        f"<body><h1>genbayes demo report</h1><p>Run: {'quick' if quick else 'full'}, seed {seed}.</p>"
+        + "".join(body)
+        + "</body></html>"
+    )
+    html_path = out / "index.html"
+    html_path.write_text(page)
+    return [md_path, html_path]
