@@ -7,12 +7,13 @@ The public API (see the README and DESIGN.md):
 - :mod:`genbayes.batched`: many weighted posteriors as one compiled, vmapped, shardable program;
 - :mod:`genbayes.cv`: Bayesian leave-P-out cross-validation and the marginal-likelihood identity;
 - :mod:`genbayes.evidence`: log marginal likelihood estimators and prequential SMC;
-- :mod:`genbayes.vcd`: variational contrastive divergence, a NumPyro ELBO improved by MCMC.
+- :mod:`genbayes.vcd`: variational contrastive divergence, a NumPyro ELBO improved by MCMC;
+- :mod:`genbayes.infomax`: β-VAE / InfoMax / β-TCVAE objectives and information estimators.
 """
 
-from . import batched, conjugate, cv, evidence, models, vcd
+from . import batched, conjugate, cv, evidence, infomax, models, vcd
 from .handlers import reweight, tempered
 
 __version__ = "0.1.0"
 
-__all__ = ["reweight", "tempered", "conjugate", "batched", "cv", "evidence", "models", "vcd", "__version__"]
+__all__ = ["reweight", "tempered", "conjugate", "batched", "cv", "evidence", "infomax", "models", "vcd", "__version__"]

@@ -5,6 +5,6 @@ package so that they are importable from any working directory once genbayes is 
 without claiming the generic top-level name ``models`` in site-packages.
 """
 
-from . import logistic_regression, radiata_pine, toy2d, vae
+from . import factorial, logistic_regression, radiata_pine, toy2d, vae
 
-__all__ = ["logistic_regression", "radiata_pine", "toy2d", "vae"]
+__all__ = ["factorial", "logistic_regression", "radiata_pine", "toy2d", "vae"]
