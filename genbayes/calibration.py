@@ -125,7 +125,7 @@ def _loss_vector(model, args, kwargs, names):
     return f
 
 
-def loss_minimizer(model, *args, rng_key, num_steps: int = 2000, step_size: float = 0.05, **kwargs) -> dict:
+def loss_minimizer(model, *args, rng_key, num_steps: int = 1000, step_size: float = 0.05, **kwargs) -> dict:
     r"""The empirical-risk minimiser :math:`\hat\theta = \arg\min_\theta \sum_i \ell(\theta, x_i)` (prior ignored).
 
     Adam (Optax) with a cosine-decayed step size on the mean loss, in NumPyro's unconstrained
@@ -368,8 +368,36 @@ def _gpc(
     return float(w_final), diag
 
 
-def _safebayes(model, args, kwargs, *, rng_key, theta_hat, progress, grid=None, start=None, num_warmup=200, num_samples=200, **nuts_kw):
-    names, n, latent, _ = _model_info(model, args, kwargs, rng_key)
+def _log_normalizers(tr, names):
+    """Per-observation w -> sum of log Z(w) over the Loss sites, or None if some loss lacks one."""
+    from .fisher import _find_loss
+
+    parts = []
+    for name in names:
+        loss, _ = _find_loss(tr[name]["fn"])
+        lz = getattr(getattr(loss, "loss_fn", None), "log_normalizer", None)
+        if lz is None:
+            return None
+        shape = tuple(jnp.shape(tr[name]["fn"].log_prob(tr[name]["value"])))[1:]
+        parts.append((lz, shape))
+    return lambda w: sum(jnp.sum(jnp.broadcast_to(lz(w), shape)) for lz, shape in parts)
+
+
+def _safebayes(model, args, kwargs, *, rng_key, theta_hat, progress, grid=None, start=None, score="auto", num_warmup=200, num_samples=200, **nuts_kw):
+    names, n, latent, tr = _model_info(model, args, kwargs, rng_key)
+    _check_choice(score, "score", ("auto", "log_loss", "loss"))
+    log_z = _log_normalizers(tr, names)
+    if score == "log_loss" and log_z is None:
+        raise ValueError("score='log_loss' needs every loss to have a closed-form `log_normalizer` (squared, absolute, check).")
+    if score == "auto":
+        score = "log_loss" if log_z is not None else "loss"
+        if score == "loss":
+            warnings.warn(
+                "safebayes: the loss has no `log_normalizer`, so the raw posterior-expected loss is scored; "
+                "it usually decreases with w, so the choice tends to the top of the grid.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
     grid = np.geomspace(1 / 16, 1.0, 9) if grid is None else np.asarray(grid, dtype=float).ravel()
     if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid <= 0) or np.any(grid > 1):
         raise ValueError(f"`grid` must hold learning rates in (0, 1], got {grid!r}.")
@@ -396,11 +424,14 @@ def _safebayes(model, args, kwargs, *, rng_key, theta_hat, progress, grid=None, 
         return jax.lax.map(per_row, (samples, nxt), batch_size=16)
 
     e = np.asarray(expected_next({k: res.samples[k] for k in latent})).reshape(K, T.size)
+    if score == "log_loss":
+        # R-log-loss of the normalised density exp(-w l)/Z(w) (Grunwald & van Ommen 2017, eq. 9)
+        e = grid[:, None] * e + np.array([float(log_z(w)) for w in grid])[:, None]
     cum = e.sum(axis=1)
     if not np.all(np.isfinite(cum)):
         warnings.warn("safebayes: non-finite expected losses; see diagnostics['expected_loss'].", RuntimeWarning, stacklevel=3)
     k = int(np.nanargmin(cum))
-    diag = {"theta_hat": theta_hat, "n": n, "grid": grid, "cumulative_loss": cum, "expected_loss": e, "start": int(start),
+    diag = {"theta_hat": theta_hat, "n": n, "grid": grid, "cumulative_loss": cum, "expected_loss": e, "start": int(start), "score": score,
             "num_divergent": np.asarray(res.diagnostics["num_divergent"]).reshape(K, T.size)}
     return float(grid[k]), diag
 
@@ -436,12 +467,16 @@ def calibrate(model, *args, method: str = "llb", rng_key, progress: bool = True,
     A tqdm bar shows the iterations (``progress=False`` hides it). If it does not converge the
     geometric mean of the last half of the path is returned, with a warning.
 
-    ``method="safebayes"`` (Grünwald & van Ommen 2017, §4, with the posterior-expected loss):
-    for each w on ``grid`` (default 9 rates geometrically spaced in [1/16, 1]),
-    :math:`R(w) = \sum_{t=\text{start}}^{n-1} \mathbb E_{\pi_w(\cdot\mid x_{1:t})}[\ell(\theta, x_{t+1})]`
-    in the data's order; return :math:`\arg\min_w R(w)`. All :math:`|grid| \times (n - start)`
+    ``method="safebayes"`` (Grünwald & van Ommen 2017, §4): for each w on ``grid`` (default 9 rates
+    geometrically spaced in [1/16, 1]), the cumulative prequential posterior-expected loss in the
+    data's order, :math:`R(w) = \sum_{t=\text{start}}^{n-1} \mathbb E_{\pi_w(\cdot\mid x_{1:t})}[s_w(\theta, x_{t+1})]`;
+    return :math:`\arg\min_w R(w)`. With ``score="log_loss"`` (the default when every loss has a
+    closed-form ``log_normalizer``), :math:`s_w = w\ell + \log Z(w)`, the log-loss of the normalised
+    density :math:`e^{-w\ell}/Z(w)` (their "R-log-loss"); with ``score="loss"``, :math:`s_w = \ell`,
+    the raw loss, which for a well-specified loss usually decreases with w (the argmin then sits at
+    the top of the grid; a warning says so). All :math:`|grid| \times (n - start)`
     posteriors are one batched NUTS program (prefix weights). Options: ``grid``, ``start``
-    (default n // 4), ``num_warmup``/``num_samples`` (200).
+    (default n // 4), ``score``, ``num_warmup``/``num_samples`` (200).
 
     Args:
         model: NumPyro model with ``Loss`` observed sites (or a ``gb.gibbs``-wrapped likelihood
@@ -481,7 +516,7 @@ def calibrate(model, *args, method: str = "llb", rng_key, progress: bool = True,
         "llb": {"bandwidth", "num_steps", "step_size"},
         "gpc": {"alpha", "B", "num_warmup", "num_samples", "max_iter", "tol", "init", "step_size", "region",
                 "params", "ess_threshold", "target_accept_prob", "dense_mass", "max_tree_depth", "init_strategy"},
-        "safebayes": {"grid", "start", "num_warmup", "num_samples", "target_accept_prob", "dense_mass",
+        "safebayes": {"grid", "start", "score", "num_warmup", "num_samples", "target_accept_prob", "dense_mass",
                       "max_tree_depth", "init_strategy"},
     }[method]
     opt = {k: kwargs.pop(k) for k in list(kwargs) if k in options}

@@ -13,6 +13,8 @@ it has a kink) and carries three attributes that the calibration code reads:
 - ``smooth``: ``False`` when the second derivative in ``prediction`` is zero almost everywhere
   (absolute, check, hinge), so an autodiff Hessian says nothing about curvature and
   :mod:`genbayes.fisher` smooths it instead;
+- ``log_normalizer`` (only where closed form): :math:`w \mapsto \log \int e^{-w \ell(f, y)} dy`
+  (squared, absolute, check), which turns :math:`e^{-w\ell}` into a density (used by SafeBayes);
 - ``margin``: ``True`` for classification losses of the margin :math:`y \cdot f` (hinge,
   logistic), ``False`` for losses of the residual :math:`u = y - f`.
 """
@@ -44,9 +46,11 @@ __all__ = [
 ]
 
 
-def _tag(fn, name: str, *, smooth: bool = True, margin: bool = False, doc: str | None = None):
-    """Attach the calibration metadata (``name``, ``smooth``, ``margin``) to a loss function."""
+def _tag(fn, name: str, *, smooth: bool = True, margin: bool = False, doc: str | None = None, log_normalizer=None):
+    """Attach the calibration metadata (``name``, ``smooth``, ``margin``, ``log_normalizer``) to a loss."""
     fn.name, fn.smooth, fn.margin = name, smooth, margin
+    if log_normalizer is not None:
+        fn.log_normalizer = log_normalizer
     if doc is not None:
         fn.__doc__ = doc
     return fn
@@ -76,7 +80,7 @@ def _squared(p, y):
     return 0.5 * jnp.square(y - p)
 
 
-squared = _tag(_squared, "squared", doc=r"""Squared loss :math:`\ell(f, y) = \tfrac12 (y - f)^2`.
+squared = _tag(_squared, "squared", log_normalizer=lambda w: 0.5 * jnp.log(2 * jnp.pi / w), doc=r"""Squared loss :math:`\ell(f, y) = \tfrac12 (y - f)^2`.
 
 At learning rate :math:`w = 1/\sigma^2` the Gibbs posterior is the Normal(f, σ) posterior.
 
@@ -92,7 +96,7 @@ def _absolute(p, y):
     return jnp.abs(y - p)
 
 
-absolute = _tag(_absolute, "absolute", smooth=False, doc=r"""Absolute loss :math:`\ell(f, y) = |y - f|`; its minimiser is the median.
+absolute = _tag(_absolute, "absolute", smooth=False, log_normalizer=lambda w: jnp.log(2.0 / w), doc=r"""Absolute loss :math:`\ell(f, y) = |y - f|`; its minimiser is the median.
 
 Its second derivative is zero almost everywhere (see ``smooth``). At learning rate w it is the
 Laplace(f, 1/w) likelihood up to a constant.
@@ -132,7 +136,7 @@ def check(tau) :
         u = y - p
         return jnp.maximum(t * u, (t - 1.0) * u)
 
-    return _tag(_check, f"check(tau={_fmt(tau)})", smooth=False)
+    return _tag(_check, f"check(tau={_fmt(tau)})", smooth=False, log_normalizer=lambda w: -jnp.log(t * (1 - t) * w))
 
 
 def huber(delta=1.345) :
