@@ -92,7 +92,7 @@ Example:
 
 
 def _absolute(p, y):
-    # jnp.abs has derivative sign(u), which is 0 at u = 0: a valid subgradient
+    # autodiff of jnp.abs at u = 0 returns a value in [-1, 1]: a valid subgradient
     return jnp.abs(y - p)
 
 
