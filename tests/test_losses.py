@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+import optax
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -172,7 +173,8 @@ def test_loss_with_nuts_and_svi_target_the_gibbs_posterior(x64):
     assert abs(float(s.mean()) - m) < 4 * np.sqrt(v / ess)  # 4 Monte Carlo standard errors
     guide = numpyro.infer.autoguide.AutoNormal(model)
     # decaying step (0.05 -> 0.0025) so the last iterate's jitter (about the step size) is small
-    svi = numpyro.infer.SVI(model, guide, numpyro.optim.ClippedAdam(0.05, lrd=0.998), numpyro.infer.Trace_ELBO())
+    optim = numpyro.optim.optax_to_numpyro(optax.adam(optax.exponential_decay(0.05, 1500, 0.05)))
+    svi = numpyro.infer.SVI(model, guide, optim, numpyro.infer.Trace_ELBO())
     res = svi.run(jax.random.PRNGKey(1), 1500, x, progress_bar=False)
     loc = float(res.params["mu_auto_loc"])
     assert abs(loc - m) < 0.05  # the Gaussian family holds the exact posterior; 0.05 = 0.2 posterior sd
