@@ -359,7 +359,13 @@ class gibbs(Messenger):
             return
         from .losses import Loss
 
+        import numpyro.distributions as dist
+
         base, mask = _unwrap_mask(msg["fn"])
+        outer_batch = base.batch_shape
+        # plates wrap the site's distribution in ExpandedDistribution; predict from the original one
+        while isinstance(base, dist.ExpandedDistribution):
+            base = base.base_dist
         getter = self.predict.get(name)
         try:
             prediction = getter(base) if getter is not None else base.mean
@@ -369,8 +375,8 @@ class gibbs(Messenger):
                 f"pass predict={{{name!r}: lambda d: ...}}."
             ) from e
         new = Loss(loss_fn, prediction, event_dim=base.event_dim)
-        if tuple(new.batch_shape) != tuple(base.batch_shape):
-            new = new.expand(base.batch_shape)
+        if tuple(new.batch_shape) != tuple(outer_batch):
+            new = new.expand(outer_batch)
         msg["fn"] = new if mask is None else new.mask(mask)
         lr = self._lookup(self.learning_rate, name, 1.0)
         lr = jnp.asarray(lr)

@@ -1,0 +1,95 @@
+"""The gibbs handler: conversion of a likelihood model, learning rates, masks, Predictive, bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from numpyro.infer.util import log_density
+
+import genbayes as gb
+from genbayes import losses as L
+from genbayes.handlers import gibbs
+
+
+def lik(x, mask=None):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 3.0))
+    s = numpyro.sample("s", dist.HalfNormal(2.0))
+    with numpyro.plate("n", x.shape[0]), numpyro.handlers.mask(mask=True if mask is None else mask):
+        numpyro.sample("x", dist.Normal(mu, s), obs=x)
+
+
+X = jnp.array([0.3, -1.2, 2.5, 0.9])
+P = {"mu": jnp.array(0.4), "s": jnp.array(1.3)}
+PRIOR = float(dist.Normal(0.0, 3.0).log_prob(0.4) + dist.HalfNormal(2.0).log_prob(1.3))
+
+
+def test_gibbs_replaces_the_likelihood_by_minus_w_loss():
+    for w in (0.25, 1.0, 3.0):
+        lp, _ = log_density(gibbs(lik, loss={"x": L.absolute}, learning_rate=w), (X,), {}, P)
+        np.testing.assert_allclose(lp, PRIOR - w * np.abs(np.asarray(X) - 0.4).sum(), rtol=1e-6)
+
+
+def test_predict_override_and_per_site_dict_rate():
+    m = gibbs(lik, loss={"x": L.check(0.9)}, learning_rate={"x": 2.0}, predict={"x": lambda d: d.icdf(0.9)})
+    lp, _ = log_density(m, (X,), {}, P)
+    q = float(dist.Normal(0.4, 1.3).icdf(0.9))
+    np.testing.assert_allclose(lp, PRIOR - 2.0 * np.asarray(L.check(0.9)(q, X)).sum(), rtol=1e-5)
+
+
+def test_mask_is_kept_and_reweight_composes():
+    mask = jnp.array([True, False, True, True])
+    lp, _ = log_density(gibbs(lik, loss={"x": L.squared}, learning_rate=2.0), (X,), {"mask": mask}, P)
+    np.testing.assert_allclose(lp, PRIOR - 2.0 * 0.5 * ((np.asarray(X) - 0.4) ** 2)[np.asarray(mask)].sum(), rtol=1e-6)
+    w = jnp.array([1.0, 0.5, 0.0, 2.0])
+    m = gb.reweight(gibbs(lik, loss={"x": L.squared}, learning_rate=2.0), weights=w)
+    lp, _ = log_density(m, (X,), {}, P)
+    np.testing.assert_allclose(lp, PRIOR - 2.0 * (np.asarray(w) * 0.5 * (np.asarray(X) - 0.4) ** 2).sum(), rtol=1e-6)
+
+
+def test_traced_learning_rate_vmaps():
+    f = jax.vmap(lambda w: log_density(gibbs(lik, loss={"x": L.squared}, learning_rate=w), (X,), {}, P)[0])
+    ws = jnp.array([0.1, 1.0, 4.0])
+    expected = PRIOR - np.asarray(ws) * 0.5 * ((np.asarray(X) - 0.4) ** 2).sum()
+    np.testing.assert_allclose(f(ws), expected, rtol=1e-5)
+
+
+def test_predictive_keeps_the_generative_path():
+    def lik_none(n, x=None):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 3.0))
+        with numpyro.plate("n", n):
+            numpyro.sample("x", dist.Normal(mu, 0.5), obs=x)
+
+    out = numpyro.infer.Predictive(gibbs(lik_none, loss={"x": L.absolute}), {"mu": jnp.full(4000, 5.0)})(
+        jax.random.PRNGKey(1), 3
+    )["x"]
+    assert out.shape == (4000, 3)
+    assert abs(float(out.mean()) - 5.0) < 4 * 0.5 / np.sqrt(12000)  # 4 standard errors
+    assert abs(float(out.std()) - 0.5) < 4 * 0.5 / np.sqrt(2 * 12000)
+
+
+@pytest.mark.parametrize("w", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_learning_rate(w):
+    with pytest.raises(ValueError, match="learning_rate"):
+        gibbs(lik, loss={"x": L.squared}, learning_rate=w)
+    with pytest.raises(ValueError, match="learning_rate"):
+        gibbs(lik, loss={"x": L.squared}, learning_rate={"x": w})
+
+
+def test_bad_site_names_and_losses():
+    with pytest.raises(ValueError, match="does not sample"):
+        log_density(gibbs(lik, loss={"y": L.squared}), (X,), {}, P)
+    with pytest.raises(ValueError, match="latent"):
+        log_density(gibbs(lik, loss={"mu": L.squared, "x": L.squared}), (X,), {}, P)
+    with pytest.raises(TypeError, match="callable"):
+        gibbs(lik, loss={"x": "squared"})
+    with pytest.raises(ValueError, match="one value per observation"):
+        log_density(gibbs(lik, loss={"x": lambda p, y: jnp.sum(y - p)}), (X,), {}, P)
+
+
+def test_wrong_shape_loss_fails_before_nuts_compiles():
+    mcmc = numpyro.infer.MCMC(numpyro.infer.NUTS(gibbs(lik, loss={"x": lambda p, y: jnp.sum(y - p)})),
+                              num_warmup=5, num_samples=5, progress_bar=False)
+    with pytest.raises(ValueError, match="one value per observation"):
+        mcmc.run(jax.random.PRNGKey(0), X)
