@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
-from numpyro.infer.initialization import init_to_median
+from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import constrain_fn, initialize_model
 
 from . import batched
@@ -125,12 +125,14 @@ def _loss_vector(model, args, kwargs, names):
     return f
 
 
-def loss_minimizer(model, *args, rng_key, num_steps: int = 1000, step_size: float = 0.05, **kwargs) -> dict:
+def loss_minimizer(model, *args, rng_key, num_steps: int = 1000, step_size: float = 0.1, **kwargs) -> dict:
     r"""The empirical-risk minimiser :math:`\hat\theta = \arg\min_\theta \sum_i \ell(\theta, x_i)` (prior ignored).
 
     Adam (Optax) with a cosine-decayed step size on the mean loss, in NumPyro's unconstrained
     space, one compiled ``lax.scan``; it tolerates the kinks of absolute/check/hinge losses (the
-    decaying step makes the subgradient iterates settle). Started at the prior median.
+    decaying step makes the subgradient iterates settle). Started at a uniform draw in (−2, 2)
+    in unconstrained space (NumPyro's ``init_to_uniform``); each step moves each coordinate by
+    at most about ``step_size``, so parameters far from that box need a larger ``step_size``.
 
     Args:
         model, *args, **kwargs: the loss model and its arguments.
@@ -153,7 +155,7 @@ def loss_minimizer(model, *args, rng_key, num_steps: int = 1000, step_size: floa
         1.0
     """
     names, n, latent, _ = _model_info(model, args, kwargs, rng_key)
-    info = initialize_model(rng_key, model, model_args=args, model_kwargs=kwargs, init_strategy=init_to_median(num_samples=15))
+    info = initialize_model(rng_key, model, model_args=args, model_kwargs=kwargs, init_strategy=init_to_uniform(radius=2.0))
     z0 = info.param_info.z
     risk = _loss_vector(model, args, kwargs, names)
 

@@ -93,3 +93,30 @@ def test_wrong_shape_loss_fails_before_nuts_compiles():
                               num_warmup=5, num_samples=5, progress_bar=False)
     with pytest.raises(ValueError, match="one value per observation"):
         mcmc.run(jax.random.PRNGKey(0), X)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_nuts_gibbs_posterior_matches_closed_form_over_rates(seed, x64):
+    # squared loss 1/2 (x - theta)^2, prior N(mu0, tau0^2), rate w: N(m, v), 1/v = w n + 1/tau0^2, m = v (w sum x + mu0/tau0^2)
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 30))
+    x = rng.normal(rng.uniform(-3, 3), rng.uniform(0.5, 3), size=n)
+    mu0, tau0 = rng.uniform(-2, 2), rng.uniform(0.5, 4)
+    rates = np.exp(rng.uniform(np.log(0.05), np.log(5), size=4))
+
+    def model(x):
+        theta = numpyro.sample("theta", dist.Normal(mu0, tau0))
+        with numpyro.plate("n", x.shape[0]):
+            numpyro.sample("x", dist.Normal(theta, 1.0), obs=x)
+
+    m = gibbs(model, loss={"x": L.squared})
+    res = gb.batched.run(m, np.repeat(rates[:, None], n, 1), jnp.asarray(x), num_warmup=300, num_samples=1500,
+                         rng_key=jax.random.PRNGKey(seed), progress=False)
+    for b, w in enumerate(rates):
+        v = 1 / (w * n + 1 / tau0**2)
+        mean = v * (w * x.sum() + mu0 / tau0**2)
+        s = np.asarray(res.samples["theta"][b])
+        ess = float(numpyro.diagnostics.effective_sample_size(s[None]))
+        # 4 Monte Carlo standard errors for the mean; for the variance, sd(s^2) ~ v sqrt(2 / ess)
+        assert abs(s.mean() - mean) < 4 * np.sqrt(v / ess)
+        assert abs(s.var() - v) < 4 * v * np.sqrt(2 / ess)
