@@ -120,3 +120,30 @@ def test_nuts_gibbs_posterior_matches_closed_form_over_rates(seed, x64):
         # 4 Monte Carlo standard errors for the mean; for the variance, sd(s^2) ~ v sqrt(2 / ess)
         assert abs(s.mean() - mean) < 4 * np.sqrt(v / ess)
         assert abs(s.var() - v) < 4 * v * np.sqrt(2 / ess)
+
+
+def test_inference_data_log_likelihood_is_minus_w_loss_and_loo_runs():
+    import arviz as az
+
+    from genbayes.interop import gibbs_to_inference_data
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=15))
+
+    def model(x):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 3.0))
+        with numpyro.plate("n", x.shape[0]):
+            numpyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    mcmc = numpyro.infer.MCMC(numpyro.infer.NUTS(gibbs(model, loss={"x": L.absolute}, learning_rate=0.5)),
+                              num_warmup=100, num_samples=200, num_chains=2, chain_method="sequential", progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(0), x)
+    idata = gibbs_to_inference_data(mcmc)
+    ll = np.asarray(idata.log_likelihood["x"])
+    mu = np.asarray(mcmc.get_samples(group_by_chain=True)["mu"])
+    assert ll.shape == (2, 200, 15)
+    np.testing.assert_allclose(ll, -0.5 * np.abs(np.asarray(x)[None, None, :] - mu[..., None]), rtol=1e-5, atol=1e-6)
+    assert idata.log_likelihood.attrs["loss_x"] == "absolute" and idata.log_likelihood.attrs["learning_rate_x"] == 0.5
+    loo = az.loo(idata)
+    assert np.isfinite(loo.elpd_loo) and loo.elpd_loo < 0
+    with pytest.raises(ValueError, match="not observed"):
+        gibbs_to_inference_data(mcmc, sites="mu")
