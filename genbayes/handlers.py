@@ -209,15 +209,6 @@ class tempered(reweight):
         super().__init__(fn, weights=temperature, sites=sites)
 
 
-def _unwrap_mask(fn):
-    """Split ``fn`` into (base distribution, mask or None), looking through MaskedDistribution."""
-    import numpyro.distributions as dist
-
-    if isinstance(fn, dist.MaskedDistribution):
-        return fn.base_dist, fn._mask
-    return fn, None
-
-
 def _check_learning_rate(lr, name):
     from ._validation import is_concrete as _concrete
 
@@ -361,10 +352,12 @@ class gibbs(Messenger):
 
         import numpyro.distributions as dist
 
-        base, mask = _unwrap_mask(msg["fn"])
-        outer_batch = base.batch_shape
-        # plates wrap the site's distribution in ExpandedDistribution; predict from the original one
-        while isinstance(base, dist.ExpandedDistribution):
+        base, outer_batch, masks = msg["fn"], msg["fn"].batch_shape, []
+        # plates and masks wrap the site's distribution (Expanded/Masked, in either order); predict
+        # from the original distribution and re-apply every mask to the loss
+        while isinstance(base, (dist.ExpandedDistribution, dist.MaskedDistribution)):
+            if isinstance(base, dist.MaskedDistribution):
+                masks.append(base._mask)
             base = base.base_dist
         getter = self.predict.get(name)
         try:
@@ -377,7 +370,9 @@ class gibbs(Messenger):
         new = Loss(loss_fn, prediction, event_dim=base.event_dim)
         if tuple(new.batch_shape) != tuple(outer_batch):
             new = new.expand(outer_batch)
-        msg["fn"] = new if mask is None else new.mask(mask)
+        for m in masks:
+            new = new.mask(m)
+        msg["fn"] = new
         lr = self._lookup(self.learning_rate, name, 1.0)
         lr = jnp.asarray(lr)
         msg["scale"] = lr if msg["scale"] is None else msg["scale"] * lr

@@ -147,3 +147,17 @@ def test_inference_data_log_likelihood_is_minus_w_loss_and_loo_runs():
     assert np.isfinite(loo.elpd_loo) and loo.elpd_loo < 0
     with pytest.raises(ValueError, match="not observed"):
         gibbs_to_inference_data(mcmc, sites="mu")
+
+
+def test_mask_inside_plate_with_scalar_mask_is_kept():
+    def model(x, keep):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 3.0))
+        with numpyro.handlers.mask(mask=keep), numpyro.plate("n", x.shape[0]):
+            numpyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    prior = float(dist.Normal(0.0, 3.0).log_prob(0.4))
+    m = gibbs(model, loss={"x": L.absolute})
+    lp_keep, _ = log_density(m, (X, jnp.array(True)), {}, {"mu": 0.4})
+    lp_drop, _ = log_density(m, (X, jnp.array(False)), {}, {"mu": 0.4})
+    np.testing.assert_allclose(lp_keep, prior - np.abs(np.asarray(X) - 0.4).sum(), rtol=1e-6)
+    np.testing.assert_allclose(lp_drop, prior, rtol=1e-6)
