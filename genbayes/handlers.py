@@ -207,3 +207,172 @@ class tempered(reweight):
         check_nonnegative_finite(temperature, "temperature", hint=" A power posterior needs beta >= 0.")
         self.temperature = temperature
         super().__init__(fn, weights=temperature, sites=sites)
+
+
+def _check_learning_rate(lr, name):
+    from ._validation import is_concrete as _concrete
+
+    if not _concrete(lr):
+        return
+    arr = np.asarray(lr)
+    if not (np.issubdtype(arr.dtype, np.number) and arr.dtype != bool):
+        raise TypeError(f"`{name}` must be numeric, got {lr!r}.")
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise ValueError(
+            f"`{name}` must be finite and > 0, got {lr!r}. A learning rate of 0 would ignore the data "
+            "(the posterior is the prior); use gb.reweight with weight 0 to drop observations."
+        )
+
+
+class gibbs(Messenger):
+    r"""Turn a likelihood model into a Gibbs (loss-based) posterior.
+
+    For each observed site named in ``loss`` the likelihood :math:`p(y_i \mid \theta)` is replaced by
+    :math:`\exp(-w\, \ell(f_i(\theta), y_i))` with :math:`f_i` the site distribution's ``mean``
+    (or ``predict[site](distribution)``), giving
+
+    .. math:: \pi_w(\theta \mid y) \propto \exp\Big(-w \sum_i \ell(f_i(\theta), y_i)\Big)\,\pi(\theta),
+
+    the general Bayesian update of Bissiri, Holmes & Walker (2016, eq. 1). The site's
+    distribution is replaced by :class:`genbayes.losses.Loss` and its scale multiplied by w, so
+    plates, masks (kept), subsampling and :class:`reweight` compose as usual. Sites that are not
+    observed in a run (``obs=None``, e.g. under ``numpyro.infer.Predictive``) are left untouched,
+    so the model's generative path still simulates from the likelihood.
+
+    Args:
+        fn: a NumPyro model (or ``None`` to use as a context manager).
+        loss: dict observed-site name -> loss ``loss(prediction, observation)`` (see
+            :mod:`genbayes.losses`), or one loss for every observed site.
+        learning_rate: w > 0, a scalar (or an array broadcasting to the site's batch shape), or a
+            dict site -> such a value. May be a traced JAX value (vmap over rates); concrete values
+            are checked.
+        predict: optional dict site -> ``distribution -> prediction`` (default ``d.mean``), e.g.
+            ``{"y": lambda d: d.loc}`` or a quantile.
+
+    Raises:
+        ValueError: for a learning rate that is zero, negative or not finite (at construction); a
+            ``loss``/``learning_rate``/``predict`` name that is not a sample site of the model, or a
+            named site that is latent while the model observes other sites (after the model runs).
+        TypeError: for a loss that is not callable.
+
+    Example:
+        >>> import jax.numpy as jnp, numpyro, numpyro.distributions as dist, genbayes as gb
+        >>> from genbayes.handlers import gibbs
+        >>> from genbayes.losses import absolute
+        >>> from numpyro.infer.util import log_density
+        >>> def model(y):
+        ...     mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        ...     with numpyro.plate("n", y.shape[0]):
+        ...         numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> y = jnp.array([1.0, -2.0])
+        >>> lp, _ = log_density(gibbs(model, loss={"y": absolute}, learning_rate=2.0), (y,), {}, {"mu": 0.0})
+        >>> round(float(lp - dist.Normal(0.0, 1.0).log_prob(0.0)), 6)      # -2 * (1 + 2)
+        -6.0
+    """
+
+    def __init__(self, fn=None, *, loss, learning_rate=1.0, predict=None):
+        if isinstance(loss, Mapping):
+            if not loss:
+                raise ValueError("`loss` is empty; map at least one observed site name to a loss.")
+            for k, v in loss.items():
+                if not isinstance(k, str):
+                    raise TypeError(f"`loss` keys must be site names (str), got {k!r}.")
+                if not callable(v):
+                    raise TypeError(f"`loss[{k!r}]` must be a callable loss(prediction, observation), got {v!r}.")
+            self.loss = dict(loss)
+        elif callable(loss):
+            self.loss = loss
+        else:
+            raise TypeError(f"`loss` must be a dict site -> loss or a single loss callable, got {loss!r}.")
+        if isinstance(learning_rate, Mapping):
+            for k, v in learning_rate.items():
+                _check_learning_rate(v, f"learning_rate[{k!r}]")
+        else:
+            _check_learning_rate(learning_rate, "learning_rate")
+        self.learning_rate = learning_rate
+        if predict is not None:
+            if not isinstance(predict, Mapping) or not all(callable(v) for v in predict.values()):
+                raise TypeError("`predict` must be a dict site -> callable(distribution) -> prediction.")
+        self.predict = dict(predict or {})
+        self._reset()
+        super().__init__(fn)
+
+    def _reset(self):
+        self._all_sites, self._observed, self._latent_named = set(), set(), set()
+
+    def _named(self):
+        names = set(self.predict)
+        if isinstance(self.loss, dict):
+            names |= set(self.loss)
+        if isinstance(self.learning_rate, Mapping):
+            names |= set(self.learning_rate)
+        return names
+
+    def __enter__(self):
+        self._reset()
+        return super().__enter__()
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        out = super().__exit__(exc_type, exc_value, traceback)
+        if exc_type is None:
+            names = self._named()
+            missing = sorted(names - self._all_sites)
+            if missing:
+                raise ValueError(
+                    f"gb.gibbs names site(s) {missing}, which the model does not sample; its sample sites "
+                    f"are {sorted(self._all_sites)}."
+                )
+            if self._latent_named and self._observed:
+                raise ValueError(
+                    f"gb.gibbs gives a loss to site(s) {sorted(self._latent_named)}, which are latent "
+                    f"(not observed); the observed sites are {sorted(self._observed)}. Losses apply to "
+                    "observed sites only."
+                )
+        return out
+
+    def _lookup(self, table, name, default=None):
+        if isinstance(table, Mapping):
+            return table.get(name, default)
+        return table
+
+    def process_message(self, msg):
+        if msg["type"] != "sample":
+            return
+        name = msg["name"]
+        self._all_sites.add(name)
+        loss_fn = self._lookup(self.loss, name)
+        if not msg["is_observed"]:
+            if isinstance(self.loss, Mapping) and name in self.loss:
+                self._latent_named.add(name)
+            return
+        self._observed.add(name)
+        if loss_fn is None:
+            return
+        from .losses import Loss
+
+        import numpyro.distributions as dist
+
+        base, outer_batch, masks = msg["fn"], msg["fn"].batch_shape, []
+        # plates and masks wrap the site's distribution (Expanded/Masked, in either order); predict
+        # from the original distribution and re-apply every mask to the loss
+        while isinstance(base, (dist.ExpandedDistribution, dist.MaskedDistribution)):
+            if isinstance(base, dist.MaskedDistribution):
+                masks.append(base._mask)
+            base = base.base_dist
+        getter = self.predict.get(name)
+        try:
+            prediction = getter(base) if getter is not None else base.mean
+        except (NotImplementedError, ValueError) as e:
+            raise ValueError(
+                f"gb.gibbs cannot take the mean of site {name!r} ({type(base).__name__}) as its prediction; "
+                f"pass predict={{{name!r}: lambda d: ...}}."
+            ) from e
+        new = Loss(loss_fn, prediction, event_dim=base.event_dim)
+        if tuple(new.batch_shape) != tuple(outer_batch):
+            new = new.expand(outer_batch)
+        for m in masks:
+            new = new.mask(m)
+        msg["fn"] = new
+        lr = self._lookup(self.learning_rate, name, 1.0)
+        lr = jnp.asarray(lr)
+        msg["scale"] = lr if msg["scale"] is None else msg["scale"] * lr

@@ -101,3 +101,83 @@ def lpo_to_elpd_data(result):
         "method": result.method,
     }
     return az.ELPDData(data=list(fields.values()), index=list(fields.keys()))
+
+def gibbs_to_inference_data(mcmc, *, sites=None, **from_numpyro_kwargs):
+    r"""InferenceData for an MCMC run of a Gibbs posterior, with :math:`-w\,\ell` as the log likelihood.
+
+    ``az.from_numpyro`` records the unscaled ``log_prob`` of observed sites, which for a
+    :class:`genbayes.losses.Loss` site is :math:`-\ell` and ignores the learning rate. Here the
+    ``log_likelihood`` group holds, per draw and observation, the site's log density *times its
+    scale*, :math:`-w\,\ell(\theta, x_i)` (the generalized log likelihood the posterior was drawn
+    for, Bissiri et al. 2016, eq. 1), so ``arviz.loo``/``waic`` estimate the predictive
+    performance of the Gibbs posterior in that currency. The group's attrs hold
+    ``loss_<site>`` (the loss name, or ``"likelihood"`` for an ordinary site) and
+    ``learning_rate_<site>`` (the scale: a float, or a list when it varies).
+
+    Args:
+        mcmc: a ``numpyro.infer.MCMC`` that has been run (its model, arguments and draws are used).
+        sites: observed sites to include (default: all observed sites).
+        **from_numpyro_kwargs: passed to ``arviz.from_numpyro`` (e.g. ``coords``, ``dims``).
+
+    Returns:
+        ``arviz.InferenceData`` with groups ``posterior``, ``sample_stats``, ``observed_data``, ``log_likelihood``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist
+        >>> from numpyro.infer import MCMC, NUTS
+        >>> from genbayes.handlers import gibbs
+        >>> from genbayes.losses import absolute
+        >>> from genbayes.interop import gibbs_to_inference_data
+        >>> def model(y):
+        ...     mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+        ...     with numpyro.plate("n", y.shape[0]):
+        ...         numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> mcmc = MCMC(NUTS(gibbs(model, loss={"y": absolute}, learning_rate=0.5)), num_warmup=100,
+        ...             num_samples=100, progress_bar=False)
+        >>> mcmc.run(jax.random.PRNGKey(0), jnp.linspace(-1.0, 1.0, 20))
+        >>> idata = gibbs_to_inference_data(mcmc)
+        >>> idata.log_likelihood.attrs["loss_y"], idata.log_likelihood.attrs["learning_rate_y"]
+        ('absolute', 0.5)
+    """
+    import jax
+    import jax.numpy as jnp
+    from numpyro.handlers import seed, substitute, trace
+
+    from .fisher import _find_loss
+
+    az = _arviz()
+    model = mcmc.sampler.model
+    args, kwargs = getattr(mcmc, "_args", ()), getattr(mcmc, "_kwargs", {})
+    samples = mcmc.get_samples(group_by_chain=True)
+    first = jax.tree_util.tree_map(lambda a: a[0, 0], samples)
+    tr = trace(substitute(seed(model, 0), first)).get_trace(*args, **kwargs)
+    observed = [k for k, s in tr.items() if s["type"] == "sample" and s["is_observed"]]
+    names = observed if sites is None else ([sites] if isinstance(sites, str) else list(sites))
+    bad = sorted(set(names) - set(observed))
+    if bad:
+        raise ValueError(f"`sites` names {bad}, which are not observed sites; observed: {observed}.")
+    latent = [k for k in samples if k in tr and tr[k]["type"] == "sample" and not tr[k]["is_observed"]]
+
+    def loglik(params):
+        t = trace(substitute(seed(model, 0), params)).get_trace(*args, **kwargs)
+        out = {}
+        for k in names:
+            lp = t[k]["fn"].log_prob(t[k]["value"])
+            out[k] = lp if t[k]["scale"] is None else lp * t[k]["scale"]
+        return out
+
+    C, S = np.shape(samples[latent[0]])[:2]
+    flat = {k: jnp.reshape(samples[k], (C * S, *np.shape(samples[k])[2:])) for k in latent}
+    ll = jax.lax.map(loglik, flat, batch_size=min(C * S, 64))
+    ll = {k: np.asarray(v).reshape(C, S, *np.shape(v)[1:]) for k, v in ll.items()}
+    idata = az.from_numpyro(mcmc, log_likelihood=False, **from_numpyro_kwargs)
+    idata.add_groups({"log_likelihood": ll})
+    attrs = {}
+    for k in names:
+        loss, _ = _find_loss(tr[k]["fn"])
+        attrs[f"loss_{k}"] = "likelihood" if loss is None else loss.name
+        scale = 1.0 if tr[k]["scale"] is None else np.asarray(tr[k]["scale"])
+        scale = np.asarray(scale, dtype=float)
+        attrs[f"learning_rate_{k}"] = float(scale.ravel()[0]) if np.all(scale == scale.ravel()[0]) else scale.tolist()
+    idata.log_likelihood.attrs.update(attrs)
+    return idata
