@@ -3,6 +3,8 @@
 The public API (see the README and DESIGN.md):
 
 - :func:`reweight`, :func:`tempered`: the weighted-likelihood core handlers;
+- :func:`gibbs`, :class:`Loss`, :mod:`genbayes.losses`, :mod:`genbayes.fisher`, :func:`calibrate`:
+  Gibbs (loss-based) posteriors and their learning rates;
 - :mod:`genbayes.conjugate`: exact conjugate families;
 - :mod:`genbayes.batched`: many weighted posteriors as one compiled, vmapped, shardable program;
 - :mod:`genbayes.cv`: Bayesian leave-P-out cross-validation and the marginal-likelihood identity;
@@ -11,9 +13,20 @@ The public API (see the README and DESIGN.md):
 - :mod:`genbayes.infomax`: β-VAE / InfoMax / β-TCVAE objectives and information estimators.
 """
 
-from . import batched, conjugate, cv, evidence, infomax, models, vcd
-from .handlers import reweight, tempered
+from . import batched, conjugate, cv, evidence, fisher, infomax, losses, models, vcd
+from .calibration import Calibration, calibrate
+from .handlers import gibbs, reweight, tempered
+from .losses import Loss
 
 __version__ = "0.1.0"
 
-__all__ = ["reweight", "tempered", "conjugate", "batched", "cv", "evidence", "infomax", "models", "vcd", "__version__"]
+__all__ = [
+    "reweight",
+    "tempered",
+    "gibbs",
+    "Loss",
+    "losses",
+    "fisher",
+    "calibrate",
+    "Calibration",
+    "conjugate", "batched", "cv", "evidence", "infomax", "models", "vcd", "__version__"]

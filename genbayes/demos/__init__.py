@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-SECTIONS = ["conjugate", "cv", "evidence", "vcd", "infomax"]
+SECTIONS = ["conjugate", "gibbs", "cv", "evidence", "vcd", "infomax"]
 
 
 @dataclasses.dataclass(frozen=True)

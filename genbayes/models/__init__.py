@@ -5,6 +5,26 @@ package so that they are importable from any working directory once genbayes is 
 without claiming the generic top-level name ``models`` in site-packages.
 """
 
-from . import factorial, logistic_regression, radiata_pine, toy2d, vae
+from . import (
+    classification,
+    factorial,
+    logistic_regression,
+    median,
+    quantile_regression,
+    radiata_pine,
+    robust_regression,
+    toy2d,
+    vae,
+)
 
-__all__ = ["factorial", "logistic_regression", "radiata_pine", "toy2d", "vae"]
+__all__ = [
+    "classification",
+    "factorial",
+    "logistic_regression",
+    "median",
+    "quantile_regression",
+    "radiata_pine",
+    "robust_regression",
+    "toy2d",
+    "vae",
+]
