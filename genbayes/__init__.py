@@ -29,4 +29,12 @@ __all__ = [
     "fisher",
     "calibrate",
     "Calibration",
-    "conjugate", "batched", "cv", "evidence", "infomax", "models", "vcd", "__version__"]
+    "conjugate",
+    "batched",
+    "cv",
+    "evidence",
+    "vcd",
+    "infomax",
+    "models",
+    "__version__",
+]

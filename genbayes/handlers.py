@@ -18,7 +18,7 @@ from numpyro.primitives import Messenger
 
 from ._validation import check_nonnegative_finite, is_concrete
 
-__all__ = ["reweight", "tempered"]
+__all__ = ["reweight", "tempered", "gibbs"]
 
 
 def _as_site_set(sites, argname: str = "sites"):
