@@ -27,7 +27,7 @@ def _cases(key, n):
     return [
         ("BetaBernoulli(2, 3)", conjugate.BetaBernoulli(2.0, 3.0), (jax.random.bernoulli(k[0], 0.3, (n,)).astype(jnp.int32),), "p"),
         ("NormalKnownVariance(0, 4, 1)", conjugate.NormalKnownVariance(0.0, 4.0, 1.0), (1.0 + jax.random.normal(k[1], (n,)),), "mu"),
-        ("GammaPoisson(2, 1)", conjugate.GammaPoisson(2.0, 1.0), (jax.random.poisson(k[2], 3.0, (n,)).astype(jnp.float32),), "rate"),
+        ("GammaPoisson(2, 1)", conjugate.GammaPoisson(2.0, 1.0), (jax.random.poisson(k[2], 3.0, (n,)).astype(jnp.result_type(float)),), "rate"),
         ("DirichletCategorical(1, 1, 1)", conjugate.DirichletCategorical(jnp.ones(3)), (jax.random.categorical(k[3], jnp.log(jnp.array([0.2, 0.5, 0.3])), shape=(n,)),), "probs"),
         ("NormalGammaRegression (radiata pine)", radiata_pine.prior(), (jnp.asarray(X), jnp.asarray(y)), "beta"),
     ]
