@@ -28,6 +28,7 @@ from numpyro.infer.hmc import hmc
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import initialize_model
 
+from ._programs import ProgramCache, family_as_argument, split_args
 from ._validation import check_args_finite, check_nonnegative_finite, is_concrete
 from .handlers import _as_site_set, reweight
 
@@ -164,36 +165,18 @@ def run(
     if shard is None:
         shard = len(devices) > 1
     shard = bool(shard) and len(devices) > 1
-    # Array leaves of the model arguments are inputs of the compiled program; everything else
-    # (Python numbers, strings, None) is static and part of the cache key.
-    leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
-    is_dyn = tuple(isinstance(x, (jax.Array, np.ndarray)) for x in leaves)
-    static = tuple(None if d else x for x, d in zip(leaves, is_dyn))
-    dyn = [x for x, d in zip(leaves, is_dyn) if d]
+    model, args = family_as_argument(model, args)
+    dyn, rebuild, arg_key = split_args(args, kwargs)
     settings = (num_warmup, num_samples, target_accept_prob, dense_mass, max_tree_depth, shard, len(devices))
-    cache_key = (model, _as_site_set(sites), treedef, is_dyn, static, settings)
-    try:
-        program = _PROGRAMS.get(cache_key)
-    except TypeError:  # an unhashable static argument: no caching
-        cache_key, program = None, None
-
-    def rebuild(dyn_leaves):
-        it = iter(dyn_leaves)
-        return jax.tree_util.tree_unflatten(treedef, [next(it) if d else x for x, d in zip(static, is_dyn)])
-
     # one initial point (for the first weight vector), shared by all chains
     info = initialize_model(key_init, _weighted(model, sites), init_strategy=init_strategy, dynamic_args=True,
                             model_args=(weights[0], *args), model_kwargs=kwargs)
     init_z = info.param_info.z
-    if program is None:
-        program = _build_program(info.potential_fn, info.postprocess_fn, rebuild, settings)
-        if cache_key is not None:
-            if len(_PROGRAMS) >= _MAX_PROGRAMS:
-                _PROGRAMS.pop(next(iter(_PROGRAMS)))
-            _PROGRAMS[cache_key] = program
-        what = "compiling and running"
-    else:
-        what = "running (compiled program reused)"
+    program, reused = _PROGRAMS.get(
+        None if arg_key is None else (model, _as_site_set(sites), arg_key, settings),
+        lambda: _build_program(info.potential_fn, info.postprocess_fn, rebuild, settings),
+    )
+    what = "running (compiled program reused)" if reused else "compiling and running"
     if progress:
         where = f"sharded over {len(devices)} devices" if shard else "on one device"
         print(f"genbayes.batched: {what} {B} NUTS posteriors {where} "
@@ -215,9 +198,8 @@ def run(
     return BatchedSamples(samples=samples, diagnostics=diag, weights=weights)
 
 
-# compiled programs, keyed by model, sites, argument structure and sampler settings (FIFO)
-_PROGRAMS: dict = {}
-_MAX_PROGRAMS = 16
+# compiled programs, keyed by model, sites, argument structure and sampler settings
+_PROGRAMS = ProgramCache(maxsize=16)
 
 
 def _weighted(model, sites):

@@ -38,6 +38,7 @@ from jax.flatten_util import ravel_pytree
 from jax.scipy.special import logsumexp
 
 from . import batched
+from ._programs import ProgramCache, family_as_argument, split_args
 from ._validation import check_args_finite, is_concrete
 from .conjugate import ConjugateFamily, is_conjugate
 from .handlers import reweight, tempered
@@ -225,58 +226,7 @@ def default_ladder(K: int = 32, power: float = 5.0) -> np.ndarray:
     return (np.arange(K + 1) / K) ** power
 
 
-def _family_model(family, *data):
-    # a module-level function so that programs compiled for one family type are reused across
-    # hyperparameters and data (the family is a pytree argument, not part of the cache key)
-    return family.model(*data)
-
-
-def _as_program_model(model, args):
-    """(model, args) with a conjugate family moved into the arguments."""
-    family, np_model = _resolve(model)
-    if family is not None:
-        return _family_model, (family, *args)
-    return np_model, tuple(args)
-
-
-def _split_static(args, kwargs):
-    """Split the model arguments into traced array leaves and a hashable static part (or None)."""
-    leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
-    dyn_idx = [i for i, v in enumerate(leaves) if isinstance(v, (np.ndarray, jax.Array, float, np.floating))]
-    static = tuple((i, v) for i, v in enumerate(leaves) if i not in set(dyn_idx))
-    try:
-        hash(static)
-        key = (treedef, tuple(dyn_idx), static)
-    except TypeError:
-        key = None
-    dyn = [leaves[i] for i in dyn_idx]
-
-    def rebuild(dyn_leaves):
-        out = list(leaves)
-        for i, v in zip(dyn_idx, dyn_leaves):
-            out[i] = v
-        return jax.tree_util.tree_unflatten(treedef, out)
-
-    return dyn, rebuild, key
-
-
-_PROGRAMS: dict = {}
-
-
-def _cached_program(kind, model, sites, static_key, settings, build):
-    """Reuse a compiled program for the same model, settings and argument structure."""
-    if static_key is None:
-        return build()
-    key = (kind, model, sites, static_key, settings)
-    try:
-        hash(key)
-    except TypeError:
-        return build()
-    if key not in _PROGRAMS:
-        if len(_PROGRAMS) > 64:
-            _PROGRAMS.clear()
-        _PROGRAMS[key] = build()
-    return _PROGRAMS[key]
+_PROGRAMS = ProgramCache(maxsize=64)
 
 
 def _template(model, args, kwargs, sites, rng_key):
@@ -349,7 +299,7 @@ def _program(kind, model, args, kwargs, sites, settings, body, rng_key):
     Returns ``call(*extra)``; ``body`` receives a :class:`_FlatModel` bound to traced arguments.
     """
     z0 = _template(model, args, kwargs, sites, rng_key)
-    dyn, rebuild, static_key = _split_static(args, kwargs)
+    dyn, rebuild, static_key = split_args(args, kwargs)
 
     def build():
         def fn(dyn_leaves, z0, *extra):
@@ -359,7 +309,8 @@ def _program(kind, model, args, kwargs, sites, settings, body, rng_key):
         return jax.jit(fn)
 
     # the body's closure is part of the program: key on its code and the settings it captures
-    compiled = _cached_program(kind, model, sites, static_key, settings, build)
+    key = None if static_key is None else (kind, model, sites, static_key, settings)
+    compiled, _ = _PROGRAMS.get(key, build)
     call = lambda *extra: compiled(dyn, z0, *extra)  # noqa: E731
     call.z0 = z0
     return call
@@ -772,7 +723,7 @@ def log_evidence(model, *args, method: str, rng_key=None, options: dict | None =
         options["ladder"] = check_ladder(options["ladder"])
     check_args_finite(args, kwargs)
     _observed_sites(np_model, args, kwargs)
-    pm, pargs = _as_program_model(model, args)
+    pm, pargs = family_as_argument(model, args)
     if method == "laplace":
         log_z, se, diag = _laplace(pm, pargs, kwargs, rng_key, **options)
     elif method in ("thermodynamic", "stepping_stone"):
@@ -924,7 +875,7 @@ def prequential(model, *args, num_permutations: int, rng_key, site: str = "y", n
         orders = jnp.asarray(orders)
     t0 = time.perf_counter()
     settings = dict(n=n, num_particles=num_particles, num_mcmc_steps=num_mcmc_steps, num_leapfrog=num_leapfrog)
-    pm, pargs = _as_program_model(model, args)
+    pm, pargs = family_as_argument(model, args)
     run = _program("prequential", pm, pargs, kwargs, site, tuple(settings.items()),
                    lambda flat, orders, key: _data_tempered_smc(flat, orders, key, **settings), k_setup)
     terms, log_z, ess, acc, steps = run(orders, k_run)
