@@ -40,6 +40,7 @@ from .fisher import _observed_sites, _per_obs_from_trace, _trace, sandwich
 __all__ = ["calibrate", "Calibration", "loss_minimizer", "METHODS"]
 
 METHODS = ("llb", "gpc", "safebayes")
+"""The values of ``calibrate(method=...)``."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -64,7 +64,7 @@ NO_EXAMPLE_PREFIXES = ("genbayes.demos.",)
 NO_EXAMPLE = {"genbayes.cli.main", "genbayes.cli.build_parser"}
 
 # "Author (2016", "Author et al. (2019", "Author & Author 2016", "(1994, eq. 3)": a name then a year
-_REFERENCE = re.compile(r"[A-Z][A-Za-z\-ü']+(?: et al\.)?,? (?:\(|& [^()]{1,60}?\(?)?(?:19|20)\d\d|[A-Z][A-Za-z\-']+ (?:19|20)\d\d")
+_REFERENCE = re.compile(r"[A-Z][A-Za-z\-ü']+(?: et al\.)?,? (?:\(|& [^()]{1,60}?\(?)?(?:1[6-9]|20)\d\d")
 
 
 def public_names(modname: str) -> list[tuple[str, object]]:
@@ -129,9 +129,11 @@ def test_reference_pattern_recognises_citations():
         "Lyddon et al. (2019)",
         "Koenker & Bassett 1978",
         "Huber 1964",
+        "Legendre 1805",
+        "Williams' (1959)",
     ]:
         assert _REFERENCE.search(text), text
-    for text in ["in 2016 somebody", "version 1.2", "(see the README)"]:
+    for text in ["in 2016 somebody", "version 1.2", "(see the README)", "shape (2016, 3)"]:
         assert not _REFERENCE.search(text), text
 
 

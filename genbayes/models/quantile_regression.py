@@ -22,7 +22,7 @@ from ..losses import Loss, check
 
 
 def model(X, y, taus=(0.1, 0.5, 0.9), learning_rate=1.0, prior_scale: float = 10.0):
-    """Quantile regression for the levels ``taus``: site ``"beta"`` of shape ``(d, K)``.
+    r"""Quantile regression for the levels ``taus``: site ``"beta"`` of shape ``(d, K)``.
 
     Args:
         X: ``(n, d)`` design (include a column of ones for an intercept).

@@ -26,6 +26,7 @@ from numpyro.distributions import constraints
 __all__ = ["Target2D", "get", "NAMES", "GAUSSIAN_COV"]
 
 GAUSSIAN_COV = jnp.array([[1.0, 0.95], [0.95, 1.0]])
+"""Covariance Σ of the ``"gaussian"`` target N(0, Σ) (Ruiz & Titsias 2019, Fig. 1)."""
 _BANANA_COV = jnp.array([[1.0, 0.9], [0.9, 1.0]])
 
 
@@ -45,7 +46,7 @@ def _mixture(z):
 
 
 class Target2D(NamedTuple):
-    """A normalised 2-D density with a NumPyro model (site ``"z"``) and plotting limits.
+    r"""A normalised 2-D density with a NumPyro model (site ``"z"``) and plotting limits.
 
     One of the 2-D targets of Ruiz & Titsias (2019, Fig. 1): ``log_density(z)`` is
     :math:`\log p(z)` for ``z`` of shape ``(..., 2)``, and ``model()`` a NumPyro model whose
@@ -87,6 +88,7 @@ _TARGETS = {
     "mixture": Target2D("mixture", _mixture, (-4.2, 3.2), (-4.2, 3.2)),
 }
 NAMES = tuple(_TARGETS)
+"""The target names accepted by :func:`get`."""
 
 
 def get(name: str) -> Target2D:

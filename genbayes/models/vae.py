@@ -114,7 +114,7 @@ def _mlp(sizes, key) -> eqx.nn.Sequential:
 
 
 class VAE:
-    """Bernoulli VAE with a diagonal-Gaussian amortised encoder (model/guide pair for NumPyro SVI).
+    r"""Bernoulli VAE with a diagonal-Gaussian amortised encoder (model/guide pair for NumPyro SVI).
 
     Args:
         latent_dim: number of latent dimensions K (default 10, as in Ruiz & Titsias 2019).
