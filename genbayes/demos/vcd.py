@@ -117,6 +117,7 @@ def section(outdir: Path, *, quick: bool, seed: int) -> Section:
 
     The VCD part of the tour (Ruiz & Titsias 2019), also comparing ELBO, VCD and NUTS on
     breast-cancer logistic regression.
+
     Args:
         outdir: the report folder; the section's PNG files are written there.
         quick: smaller sizes (the ``genbayes demo --quick`` run).
