@@ -10,7 +10,12 @@ The public API (see the README and DESIGN.md):
 - :mod:`genbayes.cv`: Bayesian leave-P-out cross-validation and the marginal-likelihood identity;
 - :mod:`genbayes.evidence`: log marginal likelihood estimators and prequential SMC;
 - :mod:`genbayes.vcd`: variational contrastive divergence, a NumPyro ELBO improved by MCMC;
-- :mod:`genbayes.infomax`: β-VAE / InfoMax / β-TCVAE objectives and information estimators.
+- :mod:`genbayes.infomax`: β-VAE / InfoMax / β-TCVAE objectives and information estimators;
+- :mod:`genbayes.interop`: ArviZ conversion, PSIS and LOO (the only module that imports arviz);
+- :mod:`genbayes.models`: example models and their bundled or simulated data.
+
+Every public name's docstring gives the formula, the reference and an example that runs as a
+doctest; ``mkdocs build --strict`` builds the API reference from them (``pip install -e ".[docs]"``).
 """
 
 from . import batched, conjugate, cv, evidence, fisher, infomax, losses, models, vcd

@@ -40,11 +40,17 @@ from .fisher import _observed_sites, _per_obs_from_trace, _trace, sandwich
 __all__ = ["calibrate", "Calibration", "loss_minimizer", "METHODS"]
 
 METHODS = ("llb", "gpc", "safebayes")
+"""The values of ``calibrate(method=...)``."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Calibration:
-    """A calibrated learning rate.
+    r"""A calibrated learning rate w of the Gibbs posterior :math:`\pi_w \propto e^{-w\sum_i \ell(\theta, x_i)}\pi(\theta)`.
+
+    Returned by :func:`calibrate`; the rate comes from information matching (Lyddon, Holmes &
+    Walker 2019, §3), generalized posterior calibration (Syring & Martin 2019, Algorithm 1) or
+    SafeBayes (Grünwald & van Ommen 2017, §4). ``to_dataframe()`` gives the iteration path
+    (gpc), the grid (safebayes) or one row (llb).
 
     Attributes:
         learning_rate: the chosen w (a float).
@@ -54,6 +60,15 @@ class Calibration:
             ``learning_rate``, ``coverage``, ``source`` — ``"nuts"`` or ``"importance"`` —,
             ``ess_min`` and ``num_divergent``), ``converged``, ``B``, ``alpha``, ``tol``,
             ``region`` (gpc); ``grid``, ``cumulative_loss``, ``expected_loss``, ``start`` (safebayes).
+
+    Example:
+        >>> from genbayes.calibration import Calibration
+        >>> cal = Calibration(learning_rate=0.25, method="llb", diagnostics={"n": 50})
+        >>> cal
+        Calibration(method='llb', learning_rate=0.25, n=50)
+        >>> cal.to_dataframe()
+           learning_rate   n
+        0           0.25  50
     """
 
     learning_rate: float
@@ -130,14 +145,18 @@ def loss_minimizer(model, *args, rng_key, num_steps: int = 1000, step_size: floa
 
     Adam (Optax) with a cosine-decayed step size on the mean loss, in NumPyro's unconstrained
     space, one compiled ``lax.scan``; it tolerates the kinks of absolute/check/hinge losses (the
-    decaying step makes the subgradient iterates settle). Started at a uniform draw in (−2, 2)
+    decaying step makes the subgradient iterates settle; Adam: Kingma & Ba 2015). θ̂ is the
+    point the Gibbs posterior concentrates on (Bissiri, Holmes & Walker 2016, §2). Started at a uniform draw in (−2, 2)
     in unconstrained space (NumPyro's ``init_to_uniform``); each step moves each coordinate by
     at most about ``step_size``, so parameters far from that box need a larger ``step_size``.
 
     Args:
-        model, *args, **kwargs: the loss model and its arguments.
+        model: the loss model (observed sites carry a :class:`genbayes.losses.Loss`).
+        *args: the model's positional arguments.
         rng_key: PRNG key (for the initial point).
-        num_steps, step_size: Adam iterations and initial step size.
+        num_steps: Adam iterations.
+        step_size: initial Adam step size.
+        **kwargs: the model's keyword arguments.
 
     Returns:
         dict latent site -> value (constrained space).

@@ -44,6 +44,13 @@ def _demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``genbayes`` argument parser: ``demo`` plus the subcommands of ``SUBCOMMAND_MODULES``.
+
+    Each module in ``SUBCOMMAND_MODULES`` contributes its subcommand through ``add_cli(subparsers)``.
+
+    Returns:
+        argparse.ArgumentParser.
+    """
     parser = argparse.ArgumentParser(
         prog="genbayes",
         description="Generalized Bayesian inference for NumPyro: Gibbs posteriors, cross-validation "
@@ -67,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Entry point of the ``genbayes`` command; prints the help when no subcommand is given.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        int: the exit code (0 on success; 1 when a demo check failed; 2 for a usage error).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -65,10 +65,29 @@ def _weights(weights, n, dtype):
 
 
 class ConjugateFamily:
-    """Base class: the shared plumbing of the exact families.
+    r"""Base class of the exact families: weighted posterior, predictive and evidence in closed form.
+
+    For weights :math:`w_i \ge 0` the weighted posterior is
+    :math:`\pi_w(\theta \mid x) \propto \pi(\theta) \prod_i p(x_i \mid \theta)^{w_i}`; in a conjugate
+    family it is the family itself with the sufficient statistics weighted, and
+    :math:`\log p(x^* \mid x) = \log \int p(x^* \mid \theta)\, \pi_w(\theta \mid x)\, d\theta` is closed
+    form (Bernardo & Smith 1994, *Bayesian Theory*, Appendix A).
 
     Subclasses define ``num_data_args``, ``_check_data``, ``_update(data, weights)``,
     ``_prior_log_predictive(*test)``, ``log_evidence(*data)``, ``model`` and ``marginals``.
+
+    Example:
+        >>> import jax.numpy as jnp, genbayes as gb
+        >>> fam = gb.conjugate.BetaBernoulli(1.0, 1.0)
+        >>> x = jnp.array([1, 0, 1, 1])
+        >>> fam.posterior(x, weights=jnp.array([1.0, 1.0, 0.0, 1.0]))   # the third point dropped
+        BetaBernoulli(a=3, b=2)
+        >>> [round(v, 4) for v in fam.log_predictive(jnp.array([1, 0]), x).tolist()]  # 4/6, 2/6
+        [-0.4055, -1.0986]
+        >>> w = jnp.array([1.0, 1.0, 0.0, 1.0])
+        >>> bool(jnp.allclose(fam.log_predictive_weighted((x[2:3],), (x,), w),
+        ...                   fam.log_predictive(x[2:3], x[jnp.array([0, 1, 3])])))
+        True
     """
 
     num_data_args: int = 1
@@ -169,6 +188,8 @@ class BetaBernoulli(ConjugateFamily):
 
     .. math:: \log p(x_{1:n}) = \log B(a + k_n, b + n - k_n) - \log B(a, b).
 
+    Reference: Bernardo & Smith (1994), *Bayesian Theory*, Appendix A (conjugate analyses).
+
     Example:
         >>> import jax.numpy as jnp, genbayes as gb
         >>> fam = gb.conjugate.BetaBernoulli(1.0, 1.0)
@@ -221,6 +242,8 @@ class NormalKnownVariance(ConjugateFamily):
     :math:`\mu_m = v_m (m_0/v_0 + \sum y/\sigma^2)`; predictive N(μ_m, v_m + σ²); evidence
     :math:`y \sim \mathrm{MVN}(m_0 1, \sigma^2 I + v_0 1 1^\top)`, computed in closed form
     with the matrix determinant lemma (not by the chain rule, so the two can check each other).
+
+    Reference: Bernardo & Smith (1994), *Bayesian Theory*, Appendix A (conjugate analyses).
 
     Example:
         >>> import jax.numpy as jnp, genbayes as gb
@@ -282,6 +305,8 @@ class GammaPoisson(ConjugateFamily):
 
     .. math:: \log p(y_{1:n}) = -\sum \log y_i! + \log\Gamma(a_n) - \log\Gamma(a_0) + a_0 \log b_0 - a_n \log b_n.
 
+    Reference: Bernardo & Smith (1994), *Bayesian Theory*, Appendix A (conjugate analyses).
+
     Example:
         >>> import jax.numpy as jnp, genbayes as gb
         >>> fam = gb.conjugate.GammaPoisson(1.0, 1.0)
@@ -342,6 +367,8 @@ class DirichletCategorical(ConjugateFamily):
     With counts c over m points and A = Σα: p(j | train) = (α_j + c_j)/(A + m); evidence
 
     .. math:: \log p(x_{1:n}) = \log\Gamma(A) - \log\Gamma(A + n) + \sum_j [\log\Gamma(\alpha_j + c_j) - \log\Gamma(\alpha_j)].
+
+    Reference: Bernardo & Smith (1994), *Bayesian Theory*, Appendix A (conjugate analyses).
 
     Example:
         >>> import jax.numpy as jnp, genbayes as gb
@@ -413,7 +440,11 @@ class NormalGammaRegression(ConjugateFamily):
 
     ``precision`` is Λ0 (a d×d matrix, or a length-d vector for a diagonal). Data are ``X, y``.
 
-    Example (Williams' radiata pine data with the prior of Friel & Wyse 2012):
+    Reference: Bernardo & Smith (1994), *Bayesian Theory*, Appendix A (conjugate analyses).
+
+    Example:
+        Williams' radiata pine data with the prior of Friel & Wyse (2012):
+
         >>> import genbayes as gb
         >>> X, y = gb.models.radiata_pine.design("density")
         >>> fam = gb.models.radiata_pine.prior()
@@ -513,7 +544,14 @@ FAMILIES = (BetaBernoulli, NormalKnownVariance, GammaPoisson, DirichletCategoric
 
 
 def is_conjugate(obj) -> bool:
-    """True when ``obj`` is one of the exact families (or a family's bound ``model``)."""
+    """True when ``obj`` is one of the exact families (or a family's bound ``model``).
+
+    Example:
+        >>> import genbayes as gb
+        >>> fam = gb.conjugate.GammaPoisson(2.0, 1.0)
+        >>> gb.conjugate.is_conjugate(fam), gb.conjugate.is_conjugate(fam.model), gb.conjugate.is_conjugate(len)
+        (True, True, False)
+    """
     return isinstance(obj, ConjugateFamily) or isinstance(getattr(obj, "__self__", None), ConjugateFamily)
 
 

@@ -80,6 +80,17 @@ class LPOResult:
         quantity: ``"S_CV"`` or ``"S_CCV"``.
         exhaustive: whether all :math:`\binom{n}{p}` subsets were used.
         n: the number of observations.
+
+    :math:`S_{CV}(p) = \binom{n}{p}^{-1} \sum_{|S|=p} \frac1p \sum_{i \in S} \log p(x_i \mid x_{-S})`
+    (Fong & Holmes 2020, eq. 4); ``to_dataframe()`` gives one row per evaluated held-out set.
+
+    Example:
+        >>> import jax.numpy as jnp, genbayes as gb
+        >>> r = gb.cv.lpo(gb.conjugate.BetaBernoulli(1.0, 1.0), jnp.array([1, 0, 1, 1]), p=1)
+        >>> r.quantity, r.p, r.n, r.se, r.exhaustive
+        ('S_CV', 1, 4, 0.0, True)
+        >>> list(r.to_dataframe().columns)
+        ['quantity', 'p', 'value', 'se', 'num_subsets', 'method']
     """
 
     value: float
@@ -148,6 +159,14 @@ class IdentityReport:
         log_evidence_source: ``"exact"``, ``"genbayes.evidence.log_evidence(method=...)"`` or
             ``"telescoped permutation sums"`` (then the gap is 0 by construction).
         diagnostics: run information (number of orderings, k̂ values, ...).
+
+    Example:
+        >>> import jax.numpy as jnp, genbayes as gb
+        >>> rep = gb.cv.identity(gb.conjugate.BetaBernoulli(1.0, 1.0), jnp.array([1, 0, 1]))
+        >>> rep.n, rep.log_evidence_source, bool(abs(rep.gap) < 1e-5)
+        (3, 'exact', True)
+        >>> rep.to_dataframe().columns.tolist()
+        ['s_cv', 's_cv_se', 's_ccv']
     """
 
     s_cv: np.ndarray
@@ -1200,7 +1219,23 @@ def _run_cli(args) -> int:
 
 
 def add_cli(subparsers):
-    """Add ``genbayes cv MODEL [--p ...] [--method ...] [--resume FILE]`` to an argparse subparsers object."""
+    """Add ``genbayes cv MODEL [--p ...] [--method ...] [--resume FILE]`` to an argparse subparsers object.
+
+    Args:
+        subparsers: the object returned by ``argparse.ArgumentParser.add_subparsers()``.
+
+    Returns:
+        The ``cv`` subparser; its ``func`` default runs the command and returns the exit code.
+
+    Example:
+        >>> import argparse
+        >>> from genbayes import cv
+        >>> parser = argparse.ArgumentParser(prog="genbayes")
+        >>> _ = cv.add_cli(parser.add_subparsers(dest="command"))
+        >>> args = parser.parse_args(["cv", "beta_bernoulli", "--p", "1", "2"])
+        >>> args.command, args.model, args.p
+        ('cv', 'beta_bernoulli', [1, 2])
+    """
     sp = subparsers.add_parser(
         "cv", help="Bayesian leave-p-out cross-validation S_CV(p) (resumable)",
         description="Leave-p-out cross-validation S_CV(p) for a bundled model. Conjugate families run on simulated "

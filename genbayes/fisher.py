@@ -170,12 +170,18 @@ def per_observation_log_density(model, params, *args, sites=None, **kwargs):
     r"""Per-observation log density :math:`\log p_i(\theta)` of the observed sites, shape ``(n,)``.
 
     Summed over the selected observed sites and over every batch axis after the first; site
-    scales are not applied. For a :class:`genbayes.losses.Loss` site this is :math:`-\ell(\theta, x_i)`.
+    scales are not applied. For a :class:`genbayes.losses.Loss` site this is :math:`-\ell(\theta, x_i)`,
+    the per-observation term of the Gibbs posterior (Bissiri, Holmes & Walker 2016, eq. 1).
 
     Args:
-        model: a NumPyro model; ``*args, **kwargs`` are its arguments (with the data).
+        model: a NumPyro model.
         params: dict latent site -> value (all latent sites).
+        *args: the model's positional arguments (with the data).
         sites: observed site(s) to include (default: all).
+        **kwargs: the model's keyword arguments.
+
+    Returns:
+        ``(n,)`` array.
 
     Example:
         >>> import jax.numpy as jnp, numpyro, numpyro.distributions as dist
@@ -194,7 +200,9 @@ def per_observation_log_density(model, params, *args, sites=None, **kwargs):
 def scores(model, params, *args, sites=None, **kwargs):
     r"""Per-observation scores :math:`g_i = \nabla_\theta \log p_i(\theta)`, shape ``(n, D)``.
 
-    D is the length of the flattened ``params`` (``jax.flatten_util.ravel_pytree`` order).
+    D is the length of the flattened ``params`` (``jax.flatten_util.ravel_pytree`` order). The
+    score of Fisher (1925, "Theory of statistical estimation"); arguments as in
+    :func:`per_observation_log_density`.
 
     Example:
         >>> import jax.numpy as jnp, numpyro, numpyro.distributions as dist
@@ -214,7 +222,8 @@ def hessians(model, params, *args, sites=None, **kwargs):
     r"""Per-observation Hessians :math:`H_i = \nabla^2_\theta \log p_i(\theta)`, shape ``(n, D, D)``.
 
     Exact autodiff Hessians: zero almost everywhere for the absolute, check and hinge losses
-    (use :func:`sandwich`, which smooths them, for curvature).
+    (use :func:`sandwich`, which smooths them, for curvature). Their negative mean is the
+    observed information (Efron & Hinkley 1978); arguments as in :func:`per_observation_log_density`.
 
     Example:
         >>> import jax.numpy as jnp, numpyro, numpyro.distributions as dist
@@ -232,6 +241,11 @@ def hessians(model, params, *args, sites=None, **kwargs):
 
 def empirical_fisher(model, params, *args, sites=None, **kwargs):
     r"""Empirical Fisher :math:`\tilde F = \frac1n \sum_i g_i g_i^\top`, shape ``(D, D)``.
+
+    The outer-product-of-scores estimate at the observed data; it equals the Fisher information
+    only at the true parameter of a well-specified model (Kunstner, Balles & Hennig 2019,
+    "Limitations of the empirical Fisher approximation"). Arguments as in
+    :func:`per_observation_log_density`.
 
     Example:
         >>> import jax.numpy as jnp, numpyro, numpyro.distributions as dist
@@ -253,10 +267,17 @@ def fisher(model, params, *args, rng_key, num_samples: int = 100, sites=None, **
     The expectation is over data simulated from the model at θ (covariates and other arguments
     held fixed), estimated by Monte Carlo over ``num_samples`` simulated data sets (one vmapped
     program). Needs a generative model: a :class:`genbayes.losses.Loss` site cannot be simulated.
+    The expected information of Fisher (1925); under a well-specified model it equals the
+    sandwich's J and I (Huber 1967).
 
     Args:
+        model: a NumPyro model (generative in its observed sites).
+        params: dict latent site -> value (all latent sites).
+        *args: the model's positional arguments (with the data).
         rng_key: JAX PRNG key for the simulations.
         num_samples: number of simulated data sets.
+        sites: observed site(s) to include (default: all).
+        **kwargs: the model's keyword arguments.
 
     Returns:
         ``(D, D)`` array.
@@ -387,6 +408,17 @@ class Sandwich(NamedTuple):
         J: ``(D, D)`` mean of :math:`-H_i` (for a loss: mean Hessian of the loss; smoothed where needed).
         n: number of observations.
         bandwidths: dict site -> smoothing bandwidth h (only the smoothed sites).
+
+    ``covariance`` is the sandwich :math:`J^{-1} I J^{-1}/n` (Huber 1967) and
+    ``llb_learning_rate`` the rate :math:`\mathrm{tr}(J I^{-1} J^\top)/\mathrm{tr}(J)` of Lyddon,
+    Holmes & Walker (2019, §3).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from genbayes.fisher import Sandwich
+        >>> s = Sandwich(I=jnp.array([[4.0]]), J=jnp.array([[1.0]]), n=3, bandwidths={})
+        >>> round(float(s.covariance[0, 0]), 4), float(s.llb_learning_rate)
+        (1.3333, 0.25)
     """
 
     I: jax.Array
@@ -422,11 +454,14 @@ def sandwich(model, params, *args, sites=None, bandwidth="auto", **kwargs) -> Sa
     uniform-kernel smoothing of the loss (see the module docstring).
 
     Args:
-        model, params, *args, **kwargs: as in :func:`scores`.
+        model: a NumPyro model (observed sites may be :class:`genbayes.losses.Loss` sites).
+        params: dict latent site -> value (all latent sites), usually the loss minimiser.
+        *args: the model's positional arguments (with the data).
         sites: observed site(s) to include (default: all).
         bandwidth: ``"auto"`` (smooth only non-smooth ``Loss`` sites, Silverman-type bandwidth),
             a positive float (smooth every ``Loss`` site with this h), a dict site -> h, or
             ``None`` (never smooth: exact autodiff Hessian).
+        **kwargs: the model's keyword arguments.
 
     Returns:
         :class:`Sandwich`. Warns if J is not positive definite (e.g. a non-smooth user loss

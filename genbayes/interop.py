@@ -22,6 +22,22 @@ def batched_to_inference_data(result):
     The ``chain`` dimension indexes the B weight vectors (so ArviZ's per-chain diagnostics are
     per-replicate), and ``sample_stats`` holds the per-replicate NUTS diagnostics, broadcast
     over draws.
+
+    Args:
+        result: a :class:`genbayes.batched.BatchedSamples`.
+
+    Returns:
+        ``arviz.InferenceData`` with groups ``posterior`` and ``sample_stats``.
+
+    Example:
+        >>> import numpy as np
+        >>> from genbayes.batched import BatchedSamples
+        >>> from genbayes.interop import batched_to_inference_data
+        >>> res = BatchedSamples(samples={"mu": np.zeros((3, 5))}, weights=np.ones((3, 4)),
+        ...                      diagnostics={"num_divergent": np.zeros(3, int)})
+        >>> idata = batched_to_inference_data(res)
+        >>> dict(idata.posterior.sizes)
+        {'chain': 3, 'draw': 5}
     """
     az = _arviz()
     posterior = {k: np.asarray(v) for k, v in result.samples.items()}
@@ -33,13 +49,43 @@ def batched_to_inference_data(result):
 
 
 def effective_sample_size(draws) -> float:
-    """ArviZ's bulk effective sample size of a single chain of scalar draws."""
+    """ArviZ's bulk effective sample size of a single chain of scalar draws.
+
+    Args:
+        draws: 1-D array of S draws.
+
+    Returns:
+        float: the rank-normalised bulk ESS of Vehtari et al. (2021, "Rank-normalization,
+        folding, and localization").
+
+    Example:
+        >>> import numpy as np
+        >>> from genbayes.interop import effective_sample_size
+        >>> draws = np.random.default_rng(0).normal(size=400)     # independent draws: ESS ~ S
+        >>> 300 < effective_sample_size(draws) < 500
+        True
+    """
     az = _arviz()
     return float(az.ess(np.asarray(draws)[None, :]))
 
 
 def psis_khat_threshold(num_draws: int) -> float:
-    """ArviZ's sample-size-dependent "good" threshold for Pareto k̂: ``min(1 − 1/log10(S), 0.7)``."""
+    r"""ArviZ's sample-size-dependent "good" threshold for Pareto k̂: ``min(1 − 1/log10(S), 0.7)``.
+
+    Vehtari et al. (2024, JMLR 25(72), "Pareto smoothed importance sampling", §3): with S draws
+    the PSIS estimate is reliable for :math:`\hat k < 1 - 1/\log_{10} S`, capped at 0.7.
+
+    Args:
+        num_draws: the number of draws S.
+
+    Returns:
+        float: the threshold.
+
+    Example:
+        >>> from genbayes.interop import psis_khat_threshold
+        >>> psis_khat_threshold(100), psis_khat_threshold(10**6)
+        (0.5, 0.7)
+    """
     return float(min(1.0 - 1.0 / np.log10(num_draws), 0.7))
 
 
@@ -53,6 +99,13 @@ def psis_log_weights(log_ratios, reff: float = 1.0):
     Returns:
         ``(log_weights, khat)``: normalized smoothed log weights ``(m, S)`` and the Pareto shape
         estimates ``(m,)`` (Vehtari et al. 2024, JMLR 25(72)).
+
+    Example:
+        >>> import numpy as np
+        >>> from genbayes.interop import psis_log_weights
+        >>> lw, khat = psis_log_weights(np.random.default_rng(0).normal(size=(2, 500)))
+        >>> lw.shape, khat.shape, bool(np.allclose(np.exp(lw).sum(axis=1), 1.0))
+        ((2, 500), (2,), True)
     """
     az = _arviz()
     lw, khat = az.psislw(np.asarray(log_ratios, dtype=float), reff=float(reff))
@@ -60,7 +113,28 @@ def psis_log_weights(log_ratios, reff: float = 1.0):
 
 
 def loo(log_lik, reff=None, pointwise: bool = True):
-    """``arviz.loo`` on a log-likelihood array ``(chains, draws, n)`` (an independent reference for p = 1)."""
+    r"""``arviz.loo`` on a log-likelihood array ``(chains, draws, n)`` (an independent reference for p = 1).
+
+    PSIS-LOO (Vehtari, Gelman & Gabry 2017): :math:`\widehat{\mathrm{elpd}}_{loo} = \sum_i \log
+    \frac{\sum_s w_i^s p(x_i \mid \theta^s)}{\sum_s w_i^s}` with Pareto-smoothed weights
+    :math:`w_i^s \propto 1/p(x_i \mid \theta^s)`.
+
+    Args:
+        log_lik: array ``(chains, draws, n)`` of :math:`\log p(x_i \mid \theta^s)`.
+        reff: relative MCMC efficiency (default: ArviZ estimates it).
+        pointwise: keep the per-observation values.
+
+    Returns:
+        ``arviz.ELPDData``.
+
+    Example:
+        >>> import numpy as np
+        >>> from genbayes.interop import loo
+        >>> ll = np.random.default_rng(0).normal(-1.0, 0.1, size=(2, 200, 5))
+        >>> res = loo(ll)
+        >>> bool(-5.5 < res["elpd_loo"] < -4.5), int(res["n_data_points"])
+        (True, 5)
+    """
     az = _arviz()
     ll = np.asarray(log_lik, dtype=float)
     idata = az.from_dict(posterior={"_": np.zeros(ll.shape[:2])}, log_likelihood={"y": ll})
@@ -70,8 +144,27 @@ def loo(log_lik, reff=None, pointwise: bool = True):
 def lpo_to_elpd_data(result):
     """ArviZ ``ELPDData`` for a p = 1 :class:`genbayes.cv.LPOResult` (all n held-out points), for ``arviz.compare``.
 
-    ``elpd_loo`` is n · S_CV(1); ``se`` is ArviZ's data standard error sqrt(n · var(elpd_i)),
-    the Monte Carlo error of our estimate is kept as ``mc_se``.
+    ``elpd_loo`` is n · S_CV(1) (Fong & Holmes 2020: S_CV(1) is the mean leave-one-out log
+    predictive, the ``elpd_loo``/n of Vehtari, Gelman & Gabry 2017); ``se`` is ArviZ's data
+    standard error sqrt(n · var(elpd_i)), the Monte Carlo error of our estimate is kept as ``mc_se``.
+
+    Args:
+        result: a p = 1 :class:`genbayes.cv.LPOResult` over all n held-out points.
+
+    Returns:
+        ``arviz.ELPDData``.
+
+    Raises:
+        ValueError: for any other result (p > 1, ``S_CCV``, random subsets, no per-point values).
+
+    Example:
+        >>> import jax.numpy as jnp, genbayes as gb
+        >>> from genbayes.interop import lpo_to_elpd_data
+        >>> fam = gb.conjugate.NormalKnownVariance(0.0, 1.0, 1.0)
+        >>> r = gb.cv.lpo(fam, jnp.array([0.2, -0.4, 1.0]), p=1, method="enumerate")
+        >>> elpd = lpo_to_elpd_data(r)
+        >>> elpd["n_data_points"], bool(abs(elpd["elpd_loo"] - 3 * r.value) < 1e-5)
+        (3, True)
     """
     import xarray as xr
 

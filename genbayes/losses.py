@@ -57,7 +57,19 @@ def _tag(fn, name: str, *, smooth: bool = True, margin: bool = False, doc: str |
 
 
 def loss_name(loss) -> str:
-    """The readable name of a loss (its ``name`` attribute, else its ``__name__``, else repr)."""
+    """The readable name of a loss (its ``name`` attribute, else its ``__name__``, else repr).
+
+    Args:
+        loss: a loss function (or any object).
+
+    Returns:
+        str: the name stored with the loss, e.g. in ArviZ attributes.
+
+    Example:
+        >>> import genbayes.losses as L
+        >>> L.loss_name(L.check(0.9)), L.loss_name(L.squared), L.loss_name(lambda f, y: y - f)
+        ('check(tau=0.9)', 'squared', '<lambda>')
+    """
     return getattr(loss, "name", None) or getattr(loss, "__name__", None) or repr(loss)
 
 
@@ -82,7 +94,8 @@ def _squared(p, y):
 
 squared = _tag(_squared, "squared", log_normalizer=lambda w: 0.5 * jnp.log(2 * jnp.pi / w), doc=r"""Squared loss :math:`\ell(f, y) = \tfrac12 (y - f)^2`.
 
-At learning rate :math:`w = 1/\sigma^2` the Gibbs posterior is the Normal(f, σ) posterior.
+At learning rate :math:`w = 1/\sigma^2` the Gibbs posterior is the Normal(f, σ) posterior: the
+least-squares criterion (Legendre 1805) as a Gibbs loss (Bissiri, Holmes & Walker 2016).
 
 Example:
     >>> import jax.numpy as jnp, genbayes.losses as L
@@ -99,7 +112,8 @@ def _absolute(p, y):
 absolute = _tag(_absolute, "absolute", smooth=False, log_normalizer=lambda w: jnp.log(2.0 / w), doc=r"""Absolute loss :math:`\ell(f, y) = |y - f|`; its minimiser is the median.
 
 Its second derivative is zero almost everywhere (see ``smooth``). At learning rate w it is the
-Laplace(f, 1/w) likelihood up to a constant.
+Laplace(f, 1/w) likelihood up to a constant. It is twice the check loss at τ = 1/2
+(Koenker & Bassett 1978).
 
 Example:
     >>> import jax.numpy as jnp, genbayes.losses as L
@@ -209,7 +223,8 @@ def _hinge(p, y):
 hinge = _tag(_hinge, "hinge", smooth=False, margin=True, doc=r"""Hinge loss :math:`\max(0, 1 - s f)` with :math:`s = \pm 1` (the support vector machine loss).
 
 Labels may be given in {0, 1} or in {−1, 1} (0 and −1 both mean the negative class); ``f`` is
-a real-valued score. The second derivative is zero almost everywhere.
+a real-valued score. The second derivative is zero almost everywhere. Reference: Cortes &
+Vapnik (1995), "Support-vector networks".
 
 Example:
     >>> import jax.numpy as jnp, genbayes.losses as L
@@ -224,7 +239,8 @@ def _logistic(p, y):
 
 logistic = _tag(_logistic, "logistic", margin=True, doc=r"""Logistic loss :math:`\log(1 + e^{-s f})`, :math:`s = \pm 1`; labels in {0, 1} or {−1, 1}.
 
-With labels in {0, 1} it is exactly :math:`-\log \mathrm{Bernoulli}(y \mid \mathrm{logits}=f)`.
+With labels in {0, 1} it is exactly :math:`-\log \mathrm{Bernoulli}(y \mid \mathrm{logits}=f)`, the
+loss of logistic regression (Cox 1958).
 
 Example:
     >>> import genbayes.losses as L
@@ -237,7 +253,8 @@ def negative_log_likelihood(make_dist: Callable) :
     r"""The loss :math:`\ell(f, y) = -\log p(y \mid f)` for ``p = make_dist(f)``, any NumPyro distribution.
 
     At learning rate 1 the Gibbs posterior is the ordinary posterior of that likelihood, so
-    ordinary Bayes is the special case ``loss = negative_log_likelihood(...)``, ``w = 1``.
+    ordinary Bayes is the special case ``loss = negative_log_likelihood(...)``, ``w = 1``
+    (the self-information loss of Bissiri, Holmes & Walker 2016).
 
     Args:
         make_dist: ``prediction -> numpyro.distributions.Distribution``, e.g.

@@ -8,6 +8,27 @@ from pathlib import Path
 
 
 def write_report(out: Path, sections, *, quick: bool, seed: int) -> list[Path]:
+    """Write ``report.md`` and a self-contained ``index.html`` (PNGs embedded as base64) into ``out``.
+
+    Args:
+        out: the report folder (must exist; the sections' PNGs are already there).
+        sections: the :class:`genbayes.demos.Section` objects, in order.
+        quick: whether this was a ``--quick`` run (stated at the top of the report).
+        seed: the run's seed (stated at the top of the report).
+
+    Returns:
+        ``[report.md path, index.html path]``.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from genbayes.demos import Section
+        >>> from genbayes.report import write_report
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     paths = write_report(Path(d), [Section("S", "Read it so.", {"a": [1]})], quick=True, seed=0)
+        ...     [p.name for p in paths], "<h2>S</h2>" in paths[1].read_text()
+        (['report.md', 'index.html'], True)
+    """
     out = Path(out)
     md = [f"# genbayes demo report\n\nRun: {'quick' if quick else 'full'}, seed {seed}.\n"]
     for s in sections:

@@ -24,6 +24,15 @@ class Section:
         table: column name -> list of cell values (all columns of equal length).
         images: PNG files written into the report folder (paths).
         ok: whether every check in this section passed (printed, and reflected in the exit code).
+
+    Example:
+        >>> from genbayes.demos import Section
+        >>> s = Section("Demo", "How to read it.", {"p": [1, 2], "value": [0.5, 0.25]})
+        >>> print(s.table_markdown())
+        | p | value |
+        |---|---|
+        | 1 | 0.5 |
+        | 2 | 0.25 |
     """
 
     title: str
@@ -54,6 +63,24 @@ class Section:
 
 
 def image_path(outdir: Path, name: str) -> Path:
+    """``outdir / name``, creating ``outdir`` if needed: where a section writes a PNG.
+
+    Args:
+        outdir: the report folder.
+        name: the file name, e.g. ``"cv_identity.png"``.
+
+    Returns:
+        pathlib.Path.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from genbayes.demos import image_path
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     p = image_path(Path(d) / "report", "plot.png")
+        ...     p.parent.is_dir(), p.name
+        (True, 'plot.png')
+    """
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     return outdir / name

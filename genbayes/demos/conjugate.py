@@ -50,6 +50,17 @@ def _first(draws):
 
 
 def section(outdir: Path, *, quick: bool = True, seed: int = 0) -> Section:
+    """Run the conjugate-families part of the tour: exact posteriors against the chain rule and NUTS.
+
+    Args:
+        outdir: the report folder; the section's PNG files are written there.
+        quick: smaller sizes (the ``genbayes demo --quick`` run).
+        seed: random seed of the data and of every ``rng_key``.
+
+    Returns:
+        :class:`genbayes.demos.Section` with the table, the image paths, a sentence on how to
+        read them and ``ok`` (whether every check passed).
+    """
     with x64():  # the evidence/chain-rule comparison is an identity: check it in float64
         return _section(outdir, quick=quick, seed=seed)
 

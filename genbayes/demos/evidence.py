@@ -22,6 +22,17 @@ from . import Section, image_path
 
 
 def section(outdir: Path, *, quick: bool = True, seed: int = 0) -> Section:
+    """Run the evidence part of the tour: the estimators side by side on the radiata pine data (Friel & Wyse 2012).
+
+    Args:
+        outdir: the report folder; the section's PNG files are written there.
+        quick: smaller sizes (the ``genbayes demo --quick`` run).
+        seed: random seed of the data and of every ``rng_key``.
+
+    Returns:
+        :class:`genbayes.demos.Section` with the table, the image paths, a sentence on how to
+        read them and ``ok`` (whether every check passed).
+    """
     with x64():  # evidence values near -310 are compared at the 0.01-nat level
         return _section(outdir, quick=quick, seed=seed)
 

@@ -10,6 +10,17 @@ from . import Section, image_path
 
 
 def section(outdir: Path, *, quick: bool, seed: int) -> Section:
+    """Run the Gibbs-posterior part of the tour: quantile regression with LLB-calibrated learning rates.
+
+    Args:
+        outdir: the report folder; the section's PNG files are written there.
+        quick: smaller sizes (the ``genbayes demo --quick`` run).
+        seed: random seed of the data and of every ``rng_key``.
+
+    Returns:
+        :class:`genbayes.demos.Section` with the table, the image paths, a sentence on how to
+        read them and ``ok`` (whether every check passed).
+    """
     import jax
     import jax.numpy as jnp
     import matplotlib

@@ -53,6 +53,17 @@ def sweep(betas=BETAS, *, num_steps: int, latent_dim: int = 8, hidden: int = 64,
 
 
 def section(outdir: Path, *, quick: bool, seed: int) -> Section:
+    """Run the β-VAE part of the tour: a rate–distortion sweep over β on the 8×8 digits.
+
+    Args:
+        outdir: the report folder; the section's PNG files are written there.
+        quick: smaller sizes (the ``genbayes demo --quick`` run).
+        seed: random seed of the data and of every ``rng_key``.
+
+    Returns:
+        :class:`genbayes.demos.Section` with the table, the image paths, a sentence on how to
+        read them and ``ok`` (whether every check passed).
+    """
     import matplotlib
 
     matplotlib.use("Agg")

@@ -180,7 +180,20 @@ def _contours(ax, target, fits):
 
 
 def section(outdir: Path, *, quick: bool, seed: int) -> Section:
-    """ELBO (blue) and VCD (red) mean-field fits over the 2-D targets (green); SDs against theory."""
+    """ELBO (blue) and VCD (red) mean-field fits over the 2-D targets (green); SDs against theory.
+
+    The VCD part of the tour (Ruiz & Titsias 2019), also comparing ELBO, VCD and NUTS on
+    breast-cancer logistic regression.
+
+    Args:
+        outdir: the report folder; the section's PNG files are written there.
+        quick: smaller sizes (the ``genbayes demo --quick`` run).
+        seed: random seed of the data and of every ``rng_key``.
+
+    Returns:
+        :class:`genbayes.demos.Section` with the table, the image paths, a sentence on how to
+        read them and ``ok`` (whether every check passed).
+    """
     import matplotlib
 
     matplotlib.use("Agg")

@@ -17,7 +17,25 @@ import numpyro.distributions as dist
 
 
 def model(X, y=None, prior_scale: float = 1.0):
-    """Logistic regression with independent Normal(0, prior_scale) priors on intercept and slopes."""
+    r"""Logistic regression with independent Normal(0, prior_scale) priors on intercept and slopes.
+
+    :math:`y_i \sim \mathrm{Bernoulli}(\mathrm{logit}^{-1}(\alpha + x_i^\top\beta))` (Cox 1958), sites
+    ``"alpha"``, ``"beta"`` (``(d,)``) and the observed ``"y"``.
+
+    Args:
+        X: ``(n, d)`` features.
+        y: ``(n,)`` labels in {0, 1} (``None`` to simulate).
+        prior_scale: prior standard deviation of α and of each β_j.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from numpyro.infer.util import log_density
+        >>> from genbayes.models import logistic_regression
+        >>> X, y = jnp.zeros((3, 2)), jnp.array([1, 0, 1])
+        >>> lp, _ = log_density(logistic_regression.model, (X, y), {}, {"alpha": 0.0, "beta": jnp.zeros(2)})
+        >>> round(float(lp), 4)                 # 3 log(1/2) + 3 log N(0 | 0, 1)
+        -4.8363
+    """
     d = jnp.shape(X)[1]
     alpha = numpyro.sample("alpha", dist.Normal(0.0, prior_scale))
     beta = numpyro.sample("beta", dist.Normal(0.0, prior_scale).expand([d]).to_event(1))
@@ -33,6 +51,19 @@ def breast_cancer(num_features: int | None = 5, n: int | None = None, test_fract
         n: keep a random subset of ``n`` rows (``None``: all 569), drawn with ``seed``.
         test_fraction: if > 0, hold out this fraction (random, ``seed``) and return four arrays.
         seed: NumPy seed for the subset and the split.
+
+    Returns:
+        ``(X, y)`` (float features standardised with the training mean and standard deviation,
+        int32 labels), or ``(X_train, y_train, X_test, y_test)`` when ``test_fraction > 0``.
+
+    Reference: Wolberg, Street & Mangasarian (1995), the Wisconsin diagnostic breast cancer data,
+    as bundled with scikit-learn.
+
+    Example:
+        >>> from genbayes.models.logistic_regression import breast_cancer
+        >>> X, y, X_te, y_te = breast_cancer(num_features=3, n=100, test_fraction=0.2)
+        >>> X.shape, X_te.shape, sorted(set(y.tolist()))
+        ((80, 3), (20, 3), [0, 1])
     """
     try:
         from sklearn.datasets import load_breast_cancer

@@ -22,7 +22,7 @@ from ..losses import Loss, check
 
 
 def model(X, y, taus=(0.1, 0.5, 0.9), learning_rate=1.0, prior_scale: float = 10.0):
-    """Quantile regression for the levels ``taus``: site ``"beta"`` of shape ``(d, K)``.
+    r"""Quantile regression for the levels ``taus``: site ``"beta"`` of shape ``(d, K)``.
 
     Args:
         X: ``(n, d)`` design (include a column of ones for an intercept).
@@ -30,6 +30,18 @@ def model(X, y, taus=(0.1, 0.5, 0.9), learning_rate=1.0, prior_scale: float = 10
         taus: K quantile levels in (0, 1).
         learning_rate: scalar or ``(K,)`` rates (one per quantile).
         prior_scale: prior standard deviation of every coefficient.
+
+    The Gibbs posterior :math:`\propto \exp(-\sum_k w_k \sum_i \rho_{\tau_k}(y_i - x_i^\top\beta_k))\,\pi(\beta)`
+    with the check loss of Koenker & Bassett (1978).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from numpyro import handlers
+        >>> from genbayes.models import quantile_regression as qr
+        >>> X, y = jnp.ones((4, 2)), jnp.arange(4.0)
+        >>> tr = handlers.trace(handlers.seed(qr.model, 0)).get_trace(X, y, taus=(0.25, 0.75))
+        >>> tr["beta"]["value"].shape, tr["y"]["fn"].batch_shape
+        ((2, 2), (4, 2))
     """
     taus = jnp.atleast_1d(jnp.asarray(taus))
     d, K = jnp.shape(X)[1], taus.shape[0]
@@ -40,7 +52,26 @@ def model(X, y, taus=(0.1, 0.5, 0.9), learning_rate=1.0, prior_scale: float = 10
 
 
 def single_model(X, y, tau: float = 0.5, prior_scale: float = 10.0):
-    """One quantile level, at learning rate 1 (for ``gb.calibrate``): site ``"beta"`` of shape ``(d,)``."""
+    r"""One quantile level, at learning rate 1 (for ``gb.calibrate``): site ``"beta"`` of shape ``(d,)``.
+
+    :math:`\pi(\beta \mid y) \propto \exp(-\sum_i \rho_\tau(y_i - x_i^\top\beta))\,\pi(\beta)`, the
+    asymmetric-Laplace working likelihood of Yu & Moyeed (2001) up to a constant.
+
+    Args:
+        X: ``(n, d)`` design.
+        y: ``(n,)`` responses.
+        tau: the quantile level in (0, 1).
+        prior_scale: prior standard deviation of every coefficient.
+
+    Example:
+        >>> import jax.numpy as jnp, numpyro.distributions as dist
+        >>> from numpyro.infer.util import log_density
+        >>> from genbayes.models import quantile_regression as qr
+        >>> X, y = jnp.ones((2, 1)), jnp.array([1.0, -1.0])
+        >>> lp, _ = log_density(qr.single_model, (X, y), {"tau": 0.9}, {"beta": jnp.zeros(1)})
+        >>> round(float(lp - dist.Normal(0.0, 10.0).log_prob(0.0)), 6)   # -(0.9 + 0.1)
+        -1.0
+    """
     d = jnp.shape(X)[1]
     beta = numpyro.sample("beta", dist.Normal(0.0, prior_scale).expand([d]).to_event(1))
     with numpyro.plate("data", jnp.shape(X)[0]):
@@ -48,7 +79,28 @@ def single_model(X, y, tau: float = 0.5, prior_scale: float = 10.0):
 
 
 def likelihood_model(X, y=None, sigma: float = 1.0, prior_scale: float = 10.0):
-    """A Gaussian linear regression, to be turned into quantile regression with ``gb.gibbs``."""
+    r"""A Gaussian linear regression, to be turned into quantile regression with ``gb.gibbs``.
+
+    :math:`y_i \sim N(x_i^\top\beta, \sigma^2)`; ``gb.gibbs(likelihood_model, loss={"y": check(tau)})``
+    replaces its likelihood by the check loss (Bissiri, Holmes & Walker 2016).
+
+    Args:
+        X: ``(n, d)`` design.
+        y: ``(n,)`` responses (``None`` to simulate).
+        sigma: noise standard deviation.
+        prior_scale: prior standard deviation of every coefficient.
+
+    Example:
+        >>> import jax.numpy as jnp, numpyro.distributions as dist
+        >>> from numpyro.infer.util import log_density
+        >>> import genbayes as gb
+        >>> from genbayes.models import quantile_regression as qr
+        >>> X, y = jnp.ones((2, 1)), jnp.array([1.0, -1.0])
+        >>> m = gb.gibbs(qr.likelihood_model, loss={"y": gb.losses.check(0.9)})
+        >>> lp, _ = log_density(m, (X, y), {}, {"beta": jnp.zeros(1)})
+        >>> round(float(lp - dist.Normal(0.0, 10.0).log_prob(0.0)), 6)
+        -1.0
+    """
     d = jnp.shape(X)[1]
     beta = numpyro.sample("beta", dist.Normal(0.0, prior_scale).expand([d]).to_event(1))
     with numpyro.plate("data", jnp.shape(X)[0]):
@@ -64,6 +116,16 @@ def simulate(rng_key, n: int, d: int = 2, noise: float = 1.0, hetero: float = 0.
 
     Returns:
         ``(X, y, b)``.
+
+    Reference: the heteroscedastic location–scale design of Koenker (2005), *Quantile
+    Regression*, §2.
+
+    Example:
+        >>> import jax
+        >>> from genbayes.models import quantile_regression as qr
+        >>> X, y, b = qr.simulate(jax.random.PRNGKey(0), 50, d=3)
+        >>> X.shape, y.shape, b.tolist()
+        ((50, 3), (50,), [1.0, 0.0, -1.0])
     """
     k1, k2 = jax.random.split(rng_key)
     Z = jax.random.uniform(k1, (n, d - 1), minval=0.0, maxval=2.0)
@@ -74,7 +136,25 @@ def simulate(rng_key, n: int, d: int = 2, noise: float = 1.0, hetero: float = 0.
 
 
 def true_beta(tau, b, d: int | None = None, noise: float = 1.0, hetero: float = 0.5):
-    """Coefficients of the true τ-quantile line for data from :func:`simulate` with coefficients ``b``."""
+    r"""Coefficients of the true τ-quantile line for data from :func:`simulate` with coefficients ``b``.
+
+    :math:`\beta(\tau) = b + \text{noise}\,\Phi^{-1}(\tau)\,(1, \text{hetero}, 0, \dots)` (Koenker 2005, §2).
+
+    Args:
+        tau: the quantile level.
+        b: the coefficients returned by :func:`simulate`.
+        d: unused (the length of ``b``).
+        noise: as given to :func:`simulate`.
+        hetero: as given to :func:`simulate`.
+
+    Returns:
+        ``(d,)`` NumPy array.
+
+    Example:
+        >>> from genbayes.models import quantile_regression as qr
+        >>> qr.true_beta(0.5, [1.0, -1.0]).tolist()          # the median line is b itself
+        [1.0, -1.0]
+    """
     z = noise * norm.ppf(tau)
     out = np.array(b, dtype=float).copy()
     out[0] += z

@@ -26,6 +26,7 @@ from numpyro.distributions import constraints
 __all__ = ["Target2D", "get", "NAMES", "GAUSSIAN_COV"]
 
 GAUSSIAN_COV = jnp.array([[1.0, 0.95], [0.95, 1.0]])
+"""Covariance Σ of the ``"gaussian"`` target N(0, Σ) (Ruiz & Titsias 2019, Fig. 1)."""
 _BANANA_COV = jnp.array([[1.0, 0.9], [0.9, 1.0]])
 
 
@@ -45,7 +46,27 @@ def _mixture(z):
 
 
 class Target2D(NamedTuple):
-    """A normalised 2-D density with a NumPyro model (site ``"z"``) and plotting limits."""
+    r"""A normalised 2-D density with a NumPyro model (site ``"z"``) and plotting limits.
+
+    One of the 2-D targets of Ruiz & Titsias (2019, Fig. 1): ``log_density(z)`` is
+    :math:`\log p(z)` for ``z`` of shape ``(..., 2)``, and ``model()`` a NumPyro model whose
+    joint density in ``"z"`` is p.
+
+    Attributes:
+        name: ``"gaussian"``, ``"banana"`` or ``"mixture"``.
+        log_density: ``z -> log p(z)``.
+        xlim: plotting limits of z1.
+        ylim: plotting limits of z2.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from numpyro.infer.util import log_density
+        >>> from genbayes.models import toy2d
+        >>> t = toy2d.get("gaussian")
+        >>> lp, _ = log_density(t.model, (), {}, {"z": jnp.zeros(2)})
+        >>> bool(jnp.isclose(lp, t.log_density(jnp.zeros(2))))
+        True
+    """
 
     name: str
     log_density: Callable
@@ -67,10 +88,30 @@ _TARGETS = {
     "mixture": Target2D("mixture", _mixture, (-4.2, 3.2), (-4.2, 3.2)),
 }
 NAMES = tuple(_TARGETS)
+"""The target names accepted by :func:`get`."""
 
 
 def get(name: str) -> Target2D:
-    """The target called ``name`` (one of ``NAMES``)."""
+    """The target called ``name`` (one of ``NAMES``): the targets of Ruiz & Titsias (2019, Fig. 1).
+
+    Args:
+        name: ``"gaussian"``, ``"banana"`` or ``"mixture"``.
+
+    Returns:
+        :class:`Target2D`.
+
+    Raises:
+        ValueError: for an unknown name.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from genbayes.models import toy2d
+        >>> g = jnp.linspace(-8.0, 8.0, 321)
+        >>> z = jnp.stack(jnp.meshgrid(g, g), -1)                  # grid integral of p: ~1
+        >>> p = jnp.exp(toy2d.get("mixture").log_density(z))
+        >>> round(float(p.sum() * (g[1] - g[0]) ** 2), 3)
+        1.0
+    """
     if name not in _TARGETS:
         raise ValueError(f"Unknown 2-D target {name!r}; choose one of {NAMES}.")
     return _TARGETS[name]
