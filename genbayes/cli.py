@@ -12,28 +12,74 @@ from pathlib import Path
 SUBCOMMAND_MODULES: list[str] = ["genbayes.cv", "genbayes.evidence"]
 
 
+# rough single-process cost of each section in quick mode (s, 2-core CPU, mostly JAX compilation):
+# the pool starts the longest first so two processes finish together
+_QUICK_COST = {"conjugate": 25, "evidence": 25, "gibbs": 15, "infomax": 15, "vcd": 12, "cv": 2}
+
+
+def _run_section(name: str, out: str, quick: bool, seed: int):
+    """Run one demo section (in a worker process); a failure becomes a failed Section, not a crash."""
+    import traceback
+
+    from .demos import Section
+
+    t0 = time.perf_counter()
+    try:
+        sec = importlib.import_module(f"genbayes.demos.{name}").section(Path(out), quick=quick, seed=seed)
+    except Exception as e:  # noqa: BLE001 - reported in the table and the exit code, never hidden
+        tb = traceback.format_exc(limit=4)
+        sec = Section(f"{name}: failed", f"The section raised {type(e).__name__}: {e}",
+                      {"error": [type(e).__name__], "traceback": [tb.strip().splitlines()[-1]]}, (), False)
+        print(tb, file=sys.stderr, flush=True)
+    return sec, time.perf_counter() - t0
+
+
 def _demo(args) -> int:
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    import os
+
     from .demos import SECTIONS
     from .report import write_report
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     names = args.sections or SECTIONS
     unknown = sorted(set(names) - set(SECTIONS))
     if unknown:
         print(f"genbayes demo: unknown section(s) {unknown}; choose from {SECTIONS}", file=sys.stderr)
         return 2
-    print(f"genbayes demo ({'quick' if args.quick else 'full'}, seed {args.seed}) -> {out.resolve()}")
-    sections, t_all = [], time.perf_counter()
-    for i, name in enumerate(names, 1):
-        print(f"[{i}/{len(names)}] {name} ...", flush=True)
-        t0 = time.perf_counter()
-        mod = importlib.import_module(f"genbayes.demos.{name}")
-        sec = mod.section(out, quick=args.quick, seed=args.seed)
-        sections.append(sec)
-        print(f"\n## {sec.title}  ({time.perf_counter() - t0:.1f} s, {'ok' if sec.ok else 'CHECK FAILED'})")
+    if args.jobs is not None and args.jobs < 1:
+        print(f"genbayes demo: --jobs must be a positive integer, got {args.jobs}", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = min(args.jobs or os.cpu_count() or 1, len(names))
+    print(f"genbayes demo ({'quick' if args.quick else 'full'}, seed {args.seed}, {len(names)} sections, "
+          f"{jobs} process{'es' if jobs > 1 else ''}) -> {out.resolve()}")
+    print("Most of the first minute is JAX compiling each section's sampler; results print as sections finish.",
+          flush=True)
+    t_all = time.perf_counter()
+    done: dict[str, object] = {}
+
+    def show(name, sec, secs):
+        done[name] = sec
+        print(f"\n## [{len(done)}/{len(names)}] {sec.title}  ({secs:.1f} s, {'ok' if sec.ok else 'CHECK FAILED'})")
         print(sec.table_text())
         print(sec.text + "\n", flush=True)
+
+    if jobs == 1:
+        for name in names:
+            print(f"... {name}", flush=True)
+            show(name, *_run_section(name, str(out), args.quick, args.seed))
+    else:
+        # separate processes, because JAX compilation (most of a quick run) is single-threaded
+        order = sorted(names, key=lambda n: -_QUICK_COST.get(n, 10))
+        with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(_run_section, n, str(out), args.quick, args.seed): n for n in order}
+            print("running: " + ", ".join(order[:jobs]) + (" (then " + ", ".join(order[jobs:]) + ")" if len(order) > jobs else ""),
+                  flush=True)
+            for fut in cf.as_completed(futures):
+                show(futures[fut], *fut.result())
+    sections = [done[n] for n in names]
     paths = write_report(out, sections, quick=args.quick, seed=args.seed)
     print(f"Report written in {time.perf_counter() - t_all:.0f} s: " + ", ".join(str(p) for p in paths))
     failed = [s.title for s in sections if not s.ok]
@@ -67,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="smaller sizes, for a fast look")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--sections", nargs="+", metavar="NAME", help="run only these sections")
+    demo.add_argument("--jobs", type=int, default=None, metavar="N",
+                      help="sections run in N processes at once (default: the number of CPUs)")
     demo.set_defaults(func=_demo)
     for modname in SUBCOMMAND_MODULES:
         importlib.import_module(modname).add_cli(sub)
