@@ -274,6 +274,36 @@ def test_mig_mutual_information_matches_sklearn_and_is_invariant():
     assert 0.0 <= res.score <= 1.0
 
 
+def test_mig_encoder_estimator_identity_constant_duplicate():
+    """The encoder (Chen et al. 2018) estimator on the three reference representations."""
+    v = _grid(6, 5, 4)
+    key = jax.random.key(0)
+    sharp = 1e-3 * np.ones((len(v), 3))
+    assert mig(v.astype(float), v, scale=sharp, rng_key=key).score >= 0.9
+    # identical encodings carry no information: log q(z_j|v) = log q(z_j) up to float32 rounding
+    const = mig(np.zeros((len(v), 3)), v, scale=np.ones((len(v), 3)), rng_key=key)
+    assert const.score < 1e-6 and np.all(const.mutual_info < 1e-6)
+    dup = np.stack([v[:, 0], v[:, 0]], -1).astype(float)
+    assert abs(mig(dup, v[:, :2], scale=1e-3 * np.ones_like(dup), rng_key=key).score) < 1e-6
+
+
+def test_mig_encoder_mutual_information_matches_quadrature():
+    """I(z; v) for v ∈ {0, 1} equiprobable and z | v ~ N(±a, 1) (one data point per value, unit
+    encoder scale) against numerical integration; tolerance 4 SE over independent replicates."""
+    a = 0.8
+    loc, fac, scale = np.array([[-a], [a]]), np.array([[0], [1]]), np.ones((2, 1))
+    t = np.linspace(-12, 12, 200001)
+    phi = lambda m: np.exp(-0.5 * (t - m) ** 2) / np.sqrt(2 * np.pi)  # noqa: E731
+    mix = 0.5 * (phi(-a) + phi(a))
+    exact = 0.5 * sum(np.trapezoid(phi(m) * np.log(phi(m) / mix), t) for m in (-a, a))
+    reps = np.array([mig(loc, fac, scale=scale, rng_key=jax.random.key(r), num_samples=2000).mutual_info[0, 0]
+                     for r in range(6)])
+    se = reps.std(ddof=1) / np.sqrt(len(reps))
+    assert abs(reps.mean() - exact) <= 4 * se, (reps, exact)
+    # the histogram estimator on the means sees a deterministic code: I = H(v) = log 2
+    assert mig(loc, fac).mutual_info[0, 0] == pytest.approx(np.log(2))
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input
 # ---------------------------------------------------------------------------------------------
@@ -338,6 +368,12 @@ def test_bad_density_and_metric_inputs():
         mig(np.zeros((5, 2)), np.zeros((4, 2)))
     with pytest.raises(ValueError, match="constant"):
         mig(np.random.default_rng(0).normal(size=(5, 2)), np.zeros((5, 2)))
+    with pytest.raises(ValueError, match="rng_key"):
+        mig(np.zeros((4, 2)), np.arange(4)[:, None], scale=np.ones((4, 2)))
+    with pytest.raises(ValueError, match="scale"):
+        mig(np.zeros((4, 2)), np.arange(4)[:, None], scale=np.zeros((4, 2)), rng_key=jax.random.key(0))
+    with pytest.raises(TypeError, match="beta"):
+        BetaELBO(np.ones(2))
     with pytest.raises(ValueError, match="gamma"):
         CapacityELBO(gamma=0.0)
     with pytest.raises(ValueError, match="capacity"):
