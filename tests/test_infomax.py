@@ -426,28 +426,22 @@ def test_digits_rate_distortion_sweep_is_monotone_and_mi_bounded():
 
 
 @pytest.mark.slow
-def test_beta_tcvae_lowers_total_correlation_on_factorial_discs():
-    """Reduced acceptance on the factorial set (2 seeds × 800 steps): at equal budget β-TCVAE (β = 4)
-    leaves far less total correlation in q(z) than the plain VAE, seed by seed (4 SE of the difference).
+def test_beta_tcvae_beats_vae_on_mig_and_total_correlation_on_factorial_discs():
+    """Acceptance, reduced size (8 paired seeds × 1,500 steps, hidden 64, batch 64, 10 latents, 432 discs).
 
-    MIG itself is not asserted: at this size its seed-to-seed spread is as large as the gap between
-    the models (numbers in the notebook and the report)."""
-    from genbayes.models import vae as V
-    from genbayes.models.factorial import load_factorial
-    from genbayes.infomax import train
+    Equal budget: same network, Adam step size, steps, batch and, per seed, the same initial weights
+    and SVI key; β-TCVAE differs only by β = 6 on the total correlation (MSS). Checked:
+    (1) seed by seed, β-TCVAE leaves less total correlation in q(z) (4 SE of the difference);
+    (2) its mean MIG (encoder estimator of Chen et al. 2018) over seeds exceeds the VAE's by more
+    than 2 SE of the paired difference (SE from the seed-to-seed spread of the differences).
+    Full-size numbers (3,000 steps, hidden 128, batch 128, 12 fresh seeds): MIG 0.154 ± 0.024 against
+    0.059 ± 0.008, paired difference 0.095 ± 0.019."""
+    from genbayes.demos.infomax import mig_comparison
 
-    f = load_factorial()
-    x = jnp.asarray(f.images)
-    net = V.VAE(latent_dim=4, hidden=(64,), data_dim=x.shape[1], rng_key=jax.random.key(0))
-    keys = jax.random.split(jax.random.key(1), 2)
-    tcs = {}
-    for name, loss in (("vae", BetaELBO(1.0)), ("btc", BetaTCELBO(beta=4.0, dataset_size=x.shape[0]))):
-        fit = jax.jit(jax.vmap(lambda k: train(net.model, net.guide, loss, x, num_steps=800, rng_key=k,
-                                                learning_rate=3e-3, subsample_size=64)[0]))
-        params = fit(keys)
-        tcs[name] = []
-        for s in range(2):
-            loc, sc = net.encode(jax.tree.map(lambda a: a[s], params), x)
-            tcs[name].append(decompose(loc, sc, rng_key=jax.random.key(5), num_samples=8).total_correlation)
-    for v, b in zip(tcs["vae"], tcs["btc"]):
-        assert v.value - b.value > 4 * np.hypot(v.se, b.se), tcs
+    res = mig_comparison(num_seeds=8, num_steps=1500, hidden=64, batch_size=64, seed=3, histogram=False)
+    vae, btc = res.values()
+    tc_se = np.hypot(vae["total_correlation_se"], btc["total_correlation_se"])
+    assert np.all(vae["total_correlation"] - btc["total_correlation"] > 4 * tc_se), res
+    d = btc["mig_encoder"] - vae["mig_encoder"]
+    se = d.std(ddof=1) / np.sqrt(len(d))
+    assert d.mean() > 2 * se, (d.mean(), se, res)
