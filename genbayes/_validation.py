@@ -59,3 +59,29 @@ def check_args_finite(args, kwargs, *, what: str = "model argument") -> None:
     for k, a in (kwargs or {}).items():
         if hasattr(a, "shape") or isinstance(a, (list, float)):
             check_finite_data(a, f"{what} {k!r}")
+
+
+def _concrete_scalar(x, name: str):
+    """``x`` as a 0-d float array, or None when it is traced; ``TypeError`` unless it is a scalar number."""
+    if not is_concrete(x):
+        return None
+    try:
+        arr = np.asarray(x, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"`{name}` must be a real number, got {x!r}.") from None
+    if arr.ndim != 0:
+        raise TypeError(f"`{name}` must be a scalar, got shape {arr.shape}.")
+    return arr
+
+
+def check_positive_scalar(x, name: str, *, hint: str = "") -> None:
+    """Raise ``ValueError`` unless a concrete ``x`` is a finite number > 0 (``TypeError`` if not a scalar)."""
+    arr = _concrete_scalar(x, name)
+    if arr is not None and (not np.isfinite(arr) or arr <= 0):
+        raise ValueError(f"`{name}` must be a finite number > 0, got {float(arr)!r}.{hint}")
+
+
+def check_nonnegative_scalar(x, name: str, *, hint: str = "") -> None:
+    """Raise ``ValueError`` unless a concrete ``x`` is a finite number >= 0 (``TypeError`` if not a scalar)."""
+    if _concrete_scalar(x, name) is not None:
+        check_nonnegative_finite(x, name, hint=hint)

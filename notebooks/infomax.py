@@ -94,47 +94,49 @@ plt.show()
 
 # %% [markdown]
 # ## 4. MIG on the synthetic factorial discs: plain VAE against β-TCVAE
-# Discs on a 12×12 canvas generated from three known factors (x, y, radius). Both models have
-# the same network, steps, batch size and learning rate; we report MIG on the encoder means,
-# over several training seeds (vmapped).
+# Discs generated from three known factors (x, y, radius), every combination once. Both models
+# have the same network (10 latents, as Chen et al. 2018 on dSprites), optimiser, steps, batch
+# size, and, seed by seed, the same initial weights and SVI key; β-TCVAE differs only in β = 6 on
+# the total-correlation term (MSS estimator with the data set's size). MIG is reported with two
+# estimators: the one of Chen et al. (2018), which uses the stochastic encoder q(z|x) and exact
+# mixtures over the data set, and the histogram of encoder means of Locatello et al. (2019),
+# whose plug-in bias (≈ (bins − 1)(values − 1)/(2N) nats) gives inactive latents spurious
+# information on small data sets.
+
+# Measured at full size (this cell with `QUICK` off uses 8 seeds; these numbers are 12 other
+# paired seeds, 3,000 steps, hidden 128, batch 128): MIG (Chen estimator) **β-TCVAE 0.154 ± 0.024,
+# VAE 0.059 ± 0.008**, paired difference 0.095 ± 0.019; histogram estimator 0.134 ± 0.026 against
+# 0.058 ± 0.008; total correlation 0.50 ± 0.02 against 4.83 ± 0.06 nats. Reading the mutual
+# information matrices of the seeds we inspected: β-TCVAE keeps 3–5 active latents and gives
+# some factors a latent of their own (the radius in one run, x and y in another), while others
+# stay split over two or three latents; the plain VAE spreads every factor over 6–9 active
+# latents. Which factors a β-TCVAE run isolates changes from seed to seed, hence the wide spread
+# (as Locatello et al. 2019 found at scale): compare the paired difference with its SE.
 
 # %%
-fac = load_factorial()
-xf = jnp.asarray(fac.images)
-N = xf.shape[0]
-fnet = V.VAE(latent_dim=4, hidden=(64,), data_dim=xf.shape[1], rng_key=jax.random.key(0))
-SEEDS = 2 if QUICK else 8
-MIG_STEPS = 300 if QUICK else 3000
+from genbayes.demos.infomax import mig_comparison  # noqa: E402
 
-
-def fit_many(loss):
-    def one(k):
-        return im.train(fnet.model, fnet.guide, loss, xf, num_steps=MIG_STEPS, rng_key=k, learning_rate=3e-3,
-                        subsample_size=64)[0]
-
-    return jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(1), SEEDS))
-
-
-def mig_scores(ps):
-    out = []
-    for s in range(SEEDS):
-        loc_s, _ = fnet.encode(jax.tree.map(lambda a: a[s], ps), xf)
-        out.append(im.mig(loc_s, fac.factors).score)
-    return np.array(out)
-
-
+res = mig_comparison(num_seeds=2 if QUICK else 8, num_steps=300 if QUICK else 3000,
+                     hidden=32 if QUICK else 128)
 mig_rows = []
-for name, loss in [("VAE (β=1)", im.BetaELBO(1.0))] + [
-    (f"β-TCVAE β={b:g}", im.BetaTCELBO(beta=b, dataset_size=N, estimator="mss")) for b in (2.0, 4.0)
-]:
-    sc = mig_scores(fit_many(loss))
-    mig_rows.append((name, sc.mean(), sc.std(ddof=1) / np.sqrt(len(sc)), np.round(sc, 3).tolist()))
-mig_df = pd.DataFrame(mig_rows, columns=["model", "MIG", "MIG_se", "per seed"])
+for name, r in res.items():
+    for est in ("mig_encoder", "mig_histogram", "total_correlation"):
+        v = r[est]
+        mig_rows.append((name, est, v.mean(), v.std(ddof=1) / np.sqrt(len(v)), np.round(v, 3).tolist()))
+mig_df = pd.DataFrame(mig_rows, columns=["model", "quantity", "mean", "se", "per seed"])
 print(mig_df.to_string(index=False))
-# Read honestly: MIG varies a lot between training seeds on this small set; compare the gap
-# between models with its standard error before calling a winner.
+names = list(res)
+for est in ("mig_encoder", "mig_histogram"):
+    d = res[names[1]][est] - res[names[0]][est]  # paired by seed
+    print(f"paired difference β-TCVAE − VAE, {est}: {d.mean():.3f} ± {d.std(ddof=1) / np.sqrt(len(d)):.3f}")
+# Read honestly: β-TCVAE lowers the total correlation of q(z) by an order of magnitude, but
+# MIG varies a lot between training seeds; compare the paired difference with its standard
+# error before calling a winner (see the measured numbers in the markdown below).
 plt.figure(figsize=(5, 3))
-plt.errorbar(range(len(mig_df)), mig_df.MIG, yerr=2 * mig_df.MIG_se, fmt="o")
-plt.xticks(range(len(mig_df)), mig_df.model)
-plt.ylabel("MIG")
+for i, name in enumerate(names):
+    v = res[name]["mig_encoder"]
+    plt.plot(np.full(len(v), i) + np.linspace(-0.1, 0.1, len(v)), v, "o", alpha=0.6)
+    plt.errorbar(i + 0.25, v.mean(), yerr=2 * v.std(ddof=1) / np.sqrt(len(v)), fmt="ks")
+plt.xticks(range(len(names)), names)
+plt.ylabel("MIG (encoder estimator)")
 plt.show()

@@ -185,13 +185,13 @@ def test_capacity_elbo(x64):
 
 
 def test_objectives_train_under_svi_jit():
-    """β-TC and capacity objectives drive jit-compiled SVI to a lower loss than at the start.
+    """The capacity objective with a schedule drives jit-compiled SVI to a lower loss than at the start.
 
-    (BetaELBO and InfoMaxELBO are checked equal, value and gradient, to numpyro's ELBOs above.)
+    (BetaELBO and InfoMaxELBO are checked equal, value and gradient, to numpyro's ELBOs above;
+    BetaTCELBO training is exercised by the slow factorial-discs acceptance test.)
     """
     x = _data(32, seed=1)
-    for loss, kw in ((BetaTCELBO(beta=4.0, dataset_size=32, estimator="exact"), {}),
-                     (CapacityELBO(5.0, capacity_schedule(3.0, 100)), {"capacity_step": 100})):
+    for loss, kw in ((CapacityELBO(5.0, capacity_schedule(3.0, 100)), {"capacity_step": 100}),):
         svi = SVI(model, guide, numpyro.optim.Adam(0.05), loss=loss)
         state = svi.init(jax.random.PRNGKey(0), x)
         upd = jax.jit(lambda s, kw: svi.update(s, x, **kw))
@@ -274,6 +274,36 @@ def test_mig_mutual_information_matches_sklearn_and_is_invariant():
     assert 0.0 <= res.score <= 1.0
 
 
+def test_mig_encoder_estimator_identity_constant_duplicate():
+    """The encoder (Chen et al. 2018) estimator on the three reference representations."""
+    v = _grid(6, 5, 4)
+    key = jax.random.key(0)
+    sharp = 1e-3 * np.ones((len(v), 3))
+    assert mig(v.astype(float), v, scale=sharp, rng_key=key).score >= 0.9
+    # identical encodings carry no information: log q(z_j|v) = log q(z_j) up to float32 rounding
+    const = mig(np.zeros((len(v), 3)), v, scale=np.ones((len(v), 3)), rng_key=key)
+    assert const.score < 1e-6 and np.all(const.mutual_info < 1e-6)
+    dup = np.stack([v[:, 0], v[:, 0]], -1).astype(float)
+    assert abs(mig(dup, v[:, :2], scale=1e-3 * np.ones_like(dup), rng_key=key).score) < 1e-6
+
+
+def test_mig_encoder_mutual_information_matches_quadrature():
+    """I(z; v) for v ∈ {0, 1} equiprobable and z | v ~ N(±a, 1) (one data point per value, unit
+    encoder scale) against numerical integration; tolerance 4 SE over independent replicates."""
+    a = 0.8
+    loc, fac, scale = np.array([[-a], [a]]), np.array([[0], [1]]), np.ones((2, 1))
+    t = np.linspace(-12, 12, 200001)
+    phi = lambda m: np.exp(-0.5 * (t - m) ** 2) / np.sqrt(2 * np.pi)  # noqa: E731
+    mix = 0.5 * (phi(-a) + phi(a))
+    exact = 0.5 * sum(np.trapezoid(phi(m) * np.log(phi(m) / mix), t) for m in (-a, a))
+    reps = np.array([mig(loc, fac, scale=scale, rng_key=jax.random.key(r), num_samples=2000).mutual_info[0, 0]
+                     for r in range(6)])
+    se = reps.std(ddof=1) / np.sqrt(len(reps))
+    assert abs(reps.mean() - exact) <= 4 * se, (reps, exact)
+    # the histogram estimator on the means sees a deterministic code: I = H(v) = log 2
+    assert mig(loc, fac).mutual_info[0, 0] == pytest.approx(np.log(2))
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input
 # ---------------------------------------------------------------------------------------------
@@ -338,6 +368,12 @@ def test_bad_density_and_metric_inputs():
         mig(np.zeros((5, 2)), np.zeros((4, 2)))
     with pytest.raises(ValueError, match="constant"):
         mig(np.random.default_rng(0).normal(size=(5, 2)), np.zeros((5, 2)))
+    with pytest.raises(ValueError, match="rng_key"):
+        mig(np.zeros((4, 2)), np.arange(4)[:, None], scale=np.ones((4, 2)))
+    with pytest.raises(ValueError, match="scale"):
+        mig(np.zeros((4, 2)), np.arange(4)[:, None], scale=np.zeros((4, 2)), rng_key=jax.random.key(0))
+    with pytest.raises(TypeError, match="beta"):
+        BetaELBO(np.ones(2))
     with pytest.raises(ValueError, match="gamma"):
         CapacityELBO(gamma=0.0)
     with pytest.raises(ValueError, match="capacity"):
@@ -390,28 +426,22 @@ def test_digits_rate_distortion_sweep_is_monotone_and_mi_bounded():
 
 
 @pytest.mark.slow
-def test_beta_tcvae_lowers_total_correlation_on_factorial_discs():
-    """Reduced acceptance on the factorial set (2 seeds × 800 steps): at equal budget β-TCVAE (β = 4)
-    leaves far less total correlation in q(z) than the plain VAE, seed by seed (4 SE of the difference).
+def test_beta_tcvae_beats_vae_on_mig_and_total_correlation_on_factorial_discs():
+    """Acceptance, reduced size (8 paired seeds × 1,500 steps, hidden 64, batch 64, 10 latents, 432 discs).
 
-    MIG itself is not asserted: at this size its seed-to-seed spread is as large as the gap between
-    the models (numbers in the notebook and the report)."""
-    from genbayes.models import vae as V
-    from genbayes.models.factorial import load_factorial
-    from genbayes.infomax import train
+    Equal budget: same network, Adam step size, steps, batch and, per seed, the same initial weights
+    and SVI key; β-TCVAE differs only by β = 6 on the total correlation (MSS). Checked:
+    (1) seed by seed, β-TCVAE leaves less total correlation in q(z) (4 SE of the difference);
+    (2) its mean MIG (encoder estimator of Chen et al. 2018) over seeds exceeds the VAE's by more
+    than 2 SE of the paired difference (SE from the seed-to-seed spread of the differences).
+    Full-size numbers (3,000 steps, hidden 128, batch 128, 12 fresh seeds): MIG 0.154 ± 0.024 against
+    0.059 ± 0.008, paired difference 0.095 ± 0.019."""
+    from genbayes.demos.infomax import mig_comparison
 
-    f = load_factorial()
-    x = jnp.asarray(f.images)
-    net = V.VAE(latent_dim=4, hidden=(64,), data_dim=x.shape[1], rng_key=jax.random.key(0))
-    keys = jax.random.split(jax.random.key(1), 2)
-    tcs = {}
-    for name, loss in (("vae", BetaELBO(1.0)), ("btc", BetaTCELBO(beta=4.0, dataset_size=x.shape[0]))):
-        fit = jax.jit(jax.vmap(lambda k: train(net.model, net.guide, loss, x, num_steps=800, rng_key=k,
-                                                learning_rate=3e-3, subsample_size=64)[0]))
-        params = fit(keys)
-        tcs[name] = []
-        for s in range(2):
-            loc, sc = net.encode(jax.tree.map(lambda a: a[s], params), x)
-            tcs[name].append(decompose(loc, sc, rng_key=jax.random.key(5), num_samples=8).total_correlation)
-    for v, b in zip(tcs["vae"], tcs["btc"]):
-        assert v.value - b.value > 4 * np.hypot(v.se, b.se), tcs
+    res = mig_comparison(num_seeds=8, num_steps=1500, hidden=64, batch_size=64, seed=3, histogram=False)
+    vae, btc = res.values()
+    tc_se = np.hypot(vae["total_correlation_se"], btc["total_correlation_se"])
+    assert np.all(vae["total_correlation"] - btc["total_correlation"] > 4 * tc_se), res
+    d = btc["mig_encoder"] - vae["mig_encoder"]
+    se = d.std(ddof=1) / np.sqrt(len(d))
+    assert d.mean() > 2 * se, (d.mean(), se, res)
