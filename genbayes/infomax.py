@@ -285,7 +285,8 @@ class InfoMaxELBO(BetaELBO):
 
     Args:
         lam: λ > −1, the weight on the mutual information.
-        latent_sites, num_particles, analytic_kl, vectorize_particles: as :class:`BetaELBO`.
+        latent_sites, num_particles: as :class:`BetaELBO`.
+        **kw: ``analytic_kl`` and ``vectorize_particles``, as :class:`BetaELBO`.
 
     Example:
         >>> from genbayes.infomax import InfoMaxELBO
@@ -353,7 +354,8 @@ class CapacityELBO(BetaELBO):
     Args:
         gamma: γ > 0.
         capacity: C >= 0 or schedule.
-        latent_sites, num_particles, analytic_kl, vectorize_particles: as :class:`BetaELBO`.
+        latent_sites, num_particles: as :class:`BetaELBO`.
+        **kw: ``analytic_kl`` and ``vectorize_particles``, as :class:`BetaELBO`.
 
     Example:
         >>> from genbayes.infomax import CapacityELBO, capacity_schedule
