@@ -741,7 +741,10 @@ def log_evidence(model, *args, method: str, rng_key=None, options: dict | None =
             ``ladder`` (K or an increasing array from 0 to 1), ``num_warmup``, ``num_samples``,
             ``num_batches``, ``dense_mass``, ``target_accept_prob``, ``sites``, ``progress``; smc:
             ``num_particles``, ``num_runs``, ``target_ess``, ``num_mcmc_steps``, ``num_leapfrog``,
-            ``max_steps``, ``sites``; laplace: ``max_iter``, ``tol``).
+            ``max_steps``, ``sites``; laplace: ``max_iter``, ``tol``). ``shard`` (power posteriors
+            and smc): split temperatures, runs or particles across all visible devices (default
+            when more than one is visible; smc also takes ``"runs"`` or ``"particles"``, see
+            :func:`prequential`); ``diagnostics["devices"]`` says how many were used.
 
     Returns:
         :class:`Evidence`. Poor ladders, collapsing ESS, low acceptance, divergences or unconverged
@@ -882,6 +885,12 @@ def prequential(model, *args, num_permutations: int, rng_key, site: str = "y", n
         num_particles: SMC particles per ordering (>= 2; fewer than ~100 is flagged).
         num_mcmc_steps, num_leapfrog: HMC moves per addition and leapfrog steps per move.
         orders: optional ``(R, n)`` integer array of orderings to use instead of random ones.
+        shard: with several visible devices, where to split the work: ``None``/``True`` (default:
+            orderings when R >= devices, else each ordering's particles), ``"runs"`` (orderings, no
+            communication), ``"particles"`` (particle arrays; XLA adds the collectives for weights and
+            resampling) or ``False`` (one device). ``diagnostics["shard"]`` and ``["devices"]`` (read
+            from the outputs' shardings) say where it ran; results equal one device's up to
+            rounding (``docs/scaling.md``).
 
     Returns:
         :class:`Prequential`. Low ESS (below 10% of the particles or below 20) and low acceptance are
