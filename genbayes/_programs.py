@@ -9,6 +9,7 @@ the same shapes reuses it (calibration iterations, CV batches, ladders, benchmar
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .conjugate import ConjugateFamily, is_conjugate
@@ -74,3 +75,131 @@ class ProgramCache:
                 self._programs.pop(next(iter(self._programs)))
             self._programs[key] = program
         return program, False
+
+
+# ---------------------------------------------------------------------------------------------
+# splitting work across devices
+# ---------------------------------------------------------------------------------------------
+
+
+def _shard_map():
+    sm = getattr(jax, "shard_map", None)
+    if sm is None:  # JAX < 0.7
+        from jax.experimental.shard_map import shard_map as sm
+    return sm
+
+
+def num_devices() -> int:
+    """How many devices a sharded program would use: all visible ones (``len(jax.devices())``)."""
+    return len(jax.devices())
+
+
+def resolve_shard(shard, name: str = "shard") -> bool:
+    """``shard=None`` means "when more than one device is visible"; ``True`` is ignored on one device."""
+    if shard is not None and not isinstance(shard, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be None (shard when several devices are visible), True or False, got {shard!r}.")
+    return len(jax.devices()) > 1 and (shard is None or bool(shard))
+
+
+def devices_used(tree) -> int:
+    """The number of devices holding the arrays of ``tree`` (measured from their shardings)."""
+    devs = set()
+    for leaf in jax.tree_util.tree_leaves(tree):
+        sharding = getattr(leaf, "sharding", None)
+        if sharding is not None:
+            devs |= set(sharding.device_set)
+    return len(devs)
+
+
+def shard_leading(batched, in_axes, *, axis_name: str = "shard", check: bool = False):
+    r"""Run a function mapped over a leading axis with that axis split across all visible devices.
+
+    ``batched(*args)`` must treat the leading axis of every argument whose ``in_axes`` entry is 0 as
+    a batch of *independent* problems (typically ``jax.vmap(one, in_axes)``); arguments with entry
+    ``None`` are shared and replicated. The returned ``run(*args)`` pads the batch B up to a multiple
+    of the device count D (repeating the last row, whose results are dropped), places the mapped
+    arguments with ``NamedSharding(Mesh(devices), P(axis_name))`` and runs one ``jax.jit`` of
+    ``jax.shard_map(batched)``: device d computes rows :math:`[d\,B'/D, (d+1)\,B'/D)`, B' the padded
+    size, with no communication between devices. Every output has the batch as its leading axis.
+
+    Each device runs ``batched`` on B'/D rows instead of B, so XLA may associate the arithmetic
+    of batched reductions differently than on one device: results agree to rounding error,
+    not bit for bit (and adaptive samplers amplify rounding along the chain; see
+    ``docs/scaling.md``).
+
+    Args:
+        batched: a function of ``len(in_axes)`` arguments (pytrees allowed) mapped over the leading axis.
+        in_axes: a tuple of 0 (mapped, split across devices) or None (shared) per argument.
+        axis_name: the mesh axis name.
+        check: JAX's varying-manual-axes type check (``check_vma``); off by default because
+            NumPyro's NUTS and BlackJAX mix replicated constants with per-device values inside
+            ``lax.cond``, which the check rejects although every device runs independent work.
+
+    Returns:
+        ``run(*args)``, with ``run.num_devices`` the device count.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from genbayes._programs import shard_leading
+        >>> run = shard_leading(jax.vmap(lambda x, c: jnp.sum(x) * c, in_axes=(0, None)), (0, None))
+        >>> run(jnp.ones((5, 3)), 2.0).tolist()
+        [6.0, 6.0, 6.0, 6.0, 6.0]
+    """
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    devices = jax.devices()
+    D = len(devices)
+    mesh = Mesh(np.array(devices), (axis_name,))
+    spec = P(axis_name)
+    in_specs = tuple(spec if a == 0 else P() for a in in_axes)
+    kw = dict(mesh=mesh, in_specs=in_specs, out_specs=spec)
+    try:
+        fn = jax.jit(_shard_map()(batched, check_vma=check, **kw))
+    except TypeError:  # JAX < 0.7 spells it check_rep
+        fn = jax.jit(_shard_map()(batched, check_rep=check, **kw))
+    sharding = NamedSharding(mesh, spec)
+
+    def run(*args):
+        B = next(jnp.shape(jax.tree_util.tree_leaves(a)[0])[0] for a, ax in zip(args, in_axes) if ax == 0)
+        pad = (-B) % D
+
+        def place(a):
+            if pad:  # repeat the last row so every device gets as many; dropped below
+                a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)])
+            return jax.device_put(a, sharding)
+
+        args = tuple(jax.tree_util.tree_map(place, a) if ax == 0 else a for a, ax in zip(args, in_axes))
+        out = fn(*args)
+        return jax.tree_util.tree_map(lambda a: a[:B], out) if pad else out
+
+    run.num_devices = D
+    return run
+
+
+def particle_constraint(axis_name: str = "particle"):
+    r"""``constrain(x)``: ask XLA to split the leading (particle) axis of ``x`` across all devices.
+
+    ``jax.lax.with_sharding_constraint`` with ``NamedSharding(Mesh(devices), P(axis_name))``. Inside
+    one ``jax.jit`` program, XLA's SPMD partitioner then runs per-particle work (prior draws,
+    MCMC moves, likelihoods) on the device holding the particle and inserts the collectives that
+    cross-particle steps need: all-reduces for normalising weights, ESS and covariances, and
+    gathers for resampling. Under ``jax.vmap`` the constraint applies to each run's particles.
+    The particle count need not be a multiple of the device count (XLA pads).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from genbayes._programs import particle_constraint
+        >>> c = particle_constraint()
+        >>> float(jax.jit(lambda x: jnp.sum(c(x) ** 2))(jnp.arange(6.0)))
+        55.0
+    """
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    sharding = NamedSharding(Mesh(np.array(jax.devices()), (axis_name,)), P(axis_name))
+
+    def constrain(x):
+        return jax.lax.with_sharding_constraint(x, sharding)
+
+    return constrain

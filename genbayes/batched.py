@@ -28,7 +28,7 @@ from numpyro.infer.hmc import hmc
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import initialize_model
 
-from ._programs import ProgramCache, family_as_argument, split_args
+from ._programs import ProgramCache, devices_used, family_as_argument, resolve_shard, shard_leading, split_args
 from ._validation import check_args_finite, check_nonnegative_finite, is_concrete
 from .handlers import _as_site_set, reweight
 
@@ -44,6 +44,9 @@ class BatchedSamples:
         diagnostics: dict of per-replicate arrays of shape ``(B,)``: ``num_divergent``,
             ``mean_accept_prob``, ``mean_num_steps``, ``step_size``.
         weights: the ``(B, n)`` weights the posteriors were drawn for.
+
+    ``devices`` is the number of devices holding the draws (more than 1 when the B axis was
+    sharded); it is read from the arrays' shardings, not from the request.
     """
 
     samples: dict
@@ -58,16 +61,22 @@ class BatchedSamples:
     def num_samples(self) -> int:
         return int(np.shape(next(iter(self.samples.values())))[1]) if self.samples else 0
 
+    @property
+    def devices(self) -> int:
+        """Number of devices the draws live on (from their ``.sharding``): 1 unless sharded."""
+        return max(devices_used(self.samples), 1)
+
     def __getitem__(self, site):
         return self.samples[site]
 
     def __repr__(self):
         d = self.diagnostics
         sites = ", ".join(f"{k}: {tuple(np.shape(v))}" for k, v in self.samples.items())
+        where = f", devices={self.devices}" if self.devices > 1 else ""
         return (
             f"BatchedSamples(B={self.num_replicates}, num_samples={self.num_samples}, sites={{{sites}}}, "
             f"divergent={int(np.sum(d['num_divergent']))}, "
-            f"mean_accept_prob={float(np.mean(d['mean_accept_prob'])):.3f})"
+            f"mean_accept_prob={float(np.mean(d['mean_accept_prob'])):.3f}{where})"
         )
 
     def to_inference_data(self):
@@ -80,13 +89,6 @@ class BatchedSamples:
 def _check_positive_int(value, name):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-
-
-def _shard_map():
-    sm = getattr(jax, "shard_map", None)
-    if sm is None:  # older JAX
-        from jax.experimental.shard_map import shard_map as sm
-    return sm
 
 
 def run(
@@ -119,8 +121,10 @@ def run(
         target_accept_prob, dense_mass, max_tree_depth: NUTS settings (as in ``numpyro.infer.NUTS``).
         init_strategy: NumPyro init strategy; one initial point is found (for the first weight
             vector) and shared by all chains.
-        shard: split the B axis across all visible devices (default: when more than one is
-            visible). B need not be a multiple of the device count.
+        shard: split the B axis across all visible devices (default ``None``: when more than one
+            is visible; ``False`` keeps one device). B need not be a multiple of the device count.
+            Each device runs its own chains with no communication (:func:`genbayes._programs.shard_leading`);
+            ``.devices`` of the result says how many held them. See ``docs/scaling.md``.
         progress: print one line before compiling and one with the elapsed time.
 
     Returns:
@@ -162,9 +166,7 @@ def run(
     key_init, key_run = jax.random.split(rng_key)
     keys = jax.random.split(key_run, B)
     devices = jax.devices()
-    if shard is None:
-        shard = len(devices) > 1
-    shard = bool(shard) and len(devices) > 1
+    shard = resolve_shard(shard)
     model, args = family_as_argument(model, args)
     dyn, rebuild, arg_key = split_args(args, kwargs)
     settings = (num_warmup, num_samples, target_accept_prob, dense_mass, max_tree_depth, shard, len(devices))
@@ -224,13 +226,23 @@ def _build_program(potential_gen, postprocess_gen, rebuild, settings):
         state = init_kernel(init_z, num_warmup, target_accept_prob=target_accept_prob, dense_mass=dense_mass,
                             max_tree_depth=max_tree_depth, rng_key=key)
 
-        def step(s, _):
-            s = sample_kernel(s)
-            return s, (s.z, s.diverging, s.accept_prob, s.num_steps)
+        # One scan over warm-up and sampling (not two): the NUTS kernel is traced and compiled
+        # once, which halves compile time. Warm-up iterations write into slot 0 of the buffers,
+        # which the first kept draw overwrites; the chain is the same as with two scans.
+        def record(s):
+            return (s.z, s.diverging, s.accept_prob, s.num_steps)
 
-        if num_warmup > 0:
-            state, _ = jax.lax.scan(step, state, None, length=num_warmup)
-        state, (zs, div, acc, nsteps) = jax.lax.scan(step, state, None, length=num_samples)
+        buf = jax.tree_util.tree_map(lambda v: jnp.zeros((num_samples,) + jnp.shape(v), jnp.result_type(v)),
+                                     record(state))
+
+        def step(carry, i):
+            s, buf = carry
+            s = sample_kernel(s)
+            j = jnp.maximum(i - num_warmup, 0)
+            buf = jax.tree_util.tree_map(lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, j, 0), buf, record(s))
+            return (s, buf), None
+
+        (state, (zs, div, acc, nsteps)), _ = jax.lax.scan(step, (state, buf), jnp.arange(num_warmup + num_samples))
         samples = jax.vmap(postprocess_gen(w, *a, **kw))(zs)
         diag = {
             "num_divergent": jnp.sum(div),
@@ -243,38 +255,8 @@ def _build_program(potential_gen, postprocess_gen, rebuild, settings):
     batched = jax.vmap(one, in_axes=(0, 0, None, None))
     if not shard:
         return jax.jit(batched)
-    return _sharded(batched)
-
-
-def _sharded(batched):
-    """Split the B axis over all devices with shard_map; each device runs its own chains."""
-    from jax.sharding import Mesh, NamedSharding
-    from jax.sharding import PartitionSpec as P
-
-    devices = jax.devices()
-    D = len(devices)
-    mesh = Mesh(np.array(devices), ("replicate",))
-    spec, rep = P("replicate"), P()
-    # check_vma=False: NumPyro's NUTS mixes replicated constants (the shared initial point) with
-    # per-device values inside lax.cond, which the varying-axes type check rejects although the
-    # program is correct (every device runs its own, independent chains).
-    kw = dict(mesh=mesh, in_specs=(spec, spec, rep, rep), out_specs=spec)
-    try:
-        fn = jax.jit(_shard_map()(batched, check_vma=False, **kw))
-    except TypeError:  # JAX < 0.7 spells it check_rep
-        fn = jax.jit(_shard_map()(batched, check_rep=False, **kw))
-    sharding = NamedSharding(mesh, spec)
-
-    def run(weights, keys, init_z, dyn):
-        B = weights.shape[0]
-        pad = (-B) % D
-        if pad:  # repeat the last rows so every device gets as many; dropped afterwards
-            weights = jnp.concatenate([weights, jnp.repeat(weights[-1:], pad, axis=0)])
-            keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], pad, axis=0)])
-        out = fn(jax.device_put(weights, sharding), jax.device_put(keys, sharding), init_z, dyn)
-        return jax.tree_util.tree_map(lambda a: a[:B], out)
-
-    return run
+    # chains are independent: each device runs its own B/D of them, no communication
+    return shard_leading(batched, (0, 0, None, None), axis_name="replicate")
 
 
 def posterior_samples(model, weights, *args, num_warmup=500, num_samples=500, rng_key, **kwargs):

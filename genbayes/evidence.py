@@ -38,7 +38,8 @@ from jax.flatten_util import ravel_pytree
 from jax.scipy.special import logsumexp
 
 from . import batched
-from ._programs import ProgramCache, family_as_argument, split_args
+from ._programs import (ProgramCache, devices_used, family_as_argument, num_devices, particle_constraint,
+                        shard_leading, split_args)
 from ._validation import check_args_finite, is_concrete
 from .conjugate import ConjugateFamily, is_conjugate
 from .handlers import reweight, tempered
@@ -316,6 +317,53 @@ def _program(kind, model, args, kwargs, sites, settings, body, rng_key):
     return call
 
 
+def _shard_mode(shard, num_runs):
+    """Where a batch of independent SMC runs goes: ``"none"``, ``"runs"`` or ``"particles"``.
+
+    ``None``/``True``: with one device ``"none"``; else ``"runs"`` when there are at least as many
+    runs as devices (no communication at all), otherwise ``"particles"`` (each run's particles split
+    across all devices, so every device has work even for a single run).
+    """
+    if not (shard is None or isinstance(shard, (bool, np.bool_)) or shard in ("runs", "particles")):
+        raise ValueError(f"`shard` must be None (automatic), True, False, 'runs' or 'particles', got {shard!r}.")
+    D = num_devices()
+    if D == 1 or shard is False:
+        return "none"
+    if isinstance(shard, str):
+        return shard
+    return "runs" if num_runs >= D else "particles"
+
+
+def _mapped_program(kind, model, args, kwargs, sites, settings, one, num_rows, rng_key, mode):
+    """Compile (or reuse) ``one(flat, *row, constrain=...)`` mapped over the leading axis of its rows.
+
+    ``mode`` places the work: ``"none"`` one ``jax.jit(jax.vmap(...))`` on one device; ``"runs"`` the
+    rows split across devices (:func:`genbayes._programs.shard_leading`, independent, no
+    communication); ``"particles"`` the same vmapped program with every particle array constrained
+    to be split across devices (:func:`genbayes._programs.particle_constraint`; XLA inserts the
+    collectives for weights, ESS, covariances and resampling). Returns ``call(*rows)`` for
+    ``num_rows`` row arrays.
+    """
+    z0 = _template(model, args, kwargs, sites, rng_key)
+    dyn, rebuild, static_key = split_args(args, kwargs)
+    constrain = particle_constraint() if mode == "particles" else (lambda x: x)
+
+    def build():
+        def per_row(dyn_leaves, z0, *row):
+            a, kw = rebuild(dyn_leaves)
+            return one(_FlatModel(model, a, kw, z0, sites), *row, constrain=constrain)
+
+        in_axes = (None, None) + (0,) * num_rows
+        mapped = jax.vmap(per_row, in_axes=in_axes)
+        if mode == "runs":
+            return shard_leading(mapped, in_axes, axis_name="run")
+        return jax.jit(mapped)
+
+    key = None if static_key is None else (kind, model, sites, static_key, settings, mode, num_devices())
+    compiled, _ = _PROGRAMS.get(key, build)
+    return lambda *rows: compiled(dyn, z0, *rows)
+
+
 def _weighted_cov(x, w):
     mean = jnp.sum(w[:, None] * x, axis=0)
     c = x - mean
@@ -351,7 +399,8 @@ def _adapt_step_size(step_size, acceptance, target=0.65):
 # ---------------------------------------------------------------------------------------------
 
 
-def _tempered_smc(flat, key, *, num_particles, num_runs, target_ess, num_mcmc_steps, num_leapfrog, max_steps):
+def _tempered_smc(flat, key, *, constrain, num_particles, target_ess, num_mcmc_steps, num_leapfrog, max_steps):
+    """One adaptive tempered SMC run from the prior to the posterior (vmapped over runs by the caller)."""
     import blackjax
     from blackjax.smc import resampling
 
@@ -361,7 +410,7 @@ def _tempered_smc(flat, key, *, num_particles, num_runs, target_ess, num_mcmc_st
 
     def one(key):
         k_init, k_loop = jax.random.split(key)
-        x0 = flat.sample_prior(k_init, num_particles)
+        x0 = constrain(flat.sample_prior(k_init, num_particles))
         state = blackjax.adaptive_tempered_smc.init(x0)
         n_f = jnp.asarray(num_particles, x0.dtype)
         cov0 = _weighted_cov(x0, jnp.full((num_particles,), 1.0 / n_f))
@@ -390,6 +439,7 @@ def _tempered_smc(flat, key, *, num_particles, num_runs, target_ess, num_mcmc_st
                 num_mcmc_steps=num_mcmc_steps,
             )
             state, info = alg.step(k, state)
+            state = state._replace(particles=constrain(state.particles), weights=constrain(state.weights))
             acc = jnp.mean(info.update_info.acceptance_rate)
             rec = {
                 "beta": rec["beta"].at[i].set(state.tempering_param),
@@ -404,11 +454,11 @@ def _tempered_smc(flat, key, *, num_particles, num_runs, target_ess, num_mcmc_st
         num_steps, state, _, step_size, log_z, _, rec = jax.lax.while_loop(cond, body, c0)
         return log_z, num_steps, state.tempering_param, rec
 
-    return jax.vmap(one)(jax.random.split(key, num_runs))
+    return one(key)
 
 
 def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=8, target_ess=0.5,
-                  num_mcmc_steps=10, num_leapfrog=5, max_steps=500, sites=None):
+                  num_mcmc_steps=10, num_leapfrog=5, max_steps=500, sites=None, shard=None):
     _check_int(num_particles, "num_particles", 2)
     _check_int(num_runs, "num_runs", 2)
     _check_int(num_mcmc_steps, "num_mcmc_steps", 1)
@@ -416,12 +466,15 @@ def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=
     _check_int(max_steps, "max_steps", 1)
     if not 0.0 < float(target_ess) < 1.0:
         raise ValueError(f"`target_ess` is a fraction of the particles and must lie in (0, 1), got {target_ess!r}.")
+    mode = _shard_mode(shard, num_runs)
     k_setup, k_run = jax.random.split(rng_key)
-    settings = dict(num_particles=num_particles, num_runs=num_runs, target_ess=float(target_ess),
+    settings = dict(num_particles=num_particles, target_ess=float(target_ess),
                     num_mcmc_steps=num_mcmc_steps, num_leapfrog=num_leapfrog, max_steps=max_steps)
-    run = _program("smc", model, args, kwargs, sites, tuple(settings.items()),
-                   lambda flat, key: _tempered_smc(flat, key, **settings), k_setup)
-    log_zs, num_steps, final_beta, rec = run(k_run)
+    run = _mapped_program("smc", model, args, kwargs, sites, tuple(settings.items()),
+                          partial(_tempered_smc, **settings), 1, k_setup, mode)
+    out = run(jax.random.split(k_run, num_runs))
+    devices = devices_used(out)
+    log_zs, num_steps, final_beta, rec = out
     log_zs, num_steps, final_beta = np.asarray(log_zs), np.asarray(num_steps), np.asarray(final_beta)
     rec = {k: np.asarray(v) for k, v in rec.items()}
     R = num_runs
@@ -441,6 +494,8 @@ def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=
         "min_acceptance": min_acc,
         "num_particles": num_particles,
         "num_runs": R,
+        "shard": mode,
+        "devices": devices,
     }
     problems = []
     if np.any(final_beta < 1.0):
@@ -487,7 +542,7 @@ def _ss_estimate(ladder, ll):
 
 
 def _power_posteriors(model, args, kwargs, rng_key, *, ladder=32, num_warmup=500, num_samples=1000,
-                      num_batches=10, dense_mass=True, target_accept_prob=0.8, sites=None, progress=False):
+                      num_batches=10, dense_mass=True, target_accept_prob=0.8, sites=None, progress=False, shard=None):
     ladder = check_ladder(ladder)
     _check_int(num_samples, "num_samples", 2)
     _check_int(num_batches, "num_batches", 2)
@@ -499,7 +554,7 @@ def _power_posteriors(model, args, kwargs, rng_key, *, ladder=32, num_warmup=500
     weights = jnp.asarray(ladder)[:, None]  # one constant weight β per temperature
     res = batched.run(model, weights, *args, num_warmup=num_warmup, num_samples=num_samples, rng_key=rng_key,
                       sites=sites, dense_mass=dense_mass, target_accept_prob=target_accept_prob,
-                      progress=progress, **kwargs)
+                      progress=progress, shard=shard, **kwargs)
     ll_sites = log_likelihood(model, res.samples, *args, batch_ndims=2, **kwargs)
     names = set(_observed_sites(model, args, kwargs)[1]) if sites is None else (
         {sites} if isinstance(sites, str) else set(sites))
@@ -532,6 +587,7 @@ def _power_posteriors(model, args, kwargs, rng_key, *, ladder=32, num_warmup=500
         "mean_accept_prob": np.asarray(res.diagnostics["mean_accept_prob"]),
         "num_samples": num_samples,
         "num_warmup": num_warmup,
+        "devices": res.devices,
     }
     return diag
 
@@ -638,8 +694,9 @@ _OPTIONS = {
     "exact": set(),
     "laplace": {"max_iter", "tol", "sites"},
     "thermodynamic": {"ladder", "num_warmup", "num_samples", "num_batches", "dense_mass", "target_accept_prob",
-                      "sites", "progress"},
-    "smc": {"num_particles", "num_runs", "target_ess", "num_mcmc_steps", "num_leapfrog", "max_steps", "sites"},
+                      "sites", "progress", "shard"},
+    "smc": {"num_particles", "num_runs", "target_ess", "num_mcmc_steps", "num_leapfrog", "max_steps", "sites",
+            "shard"},
     "nested": {"constructor_kwargs", "termination_kwargs"},
 }
 _OPTIONS["stepping_stone"] = _OPTIONS["thermodynamic"]
@@ -684,7 +741,10 @@ def log_evidence(model, *args, method: str, rng_key=None, options: dict | None =
             ``ladder`` (K or an increasing array from 0 to 1), ``num_warmup``, ``num_samples``,
             ``num_batches``, ``dense_mass``, ``target_accept_prob``, ``sites``, ``progress``; smc:
             ``num_particles``, ``num_runs``, ``target_ess``, ``num_mcmc_steps``, ``num_leapfrog``,
-            ``max_steps``, ``sites``; laplace: ``max_iter``, ``tol``).
+            ``max_steps``, ``sites``; laplace: ``max_iter``, ``tol``). ``shard`` (power posteriors
+            and smc): split temperatures, runs or particles across all visible devices (default
+            when more than one is visible; smc also takes ``"runs"`` or ``"particles"``, see
+            :func:`prequential`); ``diagnostics["devices"]`` says how many were used.
 
     Returns:
         :class:`Evidence`. Poor ladders, collapsing ESS, low acceptance, divergences or unconverged
@@ -799,7 +859,7 @@ def to_dataframe(results: dict, exact: float | None = None):
 
 
 def prequential(model, *args, num_permutations: int, rng_key, site: str = "y", num_particles: int = 1000,
-                num_mcmc_steps: int = 5, num_leapfrog: int = 5, orders=None, **kwargs) -> Prequential:
+                num_mcmc_steps: int = 5, num_leapfrog: int = 5, orders=None, shard=None, **kwargs) -> Prequential:
     r"""One-step-ahead log predictives along R random orderings, by data-tempered SMC.
 
     For each ordering :math:`\sigma_r`, SMC moves from the prior to the posterior one observation at a
@@ -825,6 +885,12 @@ def prequential(model, *args, num_permutations: int, rng_key, site: str = "y", n
         num_particles: SMC particles per ordering (>= 2; fewer than ~100 is flagged).
         num_mcmc_steps, num_leapfrog: HMC moves per addition and leapfrog steps per move.
         orders: optional ``(R, n)`` integer array of orderings to use instead of random ones.
+        shard: with several visible devices, where to split the work: ``None``/``True`` (default:
+            orderings when R >= devices, else each ordering's particles), ``"runs"`` (orderings, no
+            communication), ``"particles"`` (particle arrays; XLA adds the collectives for weights and
+            resampling) or ``False`` (one device). ``diagnostics["shard"]`` and ``["devices"]`` (read
+            from the outputs' shardings) say where it ran; results equal one device's up to
+            rounding (``docs/scaling.md``).
 
     Returns:
         :class:`Prequential`. Low ESS (below 10% of the particles or below 20) and low acceptance are
@@ -865,6 +931,7 @@ def prequential(model, *args, num_permutations: int, rng_key, site: str = "y", n
                          f"got batch shape {batch_shape}.")
     n = batch_shape[0]
     R = num_permutations
+    mode = _shard_mode(shard, R)
     k_ord, k_setup, k_run = jax.random.split(rng_key, 3)
     if orders is None:
         orders = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(k_ord, R))
@@ -876,9 +943,11 @@ def prequential(model, *args, num_permutations: int, rng_key, site: str = "y", n
     t0 = time.perf_counter()
     settings = dict(n=n, num_particles=num_particles, num_mcmc_steps=num_mcmc_steps, num_leapfrog=num_leapfrog)
     pm, pargs = family_as_argument(model, args)
-    run = _program("prequential", pm, pargs, kwargs, site, tuple(settings.items()),
-                   lambda flat, orders, key: _data_tempered_smc(flat, orders, key, **settings), k_setup)
-    terms, log_z, ess, acc, steps = run(orders, k_run)
+    run = _mapped_program("prequential", pm, pargs, kwargs, site, tuple(settings.items()),
+                          partial(_data_tempered_smc, **settings), 2, k_setup, mode)
+    out = run(orders, jax.random.split(k_run, R))
+    devices = devices_used(out)
+    terms, log_z, ess, acc, steps = out
     terms, log_z = np.asarray(terms), np.asarray(log_z)
     per_pos = terms[:, ::-1]  # column p-1 holds position n-p
     s_cv = per_pos.mean(axis=0)
@@ -889,6 +958,8 @@ def prequential(model, *args, num_permutations: int, rng_key, site: str = "y", n
         "step_size": np.asarray(steps),
         "num_resampling": np.full(R, n),
         "num_particles": num_particles,
+        "shard": mode,
+        "devices": devices,
         "time_s": time.perf_counter() - t0,
     }
     problems = []
@@ -908,16 +979,15 @@ def prequential(model, *args, num_permutations: int, rng_key, site: str = "y", n
                        diagnostics=diag)
 
 
-def _data_tempered_smc(flat, orders, key, *, n, num_particles, num_mcmc_steps, num_leapfrog):
+def _data_tempered_smc(flat, order, key, *, constrain, n, num_particles, num_mcmc_steps, num_leapfrog):
+    """One data-tempered SMC sweep along ``order`` (vmapped over orderings by the caller)."""
     import blackjax
     from blackjax.smc import resampling
-    from blackjax.smc.from_mcmc import build_kernel
-
     from blackjax.smc.base import SMCState
+    from blackjax.smc.from_mcmc import build_kernel
 
     hmc_kernel = blackjax.hmc.build_kernel()
     step_fn = build_kernel(hmc_kernel, blackjax.hmc.init, resampling.systematic)
-    R = orders.shape[0]
     dtype = flat.flat0.dtype
     step0 = jnp.asarray(1.0 / flat.dim**0.25, dtype=dtype)
 
@@ -927,8 +997,8 @@ def _data_tempered_smc(flat, orders, key, *, n, num_particles, num_mcmc_steps, n
     def one(order, key):
         k_init, k_loop = jax.random.split(key)
         rank = jnp.zeros(n, jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
-        x0 = flat.sample_prior(k_init, num_particles)
-        w0 = jnp.full((num_particles,), 1.0 / num_particles, dtype)
+        x0 = constrain(flat.sample_prior(k_init, num_particles))
+        w0 = constrain(jnp.full((num_particles,), 1.0 / num_particles, dtype))
         state = SMCState(x0, w0, {})
         cov0 = _weighted_cov(x0, w0)
 
@@ -943,6 +1013,7 @@ def _data_tempered_smc(flat, orders, key, *, n, num_particles, num_mcmc_steps, n
             new = factory((rank <= k).astype(dtype))
             state, info = step_fn(sub, state, num_mcmc_steps, _mcmc_params(cov, step_size, num_leapfrog), old,
                                   lambda x: new(x) - old(x))
+            state = state._replace(particles=constrain(state.particles), weights=constrain(state.weights))
             acc = jnp.mean(info.update_info.acceptance_rate)
             inc = info.log_likelihood_increment
             out = (inc, _ess(state.weights), acc, step_size)
@@ -954,7 +1025,7 @@ def _data_tempered_smc(flat, orders, key, *, n, num_particles, num_mcmc_steps, n
         )
         return terms, log_z, ess, acc, steps
 
-    return jax.vmap(one)(orders, jax.random.split(key, R))
+    return one(order, key)
 
 
 # ---------------------------------------------------------------------------------------------
