@@ -47,6 +47,13 @@ class BatchedSamples:
 
     ``devices`` is the number of devices holding the draws (more than 1 when the B axis was
     sharded); it is read from the arrays' shardings, not from the request.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from genbayes.batched import BatchedSamples
+        >>> b = BatchedSamples({"p": jnp.zeros((4, 50))}, {}, jnp.ones((4, 6)))
+        >>> b.num_replicates, b.num_samples, b["p"].shape
+        (4, 50, (4, 50))
     """
 
     samples: dict
@@ -108,6 +115,11 @@ def run(
     **kwargs,
 ) -> BatchedSamples:
     r"""Run NUTS on ``reweight(model, weights=weights[b])`` for every row b, as one program.
+
+    Row b targets :math:`\pi_b(\theta) \propto \pi(\theta) \prod_i p(x_i \mid \theta)^{w_{bi}}`
+    (the weighted likelihood of Bissiri, Holmes & Walker 2016; Bayesian-bootstrap rows give the
+    weighted likelihood bootstrap of Newton & Raftery 1994), drawn with NumPyro's NUTS
+    (Hoffman & Gelman 2014) vmapped over b.
 
     Args:
         model: a NumPyro model; its observed sites are reweighted.
@@ -260,9 +272,11 @@ def _build_program(potential_gen, postprocess_gen, rebuild, settings):
 
 
 def posterior_samples(model, weights, *args, num_warmup=500, num_samples=500, rng_key, **kwargs):
-    """Draws from the B weighted posteriors: dict site -> array ``(B, num_samples, ...)``.
+    r"""Draws from the B weighted posteriors: dict site -> array ``(B, num_samples, ...)``.
 
-    A shortcut for ``run(...).samples``; all options of :func:`run` are accepted.
+    A shortcut for ``run(...).samples``; all options of :func:`run` are accepted. Each row of
+    ``weights`` gives the weighted posterior :math:`\pi_w(\theta) \propto \pi(\theta) \prod_i
+    p(x_i \mid \theta)^{w_i}` (Bissiri, Holmes & Walker 2016), drawn by NUTS (Hoffman & Gelman 2014).
 
     Example:
         >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist, genbayes as gb
