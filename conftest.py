@@ -1,0 +1,41 @@
+"""Session-wide settings for the test suite (tests/ and the doctests in genbayes/).
+
+Most of the suite's time is XLA compiling small sampler programs, not running them. Two settings
+cut it without touching any test's sizes or tolerances:
+
+- ``--xla_backend_optimization_level=0`` (appended to ``XLA_FLAGS`` unless one is already
+  given): XLA's CPU backend skips LLVM's expensive optimisations. Measured on
+  tests/test_batched.py + tests/test_cv.py on 2 cores: 173 s -> 127 s. The programs still
+  compute the same functions (rounding may differ in the last bits, as with any change of
+  fusion), and every test must pass as it is. Subprocesses started by tests inherit it.
+- pytest-xdist (``-n auto --dist loadgroup`` in pyproject.toml), because compilation is
+  single-threaded: two workers on 2 cores took the same files to 93 s. Tests that share a
+  module- or session-scoped fixture are put in one ``xdist_group`` so the fixture is built once.
+"""
+
+import os
+
+_FLAG = "--xla_backend_optimization_level"
+if _FLAG not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" {_FLAG}=0").strip()
+
+import pytest  # noqa: E402
+
+
+def pytest_xdist_auto_num_workers(config):
+    # compile-bound and ~2 GB per worker: at most 4, however many CPUs
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        for name in info.names_closure:
+            defs = info.name2fixturedefs.get(name, ())
+            # our own fixtures that outlive one test (demo run, NUTS references, ...): keep their users together
+            shared = [d for d in defs if d.scope in ("module", "session") and "tests" in str(d.baseid or "")]
+            if shared:
+                item.add_marker(pytest.mark.xdist_group(f"{shared[0].baseid}::{name}"))
+                break
