@@ -41,10 +41,10 @@ def test_weighted_posterior_matches_nuts_on_reweighted_model(case):
         jax.random.poisson(kw[1], 1.0, (n,)).astype(jnp.float32),
         (jax.random.uniform(kw[2], (n,)) > 0.3).astype(jnp.float32),
     ])
-    res = gb.batched.run(fam.model, W, *data, num_warmup=400, num_samples=1000, rng_key=KEY, progress=False)
+    res = gb.batched.run(fam.model, W, *data, num_warmup=400, num_samples=2000, rng_key=KEY, progress=False)
     for b in range(W.shape[0]):
         marg = first_marginal(fam.posterior(*data, weights=np.asarray(W[b], dtype=float)), site)
-        draws = np.asarray(res.samples[site][b]).reshape(1000, -1)[:, 0]
+        draws = np.asarray(res.samples[site][b]).reshape(2000, -1)[:, 0]
         ess = effective_sample_size(draws)
         assert ess >= 300, f"replicate {b}: ESS {ess:.0f} too low for the check"
         mean, sd = float(marg.mean), float(jnp.sqrt(marg.variance))
