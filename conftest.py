@@ -59,3 +59,21 @@ def pytest_collection_finish(session):
             "install the test extra's pinned pytest.",
             stacklevel=1,
         )
+
+
+@pytest.fixture(autouse=True)
+def _float64_stays_inside_its_test():
+    """Fail a test that leaves float64 switched on: every later test on that worker would run in it.
+
+    (Found this way: genbayes._config.x64 inside ``with jax.enable_x64(True)`` used to leak it, which
+    made a float32 doctest's result depend on which tests its worker had run before.)
+    """
+    import jax
+
+    before = jax.config.jax_enable_x64
+    yield
+    after = jax.config.jax_enable_x64
+    if after != before:
+        jax.config.update("jax_enable_x64", before)
+        pytest.fail(f"this test changed jax_enable_x64 from {before} to {after} and did not restore it; enable "
+                    "float64 inside the test (`with jax.enable_x64(True):` or the `x64` fixture)", pytrace=False)

@@ -14,9 +14,8 @@ def x64():
     Identity checks (evidence against the chain rule, S_CV sums) need float64 to be meaningful
     at 1e-9; arrays created inside the block are float64.
     """
-    prev = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
+    # JAX's own scoped setting, not a global update restored by hand: read inside an enclosing
+    # ``with jax.enable_x64(True)``, the global flag looks True, and "restoring" it leaked float64
+    # into everything run afterwards
+    with jax.enable_x64(True):
         yield
-    finally:
-        jax.config.update("jax_enable_x64", prev)

@@ -182,13 +182,10 @@ def run(
     model, args = family_as_argument(model, args)
     dyn, rebuild, arg_key = split_args(args, kwargs)
     settings = (num_warmup, num_samples, target_accept_prob, dense_mass, max_tree_depth, shard, len(devices))
-    # one initial point (for the first weight vector), shared by all chains
-    info = initialize_model(key_init, _weighted(model, sites), init_strategy=init_strategy, dynamic_args=True,
-                            model_args=(weights[0], *args), model_kwargs=kwargs)
-    init_z = info.param_info.z
+    strategy = _strategy_key(init_strategy)
     program, reused = _PROGRAMS.get(
-        None if arg_key is None else (model, _as_site_set(sites), arg_key, settings),
-        lambda: _build_program(info.potential_fn, info.postprocess_fn, rebuild, settings),
+        None if arg_key is None or strategy is None else (model, _as_site_set(sites), strategy, arg_key, settings),
+        lambda: _build_program(model, sites, init_strategy, rebuild, settings),
     )
     what = "running (compiled program reused)" if reused else "compiling and running"
     if progress:
@@ -196,10 +193,15 @@ def run(
         print(f"genbayes.batched: {what} {B} NUTS posteriors {where} "
               f"({num_warmup} warm-up + {num_samples} draws each)...", flush=True)
     t0 = time.perf_counter()
-    samples, diag = program(weights, keys, init_z, dyn)
-    samples, diag = jax.block_until_ready((samples, diag))
+    samples, diag, init_ok = jax.block_until_ready(program(weights, keys, key_init, dyn))
     if progress:
         print(f"genbayes.batched: done in {time.perf_counter() - t0:.1f} s", flush=True)
+    if not bool(init_ok):
+        raise RuntimeError(
+            "Cannot find valid initial parameters (the potential energy or its gradient is not finite at every "
+            f"point `init_strategy`={init_strategy!r} tried, for the first row of `weights`). Check the model's "
+            "support and data, or pass another init_strategy, e.g. numpyro.infer.init_to_median."
+        )
     ndiv = np.asarray(diag["num_divergent"])
     if np.any(ndiv > 0):
         warnings.warn(
@@ -224,15 +226,30 @@ def _weighted(model, sites):
     return weighted_model
 
 
-def _build_program(potential_gen, postprocess_gen, rebuild, settings):
-    """The jitted ``(weights, keys, init_z, dynamic_args) -> (samples, diagnostics)`` program.
+def _strategy_key(init_strategy):
+    """A hashable stand-in for an init strategy (part of the program's cache key), or None."""
+    k = init_strategy
+    if isinstance(k, partial):
+        k = (k.func, k.args, tuple(sorted(k.keywords.items())))
+    try:
+        hash(k)
+    except TypeError:  # e.g. init_to_value(values={...}): build the program afresh
+        return None
+    return k
 
-    ``potential_gen(w, *args, **kwargs)`` and ``postprocess_gen`` come from NumPyro's
-    ``initialize_model(..., dynamic_args=True)`` on the weighted model.
+
+def _build_program(model, sites, init_strategy, rebuild, settings):
+    """The jitted ``(weights, keys, key_init, dynamic_args) -> (samples, diagnostics, init_ok)`` program.
+
+    NumPyro's ``initialize_model(..., dynamic_args=True)`` on the weighted model is traced into
+    the program: it finds one initial point (for the first weight vector), shared by all chains,
+    and gives the potential-energy and postprocessing functions. Run eagerly instead, each of its
+    operations would compile on first use (several seconds per call on a CPU, and again for every
+    new model); inside, it is compiled once with the sampler and skipped entirely on reuse.
     """
     num_warmup, num_samples, target_accept_prob, dense_mass, max_tree_depth, shard, _ = settings
 
-    def one(w, key, init_z, dyn):
+    def one(potential_gen, postprocess_gen, w, key, init_z, dyn):
         a, kw = rebuild(dyn)
         init_kernel, sample_kernel = hmc(potential_fn=potential_gen(w, *a, **kw), algo="NUTS")
         state = init_kernel(init_z, num_warmup, target_accept_prob=target_accept_prob, dense_mass=dense_mass,
@@ -264,11 +281,21 @@ def _build_program(potential_gen, postprocess_gen, rebuild, settings):
         }
         return samples, diag
 
-    batched = jax.vmap(one, in_axes=(0, 0, None, None))
-    if not shard:
-        return jax.jit(batched)
-    # chains are independent: each device runs its own B/D of them, no communication
-    return shard_leading(batched, (0, 0, None, None), axis_name="replicate")
+    def program(weights, keys, key_init, dyn):
+        a, kw = rebuild(dyn)
+        info = initialize_model(key_init, _weighted(model, sites), init_strategy=init_strategy, dynamic_args=True,
+                                model_args=(weights[0], *a), model_kwargs=kw)
+        p = info.param_info
+        init_ok = jnp.isfinite(p.potential_energy) & jnp.all(
+            jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(p.z_grad)]))
+        batched = jax.vmap(partial(one, info.potential_fn, info.postprocess_fn), in_axes=(0, 0, None, None))
+        if shard:
+            # chains are independent: each device runs its own B/D of them, no communication
+            batched = shard_leading(batched, (0, 0, None, None), axis_name="replicate")
+        samples, diag = batched(weights, keys, p.z, dyn)
+        return samples, diag, init_ok
+
+    return jax.jit(program)
 
 
 def posterior_samples(model, weights, *args, num_warmup=500, num_samples=500, rng_key, **kwargs):

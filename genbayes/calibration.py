@@ -215,7 +215,7 @@ def _coverage(draws, logw, theta_hat, alpha, region):
         if region == "interval":
             lo = jax.vmap(lambda c: _weighted_quantile(c, wb, alpha / 2), in_axes=1)(x)
             hi = jax.vmap(lambda c: _weighted_quantile(c, wb, 1 - alpha / 2), in_axes=1)(x)
-            return jnp.mean((lo <= theta_hat) & (theta_hat <= hi))
+            return jnp.mean(((lo <= theta_hat) & (theta_hat <= hi)).astype(x.dtype))  # a bool mean is float32
         mu = wb @ x
         xc = x - mu
         cov = (xc * wb[:, None]).T @ xc + 1e-12 * jnp.eye(x.shape[1])

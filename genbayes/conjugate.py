@@ -41,6 +41,7 @@ __all__ = [
     "DirichletCategorical",
     "NormalGammaRegression",
     "is_conjugate",
+    "sequence_log_predictive",
 ]
 
 
@@ -558,9 +559,27 @@ def is_conjugate(obj) -> bool:
 def sequence_log_predictive(family: ConjugateFamily, *data, order=None):
     r"""One-step-ahead terms :math:`\log p(x_{\sigma(k)} \mid x_{\sigma(<k)})` for an ordering σ.
 
-    Their sum is the log evidence whatever the ordering (the chain rule of probability). Computed
-    with 0/1 weight masks, so all n terms are one vmapped program. ``order`` defaults to 0..n−1.
-    Returns the n terms in the order of σ.
+    Their sum is the log evidence whatever the ordering (the chain rule of probability):
+    :math:`\log p(x_{1:n}) = \sum_{k=1}^{n} \log p(x_{\sigma(k)} \mid x_{\sigma(<k)})`, the
+    prequential decomposition of Dawid (1984) that Fong & Holmes (2020) build the
+    cross-validation identity on. Computed with 0/1 weight masks, so all n terms are one vmapped
+    program.
+
+    Args:
+        family: a conjugate family.
+        *data: its data, as for ``family.log_evidence``.
+        order: a permutation σ of 0..n−1 (default: the identity).
+
+    Returns:
+        The n terms, in the order of σ.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from genbayes.conjugate import BetaBernoulli, sequence_log_predictive
+        >>> fam, x = BetaBernoulli(1.0, 1.0), jnp.array([1, 0, 1, 1])
+        >>> terms = sequence_log_predictive(fam, x, order=jnp.array([3, 1, 0, 2]))
+        >>> bool(jnp.allclose(jnp.sum(terms), fam.log_evidence(x)))
+        True
     """
     data = family._check_data(*data)
     n = jnp.shape(data[-1])[0]

@@ -1156,12 +1156,17 @@ def _append(path, obj):
 
 
 def _run_cli(args) -> int:
+    import contextlib
+
+    from ._config import x64
+
+    with x64() if args.x64 else contextlib.nullcontext():  # scoped: the command may run inside a process
+        return _run_cli_body(args)
+
+
+def _run_cli_body(args) -> int:
     import time
 
-    if args.x64:
-        import numpyro
-
-        numpyro.enable_x64(True)
     model, data = cli_model(args.model, args.n, args.seed)
     key = jax.random.PRNGKey(args.seed)
     results = []

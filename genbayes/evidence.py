@@ -192,9 +192,24 @@ def _check_int(value, name, minimum):
 
 
 def _trace(model, args, kwargs):
+    """The model's trace, for its structure only (site names, types, distributions, shapes).
+
+    Traced abstractly under :func:`jax.eval_shape`, so nothing is computed or compiled (running a
+    model eagerly compiles each of its operations on first use: seconds on a CPU). The values in
+    the returned trace are therefore abstract: use their shapes, never their values. A model that
+    needs concrete values (Python control flow on data) is traced eagerly instead.
+    """
     from numpyro.handlers import seed, trace
 
-    return trace(seed(model, jax.random.PRNGKey(0))).get_trace(*args, **kwargs)
+    def get():
+        return trace(seed(model, jax.random.PRNGKey(0))).get_trace(*args, **kwargs)
+
+    box = []
+    try:
+        jax.eval_shape(lambda: box.append(get()))
+    except jax.errors.JAXTypeError:  # concretisation / tracer-conversion errors
+        return get()
+    return box[0]
 
 
 def _observed_sites(model, args, kwargs):
@@ -559,6 +574,27 @@ def _ss_estimate(ladder, ll):
     return jnp.sum(logsumexp(lw, axis=1) - jnp.log(S))
 
 
+@partial(jax.jit, static_argnums=2)  # one program, not one eager compilation per operation
+def _ladder_estimates(lad, ll, num_batches):
+    """Both power-posterior estimators, their batch-means SEs and the per-rung importance ESS; ll is (K+1, S)."""
+    B, S = ll.shape
+    ti, ti_plain = _ti_estimate(lad, ll)
+    # batch means: the whole estimator on each of M contiguous blocks of every chain
+    blocks = ll.reshape(B, num_batches, S // num_batches).transpose(1, 0, 2)
+    ti_b = jax.vmap(lambda b: _ti_estimate(lad, b)[0])(blocks)
+    ss_b = jax.vmap(lambda b: _ss_estimate(lad, b))(blocks)
+    lw = jnp.diff(lad)[:, None] * ll[:-1]
+    w = jnp.exp(lw - logsumexp(lw, axis=1, keepdims=True))
+    return {
+        "thermodynamic": ti, "thermodynamic_uncorrected": ti_plain,
+        "thermodynamic_se": jnp.std(ti_b, ddof=1) / jnp.sqrt(num_batches),
+        "stepping_stone": _ss_estimate(lad, ll),
+        "stepping_stone_se": jnp.std(ss_b, ddof=1) / jnp.sqrt(num_batches),
+        "mean_log_likelihood": jnp.mean(ll, axis=1), "var_log_likelihood": jnp.var(ll, axis=1, ddof=1),
+        "rung_ess": 1.0 / jnp.sum(w**2, axis=1),
+    }
+
+
 def _power_posteriors(model, args, kwargs, rng_key, *, ladder=32, num_warmup=500, num_samples=1000,
                       num_batches=10, dense_mass=True, target_accept_prob=0.8, sites=None, progress=False, shard=None):
     ladder = check_ladder(ladder)
@@ -578,29 +614,17 @@ def _power_posteriors(model, args, kwargs, rng_key, *, ladder=32, num_warmup=500
         {sites} if isinstance(sites, str) else set(sites))
     ll_sites = {k: v for k, v in ll_sites.items() if k in names}
     ll = sum(jnp.sum(v.reshape(B, num_samples, -1), axis=-1) for v in ll_sites.values())  # (B, S)
-    lad = jnp.asarray(ladder, ll.dtype)
-    ti, ti_plain = _ti_estimate(lad, ll)
-    ss = _ss_estimate(lad, ll)
-    # batch means: the whole estimator on each of M contiguous blocks of every chain
-    blocks = ll.reshape(B, num_batches, num_samples // num_batches).transpose(1, 0, 2)
-    ti_b = jax.vmap(lambda b: _ti_estimate(lad, b)[0])(blocks)
-    ss_b = jax.vmap(lambda b: _ss_estimate(lad, b))(blocks)
-    ti_se = float(jnp.std(ti_b, ddof=1) / jnp.sqrt(num_batches))
-    ss_se = float(jnp.std(ss_b, ddof=1) / jnp.sqrt(num_batches))
-    db = jnp.diff(lad)
-    lw = db[:, None] * ll[:-1]
-    w = jnp.exp(lw - logsumexp(lw, axis=1, keepdims=True))
-    rung_ess = 1.0 / jnp.sum(w**2, axis=1)
+    est = {k: np.asarray(v) for k, v in _ladder_estimates(jnp.asarray(ladder, ll.dtype), ll, num_batches).items()}
     diag = {
         "ladder": np.asarray(ladder),
-        "mean_log_likelihood": np.asarray(jnp.mean(ll, axis=1)),
-        "var_log_likelihood": np.asarray(jnp.var(ll, axis=1, ddof=1)),
-        "rung_ess": np.asarray(rung_ess),
-        "thermodynamic": float(ti),
-        "thermodynamic_se": ti_se,
-        "thermodynamic_uncorrected": float(ti_plain),
-        "stepping_stone": float(ss),
-        "stepping_stone_se": ss_se,
+        "mean_log_likelihood": est["mean_log_likelihood"],
+        "var_log_likelihood": est["var_log_likelihood"],
+        "rung_ess": est["rung_ess"],
+        "thermodynamic": float(est["thermodynamic"]),
+        "thermodynamic_se": float(est["thermodynamic_se"]),
+        "thermodynamic_uncorrected": float(est["thermodynamic_uncorrected"]),
+        "stepping_stone": float(est["stepping_stone"]),
+        "stepping_stone_se": float(est["stepping_stone_se"]),
         "num_divergent": np.asarray(res.diagnostics["num_divergent"]),
         "mean_accept_prob": np.asarray(res.diagnostics["mean_accept_prob"]),
         "num_samples": num_samples,

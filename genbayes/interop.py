@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["batched_to_inference_data", "effective_sample_size", "psis_log_weights", "psis_khat_threshold", "loo", "lpo_to_elpd_data"]
+__all__ = ["batched_to_inference_data", "gibbs_to_inference_data", "effective_sample_size", "psis_log_weights", "psis_khat_threshold", "loo", "lpo_to_elpd_data"]
 
 
 def _arviz():
