@@ -143,6 +143,11 @@ def run(
         :class:`BatchedSamples`; divergent transitions are counted in its diagnostics and warned
         about.
 
+    Raises:
+        RuntimeError: when ``init_strategy`` finds no point with finite potential energy and
+            gradient (NumPyro's initialisation runs inside the compiled program, so this is
+            reported after the run, which is then discarded).
+
     Example:
         >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist, genbayes as gb
         >>> def model(x):

@@ -97,3 +97,16 @@ def test_bad_input_is_rejected_before_compiling():
         gb.batched.run(logistic, jnp.ones((2, 4)), X, y, **kw)
     with pytest.raises(ValueError, match="`sites` names"):
         gb.batched.run(logistic, jnp.ones((2, 5)), X, y, sites="nope", **kw)
+
+
+def test_no_valid_initial_point_is_an_error():
+    # initialisation runs inside the compiled program: its failure must still surface, not NaN draws
+    def model(x):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        with numpyro.plate("n", x.shape[0]):
+            numpyro.sample("y", dist.Normal(mu, 1.0), obs=x)
+        numpyro.factor("impossible", -jnp.inf)
+
+    with pytest.raises(RuntimeError, match="Cannot find valid initial parameters.*init_strategy"):
+        gb.batched.run(model, jnp.ones((2, 3)), jnp.zeros(3), num_warmup=5, num_samples=5,
+                       rng_key=jax.random.PRNGKey(0), progress=False)
