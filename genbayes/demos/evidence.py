@@ -46,8 +46,8 @@ def _section(outdir: Path, *, quick: bool, seed: int) -> Section:
     X, y = radiata_pine.design("density")
     fam = radiata_pine.prior()
     exact = float(fam.log_evidence(X, y))
-    ladder = {"ladder": 16 if quick else 32, "num_warmup": 300 if quick else 500,
-              "num_samples": 400 if quick else 1000}
+    ladder = {"ladder": 12 if quick else 32, "num_warmup": 200 if quick else 500,
+              "num_samples": 300 if quick else 1000}
     opts = {"smc": {"num_particles": 300 if quick else 1000, "num_runs": 4 if quick else 8},
             "thermodynamic": ladder, "stepping_stone": ladder}
     # Laplace and SMC are one compiled program each (~20 s apiece on 2 cores); the quick run shows
