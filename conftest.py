@@ -3,11 +3,11 @@
 Most of the suite's time is XLA compiling small sampler programs, not running them. Two settings
 cut it without touching any test's sizes or tolerances:
 
-- ``--xla_backend_optimization_level=0`` (appended to ``XLA_FLAGS`` unless one is already
-  given): XLA's CPU backend skips LLVM's expensive optimisations. Measured on
-  tests/test_batched.py + tests/test_cv.py on 2 cores: 173 s -> 127 s. The programs still
-  compute the same functions (rounding may differ in the last bits, as with any change of
-  fusion), and every test must pass as it is. Subprocesses started by tests inherit it.
+- ``genbayes.cli.FAST_COMPILE_FLAGS`` (appended to ``XLA_FLAGS``, each unless already given):
+  LLVM at -O0 and XLA's legacy CPU emitters. Measured on tests/test_batched.py +
+  tests/test_cv.py on 2 cores: 173 s -> 127 s from the first alone. The programs still compute
+  the same functions (rounding may differ in the last bits, as with any change of fusion), and
+  every test must pass as it is. Subprocesses started by tests inherit them.
 - pytest-xdist (``-n auto --dist loadgroup`` in pyproject.toml), because compilation is
   single-threaded: two workers on 2 cores took the same files to 93 s. Tests that share a
   module- or session-scoped fixture are put in one ``xdist_group`` so the fixture is built once
@@ -16,9 +16,9 @@ cut it without touching any test's sizes or tolerances:
 
 import os
 
-_FLAG = "--xla_backend_optimization_level"
-if _FLAG not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" {_FLAG}=0").strip()
+from genbayes.cli import fast_compile_xla_flags  # noqa: E402 - light: genbayes imports JAX lazily
+
+os.environ["XLA_FLAGS"] = fast_compile_xla_flags(os.environ.get("XLA_FLAGS", ""))
 
 import pytest  # noqa: E402
 

@@ -18,10 +18,38 @@ Every public name's docstring gives the formula, the reference and an example th
 doctest; ``mkdocs build --strict`` builds the API reference from them (``pip install -e ".[docs]"``).
 """
 
-from . import batched, conjugate, cv, evidence, fisher, infomax, losses, models, vcd
-from .calibration import Calibration, calibrate
-from .handlers import gibbs, reweight, tempered
-from .losses import Loss
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+# Submodules and names load on first use (PEP 562), so ``import genbayes`` and the ``genbayes``
+# command start in milliseconds rather than the ~4 s of importing JAX, NumPyro and Optax; the
+# ``genbayes demo`` parent process then never imports them at all (its workers do).
+_SUBMODULES = ("batched", "conjugate", "cv", "evidence", "fisher", "infomax", "interop", "losses", "models", "vcd")
+_NAMES = {"Calibration": "calibration", "calibrate": "calibration", "gibbs": "handlers", "reweight": "handlers",
+          "tempered": "handlers", "Loss": "losses"}
+
+if TYPE_CHECKING:  # pragma: no cover - static analysis and IDEs see the eager imports
+    from . import batched, conjugate, cv, evidence, fisher, infomax, interop, losses, models, vcd  # noqa: F401
+    from .calibration import Calibration, calibrate  # noqa: F401
+    from .handlers import gibbs, reweight, tempered  # noqa: F401
+    from .losses import Loss  # noqa: F401
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_SUBMODULES) | set(_NAMES))
+
 
 __version__ = "0.1.0"
 

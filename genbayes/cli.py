@@ -14,7 +14,31 @@ SUBCOMMAND_MODULES: list[str] = ["genbayes.cv", "genbayes.evidence"]
 
 # rough single-process cost of each section in quick mode (s, 2-core CPU, mostly JAX compilation):
 # the pool starts the longest first so two processes finish together
-_QUICK_COST = {"conjugate": 25, "evidence": 25, "gibbs": 15, "infomax": 15, "vcd": 12, "cv": 2}
+_QUICK_COST = {"evidence": 20, "conjugate": 13, "gibbs": 11, "infomax": 10, "vcd": 7, "cv": 3}
+
+
+# XLA CPU options that trade run-time speed for compile time; each is added unless XLA_FLAGS sets it.
+# A quick demo (and the test suite) is mostly XLA compiling small programs. CPU seconds of the six quick
+# demo sections, each alone in a process on 2 cores: level 0 alone 99 (44 of them compiling); legacy
+# emitters alone 87; both 65 (20 compiling).
+FAST_COMPILE_FLAGS = {
+    # LLVM at -O0: compiles faster, runs slower (NUTS on the evidence ladder: 3.4 s -> 7.0 s)
+    "--xla_backend_optimization_level": "0",
+    # XLA's legacy elemental IR emitters instead of the MLIR fusion emitters: about half the cost of
+    # compiling one small eager operation (62 -> 32 ms)
+    "--xla_cpu_use_fusion_emitters": "false",
+}
+
+
+def fast_compile_xla_flags(current: str = "") -> str:
+    """``current`` (an ``XLA_FLAGS`` value) with every :data:`FAST_COMPILE_FLAGS` option it does not set.
+
+    Example:
+        >>> fast_compile_xla_flags("--xla_backend_optimization_level=2")
+        '--xla_backend_optimization_level=2 --xla_cpu_use_fusion_emitters=false'
+    """
+    extra = [f"{k}={v}" for k, v in FAST_COMPILE_FLAGS.items() if k not in current]
+    return " ".join([current.strip(), *extra]).strip()
 
 
 def _run_section(name: str, out: str, quick: bool, seed: int):
@@ -53,15 +77,12 @@ def _demo(args) -> int:
         return 2
     out.mkdir(parents=True, exist_ok=True)
     jobs = min(args.jobs or os.cpu_count() or 1, len(names))
-    flag = "--xla_backend_optimization_level"
-    if args.quick and jobs > 1 and flag not in os.environ.get("XLA_FLAGS", ""):
-        # a quick run is mostly XLA compiling small programs: skipping LLVM's expensive passes
-        # helps (one paired run on 2 cores: 64 s against 72 s at XLA's default level 2); set before
-        # the workers start, which inherit it (this process computes nothing)
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" {flag}=0").strip()
+    if args.quick and jobs > 1:
+        # set before the workers start, which inherit it (this process computes nothing)
+        os.environ["XLA_FLAGS"] = fast_compile_xla_flags(os.environ.get("XLA_FLAGS", ""))
     print(f"genbayes demo ({'quick' if args.quick else 'full'}, seed {args.seed}, {len(names)} sections, "
           f"{jobs} process{'es' if jobs > 1 else ''}) -> {out.resolve()}")
-    print("Most of the first minute is JAX compiling each section's sampler; results print as sections finish.",
+    print("Most of the time goes to JAX compiling each section's sampler; results print as sections finish.",
           flush=True)
     t_all = time.perf_counter()
     done: dict[str, object] = {}
@@ -95,10 +116,14 @@ def _demo(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(subcommands: bool = True) -> argparse.ArgumentParser:
     """The ``genbayes`` argument parser: ``demo`` plus the subcommands of ``SUBCOMMAND_MODULES``.
 
     Each module in ``SUBCOMMAND_MODULES`` contributes its subcommand through ``add_cli(subparsers)``.
+
+    Args:
+        subcommands: also add those modules' subcommands. Importing them imports JAX (~3 s); ``main``
+            skips them for ``genbayes demo``, whose parent process only waits for its workers.
 
     Returns:
         argparse.ArgumentParser.
@@ -122,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--jobs", type=int, default=None, metavar="N",
                       help="sections run in N processes at once (default: the number of CPUs)")
     demo.set_defaults(func=_demo)
-    for modname in SUBCOMMAND_MODULES:
+    for modname in SUBCOMMAND_MODULES if subcommands else ():
         importlib.import_module(modname).add_cli(sub)
     return parser
 
@@ -136,7 +161,8 @@ def main(argv=None) -> int:
     Returns:
         int: the exit code (0 on success; 1 when a demo check failed; 2 for a usage error).
     """
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(subcommands=argv[:1] != ["demo"])
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

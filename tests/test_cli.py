@@ -32,3 +32,34 @@ def test_bad_jobs_is_an_error(tmp_path, capsys):
 def test_no_command_prints_help(capsys):
     assert main([]) == 0
     assert "usage: genbayes" in capsys.readouterr().out
+
+
+def test_import_and_demo_parser_do_not_load_jax():
+    # genbayes loads its submodules on first use (PEP 562): `import genbayes` and the `genbayes demo`
+    # parent process stay free of JAX, while every public name still resolves
+    code = (
+        "import sys, genbayes, genbayes.cli as c; c.build_parser(subcommands=False); "
+        "print(sorted(m for m in ('jax', 'numpyro', 'optax') if m in sys.modules)); "
+        "print(all(getattr(genbayes, n) is not None for n in genbayes.__all__)); "
+        "print('jax' in sys.modules, set(genbayes.__all__) <= set(dir(genbayes)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:3] == ["[]", "True", "True True"]
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    import genbayes
+
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        genbayes.nope  # noqa: B018
+
+
+def test_fast_compile_flags_keep_what_the_user_set():
+    from genbayes.cli import FAST_COMPILE_FLAGS, fast_compile_xla_flags
+
+    assert fast_compile_xla_flags("") == " ".join(f"{k}={v}" for k, v in FAST_COMPILE_FLAGS.items())
+    user = "--xla_force_host_platform_device_count=4 --xla_cpu_use_fusion_emitters=true"
+    out = fast_compile_xla_flags(user)
+    assert out.startswith(user) and out.count("--xla_cpu_use_fusion_emitters") == 1
+    assert "--xla_backend_optimization_level=0" in out

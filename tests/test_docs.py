@@ -51,6 +51,7 @@ NO_REFERENCE = {
     "genbayes.evidence.add_cli",
     "genbayes.cli.build_parser",
     "genbayes.cli.main",
+    "genbayes.cli.fast_compile_xla_flags",
     "genbayes.report.write_report",
     "genbayes.demos.Section",
     "genbayes.demos.image_path",

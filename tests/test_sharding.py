@@ -32,6 +32,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from genbayes.cli import fast_compile_xla_flags
+
 SCRIPT = textwrap.dedent(
     """
     import json, sys, warnings
@@ -94,7 +96,9 @@ SCRIPT = textwrap.dedent(
 
 
 def _start(num_devices):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}", JAX_PLATFORMS="cpu")
+    # the suite's compile-time flags (conftest.py), with the device count replacing any inherited one
+    flags = fast_compile_xla_flags(f"--xla_force_host_platform_device_count={num_devices}")
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     env.pop("JAX_ENABLE_X64", None)
     return subprocess.Popen([sys.executable, "-c", SCRIPT, str(num_devices)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
