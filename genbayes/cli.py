@@ -18,11 +18,12 @@ _QUICK_COST = {"evidence": 20, "conjugate": 13, "gibbs": 11, "infomax": 10, "vcd
 
 
 # XLA CPU options that trade run-time speed for compile time; each is added unless XLA_FLAGS sets it.
-# A quick demo (and the test suite) is mostly XLA compiling small programs. CPU seconds of the six quick
+# The demo (and the test suite) is mostly XLA compiling small programs. CPU seconds of the six quick
 # demo sections, each alone in a process on 2 cores: level 0 alone 99 (44 of them compiling); legacy
-# emitters alone 87; both 65 (20 compiling).
+# emitters alone 87; both 65 (20 compiling). The full demo, 2 processes: XLA's defaults 190 s wall,
+# legacy emitters 147 s, both 120 s.
 FAST_COMPILE_FLAGS = {
-    # LLVM at -O0: compiles faster, runs slower (NUTS on the evidence ladder: 3.4 s -> 7.0 s)
+    # LLVM at -O0: compiles faster, runs slower (the evidence ladder's NUTS program: 3.1 s -> 7.0 s)
     "--xla_backend_optimization_level": "0",
     # XLA's legacy elemental IR emitters instead of the MLIR fusion emitters: about half the cost of
     # compiling one small eager operation (62 -> 32 ms)
@@ -77,9 +78,9 @@ def _demo(args) -> int:
         return 2
     out.mkdir(parents=True, exist_ok=True)
     jobs = min(args.jobs or os.cpu_count() or 1, len(names))
-    if args.quick and jobs > 1:
-        # set before the workers start, which inherit it (this process computes nothing)
-        os.environ["XLA_FLAGS"] = fast_compile_xla_flags(os.environ.get("XLA_FLAGS", ""))
+    # before any section runs: the workers inherit it, and with --jobs 1 the sections run in this
+    # process, whose JAX has computed nothing yet (XLA reads the flags when its CPU backend starts)
+    os.environ["XLA_FLAGS"] = fast_compile_xla_flags(os.environ.get("XLA_FLAGS", ""))
     print(f"genbayes demo ({'quick' if args.quick else 'full'}, seed {args.seed}, {len(names)} sections, "
           f"{jobs} process{'es' if jobs > 1 else ''}) -> {out.resolve()}")
     print("Most of the time goes to JAX compiling each section's sampler; results print as sections finish.",
