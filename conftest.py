@@ -16,7 +16,7 @@ cut it without touching any test's sizes or tolerances:
 
 import os
 
-from genbayes.cli import fast_compile_xla_flags  # noqa: E402 - light: genbayes imports JAX lazily
+from genbayes.cli import fast_compile_xla_flags  # light: genbayes imports JAX lazily
 
 os.environ["XLA_FLAGS"] = fast_compile_xla_flags(os.environ.get("XLA_FLAGS", ""))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,19 @@ def fast_compile_xla_flags(current: str = "") -> str:
     return " ".join([current.strip(), *extra]).strip()
 
 
+def _cpu_only() -> bool:
+    """Whether JAX will run on the CPU: ``JAX_PLATFORMS=cpu``, or no GPU/TPU plugin installed.
+
+    Where an accelerator may run the demo, its programs are left at XLA's default optimisation.
+    """
+    import importlib.metadata
+
+    if os.environ.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
+        return True
+    names = ((d.metadata["Name"] or "").lower().replace("_", "-") for d in importlib.metadata.distributions())
+    return not any(n.startswith(("jax-cuda", "jax-rocm", "libtpu")) for n in names)
+
+
 def _run_section(name: str, out: str, quick: bool, seed: int):
     """Run one demo section (in a worker process); a failure becomes a failed Section, not a crash."""
     import traceback
@@ -62,7 +76,6 @@ def _run_section(name: str, out: str, quick: bool, seed: int):
 def _demo(args) -> int:
     import concurrent.futures as cf
     import multiprocessing as mp
-    import os
 
     from .demos import SECTIONS
     from .report import write_report
@@ -78,9 +91,10 @@ def _demo(args) -> int:
         return 2
     out.mkdir(parents=True, exist_ok=True)
     jobs = min(args.jobs or os.cpu_count() or 1, len(names))
-    # before any section runs: the workers inherit it, and with --jobs 1 the sections run in this
-    # process, whose JAX has computed nothing yet (XLA reads the flags when its CPU backend starts)
-    os.environ["XLA_FLAGS"] = fast_compile_xla_flags(os.environ.get("XLA_FLAGS", ""))
+    if _cpu_only():
+        # before any section runs: the workers inherit it, and with --jobs 1 the sections run in this
+        # process, where (run as the `genbayes` command) JAX has not started its backend yet
+        os.environ["XLA_FLAGS"] = fast_compile_xla_flags(os.environ.get("XLA_FLAGS", ""))
     print(f"genbayes demo ({'quick' if args.quick else 'full'}, seed {args.seed}, {len(names)} sections, "
           f"{jobs} process{'es' if jobs > 1 else ''}) -> {out.resolve()}")
     print("Most of the time goes to JAX compiling each section's sampler; results print as sections finish.",

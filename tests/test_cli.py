@@ -63,3 +63,21 @@ def test_fast_compile_flags_keep_what_the_user_set():
     out = fast_compile_xla_flags(user)
     assert out.startswith(user) and out.count("--xla_cpu_use_fusion_emitters") == 1
     assert "--xla_backend_optimization_level=0" in out
+
+
+def test_fast_compile_flags_only_where_jax_runs_on_the_cpu(monkeypatch):
+    import importlib.metadata
+
+    from genbayes import cli
+
+    class Dist:
+        def __init__(self, name):
+            self.metadata = {"Name": name}
+
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda: [Dist("jax"), Dist("numpyro")])
+    assert cli._cpu_only()
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda: [Dist("jax"), Dist("jax_cuda12_plugin")])
+    assert not cli._cpu_only()
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    assert cli._cpu_only()
