@@ -744,6 +744,23 @@ _OPTIONS = {
 _OPTIONS["stepping_stone"] = _OPTIONS["thermodynamic"]
 
 
+def _check_not_options(model, kwargs, method):
+    """A method setting passed as a model keyword (``ladder=12``) fails deep inside NumPyro; name the fix."""
+    import inspect
+
+    try:
+        params = inspect.signature(model).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    misplaced = sorted(k for k in kwargs if k in _OPTIONS[method] and k not in params)
+    if misplaced:
+        shown = ", ".join(f"{k!r}: {kwargs[k]!r}" for k in misplaced)
+        what = f"{misplaced[0]!r} is a setting" if len(misplaced) == 1 else f"{misplaced} are settings"
+        raise TypeError(f"{what} of method={method!r}, not a model argument: pass options={{{shown}}}.")
+
+
 def log_evidence(model, *args, method: str, rng_key=None, options: dict | None = None, **kwargs) -> Evidence:
     r"""Estimate the log marginal likelihood :math:`\log p(x) = \log\int p(x\mid\theta)\pi(\theta)\,d\theta`.
 
@@ -810,6 +827,7 @@ def log_evidence(model, *args, method: str, rng_key=None, options: dict | None =
         raise TypeError(f"Unknown option(s) {sorted(unknown)} for method={method!r}; "
                         f"valid options are {sorted(_OPTIONS[method])}.")
     family, np_model = _resolve(model)
+    _check_not_options(np_model, kwargs, method)
     t0 = time.perf_counter()
     if method == "exact":
         if family is None:

@@ -194,6 +194,24 @@ def test_bad_input():
         log_evidence(_model, jnp.array([0.0, jnp.nan]), method="laplace", rng_key=key)
 
 
+def test_method_setting_passed_as_model_keyword_names_the_fix():
+    key = jax.random.PRNGKey(0)
+    fam = gb.conjugate.NormalKnownVariance(0.0, 1.0, 1.0)
+    with pytest.raises(TypeError, match=r"'ladder' is a setting of method='thermodynamic'.*options=\{'ladder': 12\}"):
+        log_evidence(fam, jnp.zeros(3), method="thermodynamic", rng_key=key, ladder=12)
+    with pytest.raises(TypeError, match=r"\['num_particles', 'num_runs'\] are settings of method='smc'"):
+        log_evidence(_model, jnp.zeros(3), method="smc", rng_key=key, num_runs=2, num_particles=50)
+
+    def model_with_ladder(y, ladder=0):  # a model argument of the same name is the model's
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        with numpyro.plate("n", y.shape[0]):
+            numpyro.sample("y", dist.Normal(mu + ladder, 1.0), obs=y)
+
+    ev = log_evidence(model_with_ladder, jnp.zeros(3), method="laplace", rng_key=key, ladder=1.0)
+    exact = gb.conjugate.NormalKnownVariance(0.0, 1.0, 1.0).log_evidence(-jnp.ones(3))
+    assert abs(ev.log_z - float(exact)) < 1e-3
+
+
 def test_nested_optional(x64):
     if not evidence.nested_available():
         with pytest.raises(ImportError, match="jaxns<3"):
