@@ -32,14 +32,33 @@ FAST_COMPILE_FLAGS = {
 }
 
 
+# XLA aborts the process on a flag it does not know ("Unknown flag in XLA_FLAGS"), and the emitter
+# switch is recent: it is added only with the jaxlib releases (major, minor) it was checked on
+_CHECKED_ON = {"--xla_cpu_use_fusion_emitters": {(0, 10)}}
+
+
+def _jaxlib_release() -> tuple[int, ...]:
+    import importlib.metadata
+    import re
+
+    try:
+        return tuple(int(x) for x in re.findall(r"\d+", importlib.metadata.version("jaxlib"))[:2])
+    except importlib.metadata.PackageNotFoundError:
+        return ()
+
+
 def fast_compile_xla_flags(current: str = "") -> str:
     """``current`` (an ``XLA_FLAGS`` value) with every :data:`FAST_COMPILE_FLAGS` option it does not set.
 
+    A flag that only some jaxlib releases know is added only on those (an unknown flag would abort).
+
     Example:
-        >>> fast_compile_xla_flags("--xla_backend_optimization_level=2")
+        >>> fast_compile_xla_flags("--xla_backend_optimization_level=2")  # with jaxlib 0.10
         '--xla_backend_optimization_level=2 --xla_cpu_use_fusion_emitters=false'
     """
-    extra = [f"{k}={v}" for k, v in FAST_COMPILE_FLAGS.items() if k not in current]
+    release = _jaxlib_release()
+    extra = [f"{k}={v}" for k, v in FAST_COMPILE_FLAGS.items()
+             if k not in current and (k not in _CHECKED_ON or release in _CHECKED_ON[k])]
     return " ".join([current.strip(), *extra]).strip()
 
 

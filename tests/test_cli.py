@@ -65,6 +65,16 @@ def test_fast_compile_flags_keep_what_the_user_set():
     assert "--xla_backend_optimization_level=0" in out
 
 
+def test_fast_compile_flags_skip_an_unchecked_jaxlib(monkeypatch):
+    # XLA aborts on a flag it does not know, so a jaxlib the emitter switch was not checked on gets only -O0
+    from genbayes import cli
+
+    monkeypatch.setattr(cli, "_jaxlib_release", lambda: (0, 99))
+    assert cli.fast_compile_xla_flags("") == "--xla_backend_optimization_level=0"
+    monkeypatch.setattr(cli, "_jaxlib_release", lambda: (0, 10))
+    assert "--xla_cpu_use_fusion_emitters=false" in cli.fast_compile_xla_flags("")
+
+
 def test_fast_compile_flags_only_where_jax_runs_on_the_cpu(monkeypatch):
     import importlib.metadata
 
