@@ -53,8 +53,8 @@ def fast_compile_xla_flags(current: str = "") -> str:
     A flag that only some jaxlib releases know is added only on those (an unknown flag would abort).
 
     Example:
-        >>> fast_compile_xla_flags("--xla_backend_optimization_level=2")  # with jaxlib 0.10
-        '--xla_backend_optimization_level=2 --xla_cpu_use_fusion_emitters=false'
+        >>> fast_compile_xla_flags("--xla_cpu_use_fusion_emitters=true")  # a flag already set wins
+        '--xla_cpu_use_fusion_emitters=true --xla_backend_optimization_level=0'
     """
     release = _jaxlib_release()
     extra = [f"{k}={v}" for k, v in FAST_COMPILE_FLAGS.items()
