@@ -614,17 +614,11 @@ def _power_posteriors(model, args, kwargs, rng_key, *, ladder=32, num_warmup=500
         {sites} if isinstance(sites, str) else set(sites))
     ll_sites = {k: v for k, v in ll_sites.items() if k in names}
     ll = sum(jnp.sum(v.reshape(B, num_samples, -1), axis=-1) for v in ll_sites.values())  # (B, S)
-    est = {k: np.asarray(v) for k, v in _ladder_estimates(jnp.asarray(ladder, ll.dtype), ll, num_batches).items()}
+    est = _ladder_estimates(jnp.asarray(ladder, ll.dtype), ll, num_batches)
     diag = {
         "ladder": np.asarray(ladder),
-        "mean_log_likelihood": est["mean_log_likelihood"],
-        "var_log_likelihood": est["var_log_likelihood"],
-        "rung_ess": est["rung_ess"],
-        "thermodynamic": float(est["thermodynamic"]),
-        "thermodynamic_se": float(est["thermodynamic_se"]),
-        "thermodynamic_uncorrected": float(est["thermodynamic_uncorrected"]),
-        "stepping_stone": float(est["stepping_stone"]),
-        "stepping_stone_se": float(est["stepping_stone_se"]),
+        # per-rung arrays as NumPy, the estimators and their SEs as floats
+        **{k: np.asarray(v) if jnp.ndim(v) else float(v) for k, v in est.items()},
         "num_divergent": np.asarray(res.diagnostics["num_divergent"]),
         "mean_accept_prob": np.asarray(res.diagnostics["mean_accept_prob"]),
         "num_samples": num_samples,
