@@ -41,10 +41,9 @@ def write_report(out: Path, sections, *, quick: bool, seed: int) -> list[Path]:
     body = []
     for s in sections:
         cols = list(s.table)
-        fmt = lambda v: f"{v:.6g}" if isinstance(v, float) else str(v)  # noqa: E731
         head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
         rows = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in r) + "</tr>"
+            "<tr>" + "".join(f"<td>{html.escape(s.cell(v))}</td>" for v in r) + "</tr>"
             for r in zip(*[s.table[c] for c in cols])
         )
         imgs = "".join(

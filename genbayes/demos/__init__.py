@@ -33,6 +33,10 @@ class Section:
         |---|---|
         | 1 | 0.5 |
         | 2 | 0.25 |
+        >>> print(Section("Demo", "", {"|error|": [0.5]}).table_markdown())
+        | \\|error\\| |
+        |---|
+        | 0.5 |
     """
 
     title: str
@@ -41,18 +45,22 @@ class Section:
     images: tuple = ()
     ok: bool = True
 
+    @staticmethod
+    def cell(v) -> str:
+        """One table cell as text: floats to 6 significant digits, anything else by ``str``."""
+        return f"{v:.6g}" if isinstance(v, float) else str(v)
+
     def table_markdown(self) -> str:
         cols = list(self.table)
         rows = list(zip(*[self.table[c] for c in cols]))
-        fmt = lambda v: f"{v:.6g}" if isinstance(v, float) else str(v)  # noqa: E731
-        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        # a literal "|" (as in the column "|error|/SE") would split a cell: escape it
+        fmt = lambda v: self.cell(v).replace("|", "\\|")  # noqa: E731
+        lines = ["| " + " | ".join(fmt(c) for c in cols) + " |", "|" + "---|" * len(cols)]
         lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
         return "\n".join(lines)
 
     def table_text(self) -> str:
-        cols = list(self.table)
-        fmt = lambda v: f"{v:.6g}" if isinstance(v, float) else str(v)  # noqa: E731
-        cells = [[c] + [fmt(v) for v in self.table[c]] for c in cols]
+        cells = [[c] + [self.cell(v) for v in self.table[c]] for c in self.table]
         widths = [max(len(x) for x in col) for col in cells]
         out = []
         for i in range(len(cells[0])):
