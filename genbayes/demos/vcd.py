@@ -201,7 +201,7 @@ def section(outdir: Path, *, quick: bool, seed: int) -> Section:
 
     names = ("gaussian",) if quick else toy2d.NAMES
     steps = 1500 if quick else 3000
-    rows = []  # one dict per row; a cell a row does not have is shown as "–"
+    rows = []  # one dict per row; a cell a row does not have is shown as "-", as in the other sections
     lam = np.linalg.inv(np.asarray(toy2d.GAUSSIAN_COV))
     theory = {"elbo": float(1 / np.sqrt(lam[0, 0])), "vcd": float(np.sqrt(np.sqrt(1 / lam[0, 0])))}
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 4), squeeze=False)
@@ -235,5 +235,5 @@ def section(outdir: Path, *, quick: bool, seed: int) -> Section:
                  "from the ELBO fit): held-out log predictive density in nats over the test set (higher is better) "
                  "and the mean absolute error of the 31 posterior SDs against NUTS.")
     cols = list(dict.fromkeys(k for row in rows for k in row))
-    table = {c: [row.get(c, "–") for row in rows] for c in cols}
+    table = {c: [row.get(c, "-") for row in rows] for c in cols}
     return Section(title="VCD: variational inference improved by MCMC", text=text, table=table, images=(png,), ok=ok)
