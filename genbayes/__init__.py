@@ -3,6 +3,7 @@
 The public API (see the README and DESIGN.md):
 
 - :func:`reweight`, :func:`tempered`: the weighted-likelihood core handlers;
+- :mod:`genbayes.units`: observation units (what every tool weights, holds out and bootstraps);
 - :func:`gibbs`, :class:`Loss`, :mod:`genbayes.losses`, :mod:`genbayes.fisher`, :func:`calibrate`:
   Gibbs (loss-based) posteriors and their learning rates;
 - :mod:`genbayes.conjugate`: exact conjugate families;
@@ -26,12 +27,12 @@ from typing import TYPE_CHECKING
 # Submodules and names load on first use (PEP 562), so ``import genbayes`` and the ``genbayes``
 # command start in milliseconds rather than the ~4 s of importing JAX, NumPyro and Optax; the
 # ``genbayes demo`` parent process then never imports them at all (its workers do).
-_SUBMODULES = ("batched", "conjugate", "cv", "evidence", "fisher", "infomax", "interop", "losses", "models", "vcd")
+_SUBMODULES = ("batched", "conjugate", "cv", "evidence", "fisher", "infomax", "interop", "losses", "models", "units", "vcd")
 _NAMES = {"Calibration": "calibration", "calibrate": "calibration", "gibbs": "handlers", "reweight": "handlers",
           "tempered": "handlers", "Loss": "losses"}
 
 if TYPE_CHECKING:  # pragma: no cover - static analysis and IDEs see the eager imports
-    from . import batched, conjugate, cv, evidence, fisher, infomax, interop, losses, models, vcd  # noqa: F401
+    from . import batched, conjugate, cv, evidence, fisher, infomax, interop, losses, models, units, vcd  # noqa: F401
     from .calibration import Calibration, calibrate  # noqa: F401
     from .handlers import gibbs, reweight, tempered  # noqa: F401
     from .losses import Loss  # noqa: F401
@@ -56,6 +57,7 @@ __version__ = "0.1.0"
 __all__ = [
     "reweight",
     "tempered",
+    "units",
     "gibbs",
     "Loss",
     "losses",

@@ -68,6 +68,13 @@ class reweight(Messenger):
             reweights every observed site except ``numpyro.factor`` sites (which are not
             observations; name one explicitly to reweight it). Latent sites and priors are
             never touched.
+        units: a :class:`genbayes.units.Units` (from :func:`genbayes.units.find`): ``weights``
+            are then one per observation *unit*, shape ``(num_units,)`` (or a scalar), and each
+            entry of an observed site takes its unit's weight (0 for entries in no unit, e.g.
+            masked ones; fixed sites keep weight 1). This is how every genbayes tool weights data.
+            With enumerated discrete latents the weight must act on the unit's *marginal*
+            likelihood: evaluate the density with :func:`genbayes.units.log_density`, not
+            NumPyro's enumerated ``log_density`` (which weights each joint term before summing).
 
     Raises:
         ValueError: for negative or non-finite weights (when concrete), weights whose shape
@@ -92,7 +99,24 @@ class reweight(Messenger):
     distributions", JRSS B 78(5).
     """
 
-    def __init__(self, fn=None, *, weights, sites=None):
+    def __init__(self, fn=None, *, weights, sites=None, units=None):
+        from .units import Units
+
+        if units is not None:
+            if not isinstance(units, Units):
+                raise TypeError(
+                    f"`units` must be a gb.units.Units (from gb.units.find(model, *args, units=...)), got "
+                    f"{type(units).__name__}; resolve a plate name or group ids with gb.units.find first."
+                )
+            if sites is not None or isinstance(weights, Mapping):
+                raise ValueError("With `units`, pass one weight per unit (shape (num_units,)), not `sites` or a dict.")
+            if is_concrete(weights) and np.ndim(weights) not in (0, 1) or (
+                    np.ndim(weights) == 1 and np.shape(weights)[0] != units.num_units):
+                raise ValueError(
+                    f"`weights` must have shape ({units.num_units},), one per unit of {units!r}, or be a scalar; "
+                    f"got shape {tuple(np.shape(weights))}."
+                )
+        self.units = units
         if isinstance(weights, Mapping):
             if sites is not None:
                 raise ValueError("Pass either `weights` as a dict of site -> weights, or `sites`, not both.")
@@ -144,7 +168,18 @@ class reweight(Messenger):
             return
         if self.sites is not None and msg["name"] not in self.sites:
             return
-        w = self.weights[msg["name"]] if isinstance(self.weights, dict) else self.weights
+        if self.units is not None:
+            if msg["name"] in self.units.fixed:
+                return
+            if msg["name"] not in self.units.index:
+                raise ValueError(
+                    f"Observed site {msg['name']!r} is not in `units` {self.units!r}; build the units from the same "
+                    "model and arguments (gb.units.find)."
+                )
+            w = jnp.broadcast_to(jnp.asarray(self.weights), (self.units.num_units,))
+            w = self.units.element_weights(w, msg["name"])
+        else:
+            w = self.weights[msg["name"]] if isinstance(self.weights, dict) else self.weights
         w = jnp.asarray(w)
         value = msg["value"]
         event_dim = msg["fn"].event_dim
