@@ -105,6 +105,7 @@ def run(
     num_warmup: int = 500,
     num_samples: int = 500,
     rng_key,
+    units=None,
     sites=None,
     target_accept_prob: float = 0.8,
     dense_mass: bool = False,
@@ -122,14 +123,21 @@ def run(
     (Hoffman & Gelman 2014) vmapped over b.
 
     Args:
-        model: a NumPyro model; its observed sites are reweighted.
-        weights: array of shape ``(B, n)`` (or ``(B, *batch_shape)`` of the observed sites), finite
-            and ``>= 0``; row b gives the weights of posterior b.
+        model: a NumPyro model; its observed sites are reweighted. Discrete latent sites marked
+            for enumeration (``config_enumerate``) are summed out, and each weight acts on its
+            unit's marginal likelihood (:func:`genbayes.units.log_density`).
+        weights: array of shape ``(B, U)``, one weight per observation unit (finite, ``>= 0``);
+            row b gives the weights of posterior b. With ``sites=`` instead, per-entry weights of
+            shape ``(B, *batch_shape)`` of the named sites (the low-level form).
         *args, **kwargs: the model's arguments (as for ``MCMC.run``), shared by all B posteriors.
         num_warmup, num_samples: NUTS warm-up (adaptation) and kept iterations per posterior.
         rng_key: a JAX PRNG key; replicate b uses ``jax.random.split(rng_key, B)[b]``, so the
             same key gives the same draws, sharded or not.
-        sites: observed sites to reweight (default: all), as in :class:`genbayes.reweight`.
+        units: the observation units (:mod:`genbayes.units`): ``None`` for the default (the
+            outermost plate of the observed sites), a plate name, group ids, or a
+            :class:`genbayes.units.Units`.
+        sites: observed sites to reweight entry by entry instead of by unit (as in
+            :class:`genbayes.reweight`); not together with ``units``.
         target_accept_prob, dense_mass, max_tree_depth: NUTS settings (as in ``numpyro.infer.NUTS``).
         init_strategy: NumPyro init strategy; one initial point is found (for the first weight
             vector) and shared by all chains.
@@ -179,6 +187,19 @@ def run(
         raise ValueError(f"`target_accept_prob` must lie in (0, 1), got {target_accept_prob!r}.")
     weights = jnp.asarray(weights, dtype=jnp.result_type(float))
     B = weights.shape[0]
+    if sites is not None and units is not None:
+        raise ValueError("Pass either `units` (one weight per observation unit) or `sites` (per-entry weights), not both.")
+    if sites is None:
+        from .units import find
+
+        fmodel, fargs = family_as_argument(model, args)
+        units = find(fmodel, *fargs, units=units, **kwargs)
+        if tuple(weights.shape[1:]) != (units.num_units,):
+            raise ValueError(
+                f"`weights` must have shape (B, {units.num_units}): one weight per observation unit of the model "
+                f"({units!r}), got shape {tuple(weights.shape)}. Declare other units with `units=` "
+                "(see genbayes.units), or weight entries of named sites with `sites=`."
+            )
 
     key_init, key_run = jax.random.split(rng_key)
     keys = jax.random.split(key_run, B)
@@ -189,8 +210,9 @@ def run(
     settings = (num_warmup, num_samples, target_accept_prob, dense_mass, max_tree_depth, shard, len(devices))
     strategy = _strategy_key(init_strategy)
     program, reused = _PROGRAMS.get(
-        None if arg_key is None or strategy is None else (model, _as_site_set(sites), strategy, arg_key, settings),
-        lambda: _build_program(model, sites, init_strategy, rebuild, settings),
+        None if arg_key is None or strategy is None else
+        (model, _as_site_set(sites), None if units is None else units.key, strategy, arg_key, settings),
+        lambda: _build_program(model, sites, units, init_strategy, rebuild, settings),
     )
     what = "running (compiled program reused)" if reused else "compiling and running"
     if progress:
@@ -223,9 +245,9 @@ def run(
 _PROGRAMS = ProgramCache(maxsize=16)
 
 
-def _weighted(model, sites):
+def _weighted(model, sites, units=None):
     def weighted_model(w, *a, **kw):
-        with reweight(weights=w, sites=sites):
+        with reweight(weights=w, sites=sites, units=units):
             return model(*a, **kw)
 
     return weighted_model
@@ -243,12 +265,14 @@ def _strategy_key(init_strategy):
     return k
 
 
-def _build_program(model, sites, init_strategy, rebuild, settings):
+def _build_program(model, sites, units, init_strategy, rebuild, settings):
     """The jitted ``(weights, keys, key_init, dynamic_args) -> (samples, diagnostics, init_ok)`` program.
 
     NumPyro's ``initialize_model(..., dynamic_args=True)`` on the weighted model is traced into
     the program: it finds one initial point (for the first weight vector), shared by all chains,
-    and gives the potential-energy and postprocessing functions. Run eagerly instead, each of its
+    and gives the potential-energy and postprocessing functions (for enumerated models the
+    potential is :func:`genbayes.units.potential_energy`, whose weights act on each unit's marginal
+    likelihood, instead of NumPyro's). Run eagerly instead, each of its
     operations would compile on first use (several seconds per call on a CPU, and again for every
     new model); inside, it is compiled once with the sampler and skipped entirely on reuse.
     """
@@ -288,12 +312,21 @@ def _build_program(model, sites, init_strategy, rebuild, settings):
 
     def program(weights, keys, key_init, dyn):
         a, kw = rebuild(dyn)
-        info = initialize_model(key_init, _weighted(model, sites), init_strategy=init_strategy, dynamic_args=True,
+        weighted = _weighted(model, sites, units)
+        info = initialize_model(key_init, weighted, init_strategy=init_strategy, dynamic_args=True,
                                 model_args=(weights[0], *a), model_kwargs=kw)
         p = info.param_info
+        potential_gen = info.potential_fn
+        if units is not None and units.enumerated:
+            from .units import _enum_model, potential_energy
+
+            enum_model = _enum_model(weighted, (weights[0], *a), kw)
+
+            def potential_gen(w, *a_, **kw_):
+                return partial(potential_energy, enum_model, (w, *a_), kw_, enumerated=True)
         init_ok = jnp.isfinite(p.potential_energy) & jnp.all(
             jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(p.z_grad)]))
-        batched = jax.vmap(partial(one, info.potential_fn, info.postprocess_fn), in_axes=(0, 0, None, None))
+        batched = jax.vmap(partial(one, potential_gen, info.postprocess_fn), in_axes=(0, 0, None, None))
         if shard:
             # chains are independent: each device runs its own B/D of them, no communication
             batched = shard_leading(batched, (0, 0, None, None), axis_name="replicate")

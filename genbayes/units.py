@@ -149,10 +149,30 @@ class Units:
 # --------------------------------------------------------------------------------------------
 
 
-def _trace(model, args, kwargs):
+def _trace(model, args, kwargs, concrete=False):
+    """The model's trace; abstract (under ``jax.eval_shape``: nothing compiled) unless ``concrete``."""
     from numpyro.handlers import seed, trace
 
-    return trace(seed(model, jax.random.PRNGKey(0))).get_trace(*args, **kwargs)
+    def get():
+        return trace(seed(model, jax.random.PRNGKey(0))).get_trace(*args, **kwargs)
+
+    if concrete:
+        return get()
+    box = []
+    try:
+        jax.eval_shape(lambda: box.append(get()))
+    except jax.errors.JAXTypeError:  # a model that needs concrete values
+        return get()
+    return box[0]
+
+
+def _has_array_mask(fn):
+    d = fn
+    while isinstance(d, (dist.ExpandedDistribution, dist.MaskedDistribution)):
+        if isinstance(d, dist.MaskedDistribution) and not isinstance(d._mask, bool):
+            return True
+        d = d.base_dist
+    return False
 
 
 def _batch_shape(msg):
@@ -330,7 +350,10 @@ def find(model, *args, units=None, mask=None, **kwargs) -> Units:
                 raise ValueError(f"Observed site {k!r} lies in a subsampled plate; group units need the full data "
                                  "(remove subsample_size).")
             index[k] = np.broadcast_to(g, shapes[k])
-    # masks: the model's own (obs_mask, handlers.mask) and the user's
+    # masks: the model's own (obs_mask, handlers.mask) and the user's; mask values need a concrete run
+    if any(_has_array_mask(obs[k]["fn"]) for k in index):
+        ctr = _trace(model, args, kwargs, concrete=True)
+        obs = {k: ctr[k] for k in obs}
     for k in index:
         if any(p in subsampled for p in plates[k]):
             continue

@@ -93,7 +93,7 @@ def test_bad_input_is_rejected_before_compiling():
         gb.batched.run(logistic, jnp.ones((2, 5)), X, y, num_warmup=5, num_samples=0, rng_key=key)
     with pytest.raises(ValueError, match="rng_key"):
         gb.batched.run(logistic, jnp.ones((2, 5)), X, y, num_warmup=5, num_samples=5, rng_key=None)
-    with pytest.raises(ValueError, match=r"`weights` of shape \(4,\)"):
+    with pytest.raises(ValueError, match=r"shape \(B, 5\): one weight per observation unit"):
         gb.batched.run(logistic, jnp.ones((2, 4)), X, y, **kw)
     with pytest.raises(ValueError, match="`sites` names"):
         gb.batched.run(logistic, jnp.ones((2, 5)), X, y, sites="nope", **kw)
