@@ -90,6 +90,8 @@ class Units:
         >>> u = gb.units.find(model, jnp.zeros(4), units=jnp.array([0, 0, 1, 1]))
         >>> u.num_units, u.kind, u.labels.tolist()
         (2, 'groups', [0, 1])
+
+    Reference: Vehtari, Gelman & Gabry (2017) for units as groups (leave-one-group-out).
     """
 
     num_units: int
@@ -546,6 +548,8 @@ def potential_energy(model, args, kwargs, params, *, enumerated=False):
         >>> model = lambda: numpyro.sample("s", dist.HalfNormal(1.0))
         >>> round(float(gb.units.potential_energy(model, (), {}, {"s": 0.0})), 4)   # -log(2 phi(1)) - 0
         0.7258
+
+    Reference: Hoffman & Gelman (2014) for the potential of NUTS; Bissiri, Holmes & Walker (2016).
     """
     from numpyro.infer.util import _unconstrain_params, log_density as np_log_density
 
@@ -581,6 +585,8 @@ def log_likelihood(model, samples, *args, units, batch_ndims=1, **kwargs):
         >>> ll = gb.units.log_likelihood(model, {"mu": jnp.zeros(2)}, x, units=[0, 0, 1])
         >>> ll.shape, bool(jnp.allclose(ll[0, 1], dist.Normal(0, 1).log_prob(2.0)))
         ((2, 2), True)
+
+    Reference: Vehtari, Gelman & Gabry (2017): the pointwise (per-unit) log-likelihood of PSIS-LOO.
     """
     from .handlers import reweight
 

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = {
     "genbayes": ["genbayes"],
     "handlers": ["genbayes.handlers"],
+    "units": ["genbayes.units"],
     "conjugate": ["genbayes.conjugate"],
     "batched": ["genbayes.batched"],
     "losses": ["genbayes.losses"],
