@@ -1,0 +1,1 @@
+"""A zoo of ordinary NumPyro models (the kinds in NumPyro's own examples) for the "model x tool" tests."""
