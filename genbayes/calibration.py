@@ -15,8 +15,22 @@ The Gibbs posterior :math:`\pi_w(\theta \mid x) \propto \exp(-w \sum_i \ell(\the
 The model is an ordinary NumPyro model whose observed sites carry a :class:`genbayes.losses.Loss`
 (or that is wrapped in :class:`genbayes.gibbs`), written at learning rate 1: the returned rate is
 the absolute w, to be applied with ``gb.gibbs(..., learning_rate=w)``, ``gb.tempered`` or
-``numpyro.handlers.scale``. All observed sites must be in one plate over the n observations,
-without subsampling. Use float64 (``numpyro.enable_x64()``) for accurate minimisers.
+``numpyro.handlers.scale``. Use float64 (``numpyro.enable_x64()``) for accurate minimisers.
+
+**Units.** Every method works on the observation units of :mod:`genbayes.units` (``units=``;
+default: the elements of the outermost plate of the observed sites), not on single entries:
+:math:`\ell_u` sums the loss over unit u's entries (several observed sites of different sizes,
+a multivariate observation, a group of observations), masked entries take no part, and n is
+the number of units. The bootstraps of gpc resample units (declared groups give the cluster
+bootstrap), LLB's I is the covariance of per-unit scores (the cluster-robust sandwich, Liang &
+Zeger 1986), SafeBayes predicts unit t+1 from units 1..t. Subsampled plates are refused.
+
+**Hierarchical models.** Latent sites *local* to the units (found by tracing: inside the unit
+plate, inside the outermost plate of an observed site, or — for group units — in a plate of size
+U; e.g. ``theta_j`` of eight schools, or the ``y_unobserved`` that ``obs_mask`` imputes) have a
+dimension that grows with the units, so no sandwich exists for them: ``llb`` refuses such models
+with a ValueError naming the sites, and ``gpc`` (which does not need LLB) calibrates the coverage
+of the *global* parameters, its bootstrap posteriors integrating the local ones.
 """
 
 from __future__ import annotations
@@ -35,7 +49,7 @@ from numpyro.infer.util import constrain_fn, initialize_model
 
 from . import batched
 from ._validation import check_args_finite, is_concrete
-from .fisher import _observed_sites, _per_obs_from_trace, _trace, sandwich
+from .fisher import _observed_sites, _trace, sandwich
 
 __all__ = ["calibrate", "Calibration", "loss_minimizer", "METHODS"]
 
@@ -107,41 +121,75 @@ class Calibration:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _model_info(model, args, kwargs, rng_key):
-    """Trace once: observed site names, n, latent names; check scales and shapes before compiling."""
+def _model_info(model, args, kwargs, rng_key, units=None):
+    """Trace once: observed sites in units, the :class:`genbayes.units.Units`, latent and local latent sites.
+
+    Checks scales, discrete latents and subsampling before compiling anything.
+    """
+    from .units import Units, find
+
     tr = _trace(model, args, kwargs, {}, rng_key=rng_key)
     names = _observed_sites(tr, None)
-    ns = set()
     for name in names:
-        site = tr[name]
-        scale = site["scale"]
+        scale = tr[name]["scale"]
         if scale is not None and is_concrete(scale) and not np.allclose(np.asarray(scale), 1.0):
             raise ValueError(
                 f"Observed site {name!r} already carries a scale (learning rate or subsampling factor); "
                 "calibrate needs the model at learning rate 1 and without subsampling. Remove the scale "
                 "(e.g. gb.gibbs(..., learning_rate=1.0))."
             )
-        shape = tuple(jnp.shape(site["fn"].log_prob(site["value"])))
-        if not shape:
-            raise ValueError(f"Observed site {name!r} is not in a plate over the observations.")
-        ns.add(shape[0])
-    if len(ns) != 1:
-        raise ValueError(f"All observed sites must share the number of observations n, got {sorted(ns)}.")
+    discrete = [k for k, s in tr.items() if s["type"] == "sample" and not s["is_observed"]
+                and getattr(s["fn"].support, "is_discrete", False)]
+    if discrete:
+        raise ValueError(
+            f"calibrate cannot handle the discrete latent site(s) {discrete}: its loss minimiser, sandwich and NUTS "
+            "runs need continuous latent variables. Marginalise them by hand (e.g. a MixtureSameFamily "
+            "observation) and calibrate that model."
+        )
+    U = units if isinstance(units, Units) else find(model, *args, units=units, **kwargs)
+    if U.subsampled:
+        raise ValueError(f"calibrate needs the full data, but plate(s) {list(U.subsampled)} are subsampled "
+                         "(remove subsample_size).")
     latent = [k for k, s in tr.items() if s["type"] == "sample" and not s["is_observed"]]
-    return names, ns.pop(), latent, tr
+    return list(U.index), U, latent, _local_latents(tr, U), tr
 
 
-def _loss_vector(model, args, kwargs, names):
-    """params dict -> per-observation loss (n,) (unscaled: the loss at learning rate 1)."""
+def _local_latents(tr, U):
+    r"""Latent sites that belong to units (random effects, imputed values), found by tracing.
+
+    A latent site is *local* when it lies in the plate whose elements are the units, in the
+    outermost plate of an observed site in a unit (a latent per observation), or — for group
+    units — in a plate of size U (a latent per group): its dimension grows with the number of
+    units, so the information about it does not.
+    """
+    plates = set()
+    if U.plate is not None:
+        plates.add(U.plate)
+    for k in U.index:
+        if U.plates[k]:
+            plates.add(U.plates[k][0])
+    local = []
+    for k, s in tr.items():
+        if s["type"] != "sample" or s["is_observed"]:
+            continue
+        frames = s["cond_indep_stack"]
+        if any(f.name in plates for f in frames) or (U.kind == "groups" and any(f.size == U.num_units for f in frames)):
+            local.append(k)
+    return local
+
+
+def _loss_vector(model, args, kwargs, U):
+    """params dict -> per-unit loss (U,) (unscaled: the loss at learning rate 1, summed over each unit's entries)."""
+    from .fisher import _per_unit_from_trace
 
     def f(params):
-        return -_per_obs_from_trace(_trace(model, args, kwargs, params), names)
+        return -_per_unit_from_trace(_trace(model, args, kwargs, params), U)
 
     return f
 
 
-def loss_minimizer(model, *args, rng_key, num_steps: int = 1000, step_size: float = 0.1, **kwargs) -> dict:
-    r"""The empirical-risk minimiser :math:`\hat\theta = \arg\min_\theta \sum_i \ell(\theta, x_i)` (prior ignored).
+def loss_minimizer(model, *args, rng_key, num_steps: int = 1000, step_size: float = 0.1, units=None, **kwargs) -> dict:
+    r"""The empirical-risk minimiser :math:`\hat\theta = \arg\min_\theta \sum_u \ell_u(\theta)` (prior ignored).
 
     Adam (Optax) with a cosine-decayed step size on the mean loss, in NumPyro's unconstrained
     space, one compiled ``lax.scan``; it tolerates the kinks of absolute/check/hinge losses (the
@@ -156,6 +204,9 @@ def loss_minimizer(model, *args, rng_key, num_steps: int = 1000, step_size: floa
         rng_key: PRNG key (for the initial point).
         num_steps: Adam iterations.
         step_size: initial Adam step size.
+        units: observation units (:mod:`genbayes.units`; default: the outermost plate of the
+            observed sites); :math:`\ell_u` sums the loss over unit u's entries, masked entries
+            take no part.
         **kwargs: the model's keyword arguments.
 
     Returns:
@@ -173,10 +224,10 @@ def loss_minimizer(model, *args, rng_key, num_steps: int = 1000, step_size: floa
         >>> round(float(th["mu"]), 2)                         # the median
         1.0
     """
-    names, n, latent, _ = _model_info(model, args, kwargs, rng_key)
+    names, U, latent, _, _ = _model_info(model, args, kwargs, rng_key, units)
     info = initialize_model(rng_key, model, model_args=args, model_kwargs=kwargs, init_strategy=init_to_uniform(radius=2.0))
     z0 = info.param_info.z
-    risk = _loss_vector(model, args, kwargs, names)
+    risk = _loss_vector(model, args, kwargs, U)
 
     def objective(z):
         return jnp.mean(risk(constrain_fn(model, args, kwargs, z)))
@@ -250,22 +301,47 @@ def _pos_float(value, name):
 # ----------------------------------------------------------------------------- methods
 
 
-def _llb(model, args, kwargs, *, rng_key, theta_hat, bandwidth, progress, **opt):
+def _local_error(local, U):
+    what = f"plate {U.plate!r}" if U.plate is not None else "the declared groups"
+    return ValueError(
+        f"calibrate(method='llb') cannot calibrate this model: latent site(s) {local} are local to the observation "
+        f"units ({U.num_units} units by {what}; e.g. random effects or imputed missing values). LLB matches the Gibbs "
+        "posterior to the sandwich J^-1 I J^-1 / n of the loss minimiser (Lyddon, Holmes & Walker 2019), which is "
+        "defined for global parameters, whose information grows with the number of units; the dimension of a local "
+        "latent grows with the units, so its sandwich does not exist (I is singular). Use method='gpc' "
+        "(Syring & Martin 2019), which calibrates coverage by a bootstrap over units and handles local latents."
+    )
+
+
+def _llb(model, args, kwargs, *, rng_key, theta_hat, bandwidth, progress, units=None, **opt):
     del progress
-    names, n, latent, _ = _model_info(model, args, kwargs, rng_key)
+    names, U, latent, local, _ = _model_info(model, args, kwargs, rng_key, units)
+    if local:
+        raise _local_error(local, U)
     if theta_hat is None:
-        theta_hat = loss_minimizer(model, *args, rng_key=rng_key, **opt, **kwargs)
+        theta_hat = loss_minimizer(model, *args, rng_key=rng_key, units=U, **opt, **kwargs)
     elif opt:
         raise TypeError(f"calibrate(method='llb') got unexpected keyword(s) {sorted(opt)}.")
-    s = sandwich(model, theta_hat, *args, bandwidth=bandwidth, **kwargs)
+    D = sum(int(np.size(theta_hat[k])) for k in latent)
+    if U.num_units <= D:
+        raise ValueError(f"calibrate(method='llb') needs more observation units than parameters to estimate the "
+                         f"score covariance I, got {U.num_units} units for {D} parameters ({U!r}).")
+    s = sandwich(model, theta_hat, *args, bandwidth=bandwidth, units=U, **kwargs)
     w = float(s.llb_learning_rate)
     if not (math.isfinite(w) and w > 0):
         raise FloatingPointError(
             f"LLB gave a learning rate of {w}: tr(J) = {float(jnp.trace(s.J)):.3g}, tr(I) = {float(jnp.trace(s.I)):.3g}. "
             "A non-smooth loss needs `smooth = False` (or pass `bandwidth=`)."
         )
-    diag = {"theta_hat": theta_hat, "n": n, "I": np.asarray(s.I), "J": np.asarray(s.J), "bandwidths": s.bandwidths}
+    diag = {"theta_hat": theta_hat, "n": U.num_units, "units": U, "I": np.asarray(s.I), "J": np.asarray(s.J),
+            "bandwidths": s.bandwidths}
     return w, diag
+
+
+def _bootstrap_counts(key, B, n):
+    """B multinomial bootstrap counts over n units, shape (B, n) (each row sums to n): Efron (1979) over units."""
+    idx = jax.random.randint(key, (B, n), 0, n)
+    return jax.vmap(lambda i: jnp.bincount(i, length=n))(idx).astype(jnp.result_type(float))
 
 
 def _draws_matrix(samples, params):
@@ -293,6 +369,7 @@ def _gpc(
     region="interval",
     params=None,
     ess_threshold=0.5,
+    units=None,
     **nuts_kw,
 ):
     from scipy.stats import chi2
@@ -311,23 +388,48 @@ def _gpc(
         # a quarter of the coverage estimate's binomial standard error: stopping at one SE accepts
         # points systematically off-target (seen in tests), the tighter stop lets the SA steps average
         tol = 0.25 * math.sqrt(alpha * (1 - alpha) / B)
-    names, n, latent, _ = _model_info(model, args, kwargs, rng_key)
-    params = latent if params is None else ([params] if isinstance(params, str) else list(params))
+    names, U, latent, local, _ = _model_info(model, args, kwargs, rng_key, units)
+    n = U.num_units
+    glob = [k for k in latent if k not in local]
+    if params is None:
+        params = glob or latent
+    else:
+        params = [params] if isinstance(params, str) else list(params)
     bad = sorted(set(params) - set(latent))
     if bad:
         raise ValueError(f"`params` names {bad}, which are not latent sites; latent sites: {latent}.")
+    if init is not None:
+        _pos_float(init, "init")
     key_min, key_boot, key_run = jax.random.split(rng_key, 3)
     if theta_hat is None:
-        theta_hat = loss_minimizer(model, *args, rng_key=key_min, **kwargs)
+        if local:
+            # no loss minimiser for the global parameters when local latents are free (the loss of
+            # eight schools does not involve mu or tau): use the full-data posterior mean at w = 1
+            full = batched.run(model, jnp.ones((1, n)), *args, units=U, num_warmup=num_warmup, num_samples=num_samples,
+                               rng_key=key_min, progress=False, **nuts_kw, **kwargs)
+            theta_hat = {k: jnp.mean(full.samples[k][0], axis=0) for k in latent}
+        else:
+            theta_hat = loss_minimizer(model, *args, rng_key=key_min, units=U, **kwargs)
+    missing = sorted(set(params) - set(theta_hat))
+    if missing:
+        raise ValueError(f"`theta_hat` lacks the site(s) {missing} whose coverage is targeted (`params`).")
     th = jnp.concatenate([jnp.ravel(jnp.asarray(theta_hat[k])) for k in params])
     D = th.shape[0]
+    init_source = "user"
     if init is None:
-        init = _llb(model, args, kwargs, rng_key=key_min, theta_hat=theta_hat, bandwidth="auto", progress=False)[0]
-    _pos_float(init, "init")
-    # fixed bootstrap resamples (common random numbers across iterations): multinomial counts
-    idx = jax.random.randint(key_boot, (B, n), 0, n)
-    counts = jax.vmap(lambda i: jnp.bincount(i, length=n))(idx).astype(jnp.result_type(float))
-    loss_vec = _loss_vector(model, args, kwargs, names)
+        init, init_source = 1.0, "fallback: local latents, no LLB" if local else "fallback: LLB failed"
+        if not local:
+            try:
+                init = _llb(model, args, kwargs, rng_key=key_min, theta_hat=theta_hat, bandwidth="auto", progress=False,
+                            units=U)[0]
+                init_source = "llb"
+            except (FloatingPointError, ValueError) as e:
+                warnings.warn(f"gpc: LLB could not give a starting rate ({e}); starting from w = 1.",
+                              RuntimeWarning, stacklevel=3)
+    # fixed bootstrap resamples of the UNITS (common random numbers across iterations): multinomial
+    # counts; with group units this is the cluster bootstrap
+    counts = _bootstrap_counts(key_boot, B, n)
+    loss_vec = _loss_vector(model, args, kwargs, U)
 
     @jax.jit
     def boot_loss(samples):
@@ -357,7 +459,7 @@ def _gpc(
             source, ndiv = "importance", 0
         else:
             res = batched.run(
-                model, w * counts, *args, num_warmup=num_warmup, num_samples=num_samples,
+                model, w * counts, *args, units=U, num_warmup=num_warmup, num_samples=num_samples,
                 rng_key=jax.random.fold_in(key_run, t), progress=False, **nuts_kw, **kwargs,
             )
             draws = _draws_matrix(res.samples, params)
@@ -387,29 +489,40 @@ def _gpc(
         )
     if sum(path["num_divergent"]):
         warnings.warn(f"gpc: {sum(path['num_divergent'])} divergent NUTS transitions; see diagnostics['path'].", RuntimeWarning, stacklevel=3)
-    diag = {"theta_hat": theta_hat, "n": n, "path": path, "converged": converged, "B": B, "alpha": alpha, "tol": tol, "region": region, "params": params}
+    diag = {"theta_hat": theta_hat, "n": n, "path": path, "converged": converged, "B": B, "alpha": alpha, "tol": tol,
+            "region": region, "params": params, "init": float(init), "init_source": init_source, "units": U,
+            "counts": np.asarray(counts), "local": local}
     return float(w_final), diag
 
 
-def _log_normalizers(tr, names):
-    """Per-observation w -> sum of log Z(w) over the Loss sites, or None if some loss lacks one."""
+def _log_normalizers(tr, U):
+    """w -> per-unit sum of log Z(w) over the entries of the Loss sites, shape (U,); None if some loss lacks one."""
     from .fisher import _find_loss
 
     parts = []
-    for name in names:
+    for name, idx in U.index.items():
         loss, _ = _find_loss(tr[name]["fn"])
         lz = getattr(getattr(loss, "loss_fn", None), "log_normalizer", None)
         if lz is None:
             return None
-        shape = tuple(jnp.shape(tr[name]["fn"].log_prob(tr[name]["value"])))[1:]
-        parts.append((lz, shape))
-    return lambda w: sum(jnp.sum(jnp.broadcast_to(lz(w), shape)) for lz, shape in parts)
+        parts.append((lz, U.shapes[name], np.broadcast_to(idx, U.shapes[name])))
+
+    def per_unit(w):
+        out = np.zeros(U.num_units)
+        for lz, shape, idx in parts:
+            v = np.broadcast_to(np.asarray(lz(w), dtype=float), shape)
+            np.add.at(out, idx[idx >= 0], v[idx >= 0])
+        return out
+
+    return per_unit
 
 
-def _safebayes(model, args, kwargs, *, rng_key, theta_hat, progress, grid=None, start=None, score="auto", num_warmup=200, num_samples=200, **nuts_kw):
-    names, n, latent, tr = _model_info(model, args, kwargs, rng_key)
+def _safebayes(model, args, kwargs, *, rng_key, theta_hat, progress, grid=None, start=None, score="auto", num_warmup=200,
+               num_samples=200, units=None, **nuts_kw):
+    names, U, latent, local, tr = _model_info(model, args, kwargs, rng_key, units)
+    n = U.num_units
     _check_choice(score, "score", ("auto", "log_loss", "loss"))
-    log_z = _log_normalizers(tr, names)
+    log_z = _log_normalizers(tr, U)
     if score == "log_loss" and log_z is None:
         raise ValueError("score='log_loss' needs every loss to have a closed-form `log_normalizer` (squared, absolute, check).")
     if score == "auto":
@@ -427,15 +540,15 @@ def _safebayes(model, args, kwargs, *, rng_key, theta_hat, progress, grid=None, 
     start = max(1, n // 4) if start is None else start
     _pos_int(start, "start")
     if start >= n:
-        raise ValueError(f"`start` must be < n = {n} (posteriors on x_1..x_t for t = start..n-1), got {start}.")
-    T = np.arange(start, n)  # posterior on the first t points predicts point t (0-based)
+        raise ValueError(f"`start` must be < n = {n} units (posteriors on units 1..t for t = start..n-1), got {start}.")
+    T = np.arange(start, n)  # posterior on the first t units predicts unit t (0-based), in the units' order
     K = grid.size
     prefix = (np.arange(n)[None, :] < T[:, None]).astype(float)  # (T, n)
     weights = jnp.asarray((grid[:, None, None] * prefix[None]).reshape(K * T.size, n))
     if progress:
         print(f"genbayes.calibrate(safebayes): {K} rates x {T.size} prefixes = {K * T.size} posteriors", flush=True)
-    res = batched.run(model, weights, *args, num_warmup=num_warmup, num_samples=num_samples, rng_key=rng_key, progress=progress, **nuts_kw, **kwargs)
-    loss_vec = _loss_vector(model, args, kwargs, names)
+    res = batched.run(model, weights, *args, units=U, num_warmup=num_warmup, num_samples=num_samples, rng_key=rng_key, progress=progress, **nuts_kw, **kwargs)
+    loss_vec = _loss_vector(model, args, kwargs, U)
     nxt = jnp.asarray(np.tile(T, K))
 
     @jax.jit
@@ -449,30 +562,33 @@ def _safebayes(model, args, kwargs, *, rng_key, theta_hat, progress, grid=None, 
     e = np.asarray(expected_next({k: res.samples[k] for k in latent})).reshape(K, T.size)
     if score == "log_loss":
         # R-log-loss of the normalised density exp(-w l)/Z(w) (Grunwald & van Ommen 2017, eq. 9)
-        e = grid[:, None] * e + np.array([float(log_z(w)) for w in grid])[:, None]
+        e = grid[:, None] * e + np.stack([log_z(w)[T] for w in grid])
     cum = e.sum(axis=1)
     if not np.all(np.isfinite(cum)):
         warnings.warn("safebayes: non-finite expected losses; see diagnostics['expected_loss'].", RuntimeWarning, stacklevel=3)
     k = int(np.nanargmin(cum))
-    diag = {"theta_hat": theta_hat, "n": n, "grid": grid, "cumulative_loss": cum, "expected_loss": e, "start": int(start), "score": score,
+    diag = {"theta_hat": theta_hat, "n": n, "units": U, "grid": grid, "cumulative_loss": cum, "expected_loss": e, "start": int(start), "score": score,
             "num_divergent": np.asarray(res.diagnostics["num_divergent"]).reshape(K, T.size)}
     return float(grid[k]), diag
 
 
-def calibrate(model, *args, method: str = "llb", rng_key, progress: bool = True, theta_hat=None, **kwargs) -> Calibration:
+def calibrate(model, *args, method: str = "llb", rng_key, progress: bool = True, theta_hat=None, units=None,
+              **kwargs) -> Calibration:
     r"""Choose the learning rate w of the Gibbs posterior :math:`\pi_w \propto e^{-w\sum_i \ell(\theta, x_i)}\pi(\theta)`.
 
     ``method="llb"`` (Lyddon, Holmes & Walker 2019, §3): :math:`w = \mathrm{tr}(J I^{-1} J^\top)/\mathrm{tr}(J)`
-    at the loss minimiser θ̂, with I the covariance of the per-observation loss gradients and J
-    the mean loss Hessian (scalar case :math:`J/I`; squared loss gives :math:`1/\sigma^2`, absolute
+    at the loss minimiser θ̂, with I the covariance of the per-unit loss gradients and J
+    the mean per-unit loss Hessian (scalar case :math:`J/I`; squared loss gives :math:`1/\sigma^2`, absolute
     loss :math:`2 f(\mathrm{median})`, check loss :math:`f(q_\tau)/(\tau(1-\tau))`). For losses whose
     second derivative is zero almost everywhere (absolute, check, hinge), J comes from the
     uniform-kernel smoothing of the loss in the prediction: a Powell (1991) kernel estimate of the
     residual density at 0 (see :mod:`genbayes.fisher`). Options: ``bandwidth`` ("auto", a float, a
-    dict or None), and ``num_steps``, ``step_size`` of :func:`loss_minimizer`.
+    dict or None), and ``num_steps``, ``step_size`` of :func:`loss_minimizer`. Defined for global
+    parameters only: a model with latent sites local to the units (random effects, imputed values)
+    is refused with a ValueError naming them and pointing to ``"gpc"``.
 
-    ``method="gpc"`` (Syring & Martin 2019, Algorithm 1): fix B bootstrap resamples (multinomial
-    counts c_b); at the current w draw all B Gibbs posteriors :math:`\propto e^{-w \sum_i c_{bi}\ell_i}\pi`
+    ``method="gpc"`` (Syring & Martin 2019, Algorithm 1): fix B bootstrap resamples of the units
+    (multinomial counts c_b over the U units; group units give the cluster bootstrap); at the current w draw all B Gibbs posteriors :math:`\propto e^{-w \sum_i c_{bi}\ell_i}\pi`
     as *one* vmapped NUTS program (:func:`genbayes.batched.run` with weights :math:`w c_b`);
     estimate the coverage :math:`\hat c(w)` of θ̂ by their 100(1−α)% credible regions; update
     :math:`\log w \leftarrow \log w + \kappa t^{-0.51} \log\{\chi^2_{d,\hat c}/\chi^2_{d,1-\alpha}\}`
@@ -485,10 +601,15 @@ def calibrate(model, *args, method: str = "llb", rng_key, progress: bool = True,
     smallest effective sample size over replicates is at least ``ess_threshold`` × S. Options:
     ``alpha`` (0.1), ``B`` (200), ``num_warmup``/``num_samples`` (300), ``max_iter`` (20), ``tol``
     (default a quarter binomial standard error, :math:`0.25\sqrt{\alpha(1-\alpha)/B}`), ``init`` (default: the
-    llb rate), ``step_size`` κ (1), ``region``, ``params`` (latent sites whose coverage is
-    targeted; default all), ``ess_threshold`` (0.5), and NUTS options of :func:`genbayes.batched.run`.
+    llb rate when llb applies and succeeds, else the fallback w = 1, with a warning when llb
+    failed; ``diagnostics["init_source"]`` says which), ``step_size`` κ (1), ``region``,
+    ``params`` (latent sites whose coverage is targeted; default all global ones, i.e. all
+    latent sites not local to the units), ``ess_threshold`` (0.5), and NUTS options of :func:`genbayes.batched.run`.
     A tqdm bar shows the iterations (``progress=False`` hides it). If it does not converge the
-    geometric mean of the last half of the path is returned, with a warning.
+    geometric mean of the last half of the path is returned, with a warning. With local latents
+    the loss minimiser of the global parameters need not exist (eight schools' loss does not
+    involve μ or τ), so the default θ̂ is their full-data posterior mean at w = 1 (one extra
+    NUTS run); pass ``theta_hat=`` to choose another reference point.
 
     ``method="safebayes"`` (Grünwald & van Ommen 2017, §4): for each w on ``grid`` (default 9 rates
     geometrically spaced in [1/16, 1]), the cumulative prequential posterior-expected loss in the
@@ -503,12 +624,15 @@ def calibrate(model, *args, method: str = "llb", rng_key, progress: bool = True,
 
     Args:
         model: NumPyro model with ``Loss`` observed sites (or a ``gb.gibbs``-wrapped likelihood
-            model) at learning rate 1; observed sites share one plate over the n observations.
+            model) at learning rate 1.
         *args: the model's positional arguments (with the data).
         method: ``"llb"``, ``"gpc"`` or ``"safebayes"``.
         rng_key: JAX PRNG key (required).
         progress: show progress (gpc iterations, safebayes compilation).
         theta_hat: the loss minimiser as a dict latent site -> value (default: :func:`loss_minimizer`).
+        units: the observation units (:func:`genbayes.units.find`: ``None`` for the outermost plate
+            of the observed sites, a plate name, group ids, a dict site -> group ids, or a
+            :class:`genbayes.units.Units`); n below is their number U.
         **kwargs: method options above; any other keyword is passed to the model.
 
     Returns:
@@ -516,7 +640,9 @@ def calibrate(model, *args, method: str = "llb", rng_key, progress: bool = True,
 
     Raises:
         ValueError: unknown method or option values, a model whose observed sites carry a scale,
-            non-finite data, or observed sites without a plate — before any compilation.
+            non-finite data, ambiguous units (observed sites without a plate or in different
+            plates: the message lists them), discrete latent sites, or (llb) latent sites local to
+            the units — before any compilation.
 
     Example:
         >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist, genbayes as gb
@@ -543,6 +669,7 @@ def calibrate(model, *args, method: str = "llb", rng_key, progress: bool = True,
                       "max_tree_depth", "init_strategy"},
     }[method]
     opt = {k: kwargs.pop(k) for k in list(kwargs) if k in options}
+    opt["units"] = units
     if method == "llb":
         w, diag = _llb(model, args, kwargs, rng_key=rng_key, theta_hat=theta_hat, bandwidth=opt.pop("bandwidth", "auto"), progress=progress, **opt)
     elif method == "gpc":

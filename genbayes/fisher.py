@@ -19,6 +19,12 @@ reverse mode would hold an n × n intermediate.
 Site scales (learning rates, subsampling factors, reweighting) are *not* applied: these are
 per-observation quantities of the likelihood or loss itself.
 
+**Observation units.** With ``units=`` (any spec :func:`genbayes.units.find` accepts, or a
+:class:`genbayes.units.Units`), "observation i" is *unit* u: :math:`\log p_u(\theta)` sums the
+entries of every observed site that belong to unit u (a group of a cluster, the several sites at
+one plate index, a multivariate observation), masked entries take no part, and n is the number
+of units U. Without ``units=`` observations index the leading batch axis, as before.
+
 **Curvature of non-smooth losses.** The absolute, check and hinge losses have a second derivative
 that is zero almost everywhere, so an autodiff Hessian gives :math:`J = 0`. :func:`sandwich`
 then replaces each such loss by its uniform-kernel smoothing in the prediction,
@@ -122,6 +128,39 @@ def _per_obs_from_trace(tr, names):
     return total
 
 
+def _resolve_units(model, args, kwargs, units):
+    """A :class:`genbayes.units.Units` for per-unit quantities; refuses what they cannot mean."""
+    from .units import find
+
+    if units is None:
+        return None
+    U = find(model, *args, units=units, **kwargs)
+    if U.subsampled:
+        raise ValueError(f"Per-unit quantities need the full data, but plate(s) {list(U.subsampled)} are subsampled "
+                         "(remove subsample_size).")
+    if U.enumerated:
+        raise NotImplementedError(
+            f"The model has discrete latent site(s) {list(U.enumerated)} marked for enumeration; per-unit scores "
+            "and Hessians of their marginal likelihood are not implemented here. Marginalise them by hand "
+            "(e.g. a MixtureSameFamily observation).")
+    return U
+
+
+def _per_unit_from_trace(tr, U):
+    r"""Per-unit log density :math:`\log p_u = \sum_{\text{entries } e \in u} \log p_e`, shape ``(U,)`` (scales not applied)."""
+    total = 0.0
+    for name, idx in U.index.items():
+        site = tr[name]
+        lp = site["fn"].log_prob(site["value"])
+        shape = U.shapes[name]
+        lp = jnp.broadcast_to(lp, shape)
+        idx = np.broadcast_to(idx, shape)
+        keep = jnp.asarray(idx >= 0)
+        total = total + jax.ops.segment_sum(jnp.where(keep, lp, 0.0).ravel(), jnp.asarray(np.maximum(idx, 0).ravel()),
+                                            num_segments=U.num_units)
+    return total
+
+
 class _replace_obs(Messenger):
     """Give observed sites other values (simulated data) without touching the model."""
 
@@ -148,17 +187,23 @@ class _resample_obs(Messenger):
             self.draws[msg["name"]] = msg["value"]
 
 
-def _flat_log_density(model, args, kwargs, params, sites, wrap=None):
-    """(θ_flat, unravel, f) with f(θ_flat, obs=None) -> per-observation log density (n,)."""
+def _flat_log_density(model, args, kwargs, params, sites, wrap=None, units=None):
+    """(θ_flat, unravel, f) with f(θ_flat, obs=None) -> per-observation (or per-unit, (U,)) log density."""
     tr = _check_params(model, args, kwargs, params)
     names = _observed_sites(tr, sites)
+    if units is not None and sites is not None:
+        raise ValueError("Pass either `sites` (observations along the leading axis) or `units` (observation units), "
+                         "not both; `units={site: ids or None}` selects sites (None: left out).")
+    U = _resolve_units(model, args, kwargs, units)
+    if U is not None:
+        names = list(U.index)
     flat, unravel = ravel_pytree({k: jnp.asarray(v) for k, v in params.items()})
     m = wrap(model) if wrap is not None else model
 
     def f(theta, obs=None):
         mm = _replace_obs(m, values=obs) if obs else m
         t = _trace(mm, args, kwargs, unravel(theta))
-        return _per_obs_from_trace(t, names)
+        return _per_obs_from_trace(t, names) if U is None else _per_unit_from_trace(t, U)
 
     return flat, unravel, f, names, tr
 
@@ -166,7 +211,7 @@ def _flat_log_density(model, args, kwargs, params, sites, wrap=None):
 # ----------------------------------------------------------------------------- public API
 
 
-def per_observation_log_density(model, params, *args, sites=None, **kwargs):
+def per_observation_log_density(model, params, *args, sites=None, units=None, **kwargs):
     r"""Per-observation log density :math:`\log p_i(\theta)` of the observed sites, shape ``(n,)``.
 
     Summed over the selected observed sites and over every batch axis after the first; site
@@ -178,10 +223,12 @@ def per_observation_log_density(model, params, *args, sites=None, **kwargs):
         params: dict latent site -> value (all latent sites).
         *args: the model's positional arguments (with the data).
         sites: observed site(s) to include (default: all).
+        units: observation units (:mod:`genbayes.units`; default ``None``: observations along the
+            leading batch axis); then the result has one entry per unit, summing its entries.
         **kwargs: the model's keyword arguments.
 
     Returns:
-        ``(n,)`` array.
+        ``(n,)`` array (``(U,)`` with ``units=``).
 
     Example:
         >>> import jax.numpy as jnp, numpyro, numpyro.distributions as dist
@@ -192,12 +239,14 @@ def per_observation_log_density(model, params, *args, sites=None, **kwargs):
         ...         numpyro.sample("x", dist.Normal(mu, 1.0), obs=x)
         >>> fisher.per_observation_log_density(model, {"mu": 0.0}, jnp.zeros(3)).shape
         (3,)
+        >>> fisher.per_observation_log_density(model, {"mu": 0.0}, jnp.zeros(3), units=jnp.array([0, 1, 1])).shape
+        (2,)
     """
-    flat, _, f, _, _ = _flat_log_density(model, args, kwargs, params, sites)
+    flat, _, f, _, _ = _flat_log_density(model, args, kwargs, params, sites, units=units)
     return f(flat)
 
 
-def scores(model, params, *args, sites=None, **kwargs):
+def scores(model, params, *args, sites=None, units=None, **kwargs):
     r"""Per-observation scores :math:`g_i = \nabla_\theta \log p_i(\theta)`, shape ``(n, D)``.
 
     D is the length of the flattened ``params`` (``jax.flatten_util.ravel_pytree`` order). The
@@ -214,11 +263,11 @@ def scores(model, params, *args, sites=None, **kwargs):
         >>> fisher.scores(model, {"mu": 0.0}, jnp.array([4.0, -2.0])).tolist()   # (x - mu) / 4
         [[1.0], [-0.5]]
     """
-    flat, _, f, _, _ = _flat_log_density(model, args, kwargs, params, sites)
+    flat, _, f, _, _ = _flat_log_density(model, args, kwargs, params, sites, units=units)
     return jax.jacfwd(f)(flat)
 
 
-def hessians(model, params, *args, sites=None, **kwargs):
+def hessians(model, params, *args, sites=None, units=None, **kwargs):
     r"""Per-observation Hessians :math:`H_i = \nabla^2_\theta \log p_i(\theta)`, shape ``(n, D, D)``.
 
     Exact autodiff Hessians: zero almost everywhere for the absolute, check and hinge losses
@@ -235,11 +284,11 @@ def hessians(model, params, *args, sites=None, **kwargs):
         >>> fisher.hessians(model, {"mu": 0.0}, jnp.array([4.0, -2.0])).tolist()
         [[[-0.25]], [[-0.25]]]
     """
-    flat, _, f, _, _ = _flat_log_density(model, args, kwargs, params, sites)
+    flat, _, f, _, _ = _flat_log_density(model, args, kwargs, params, sites, units=units)
     return jax.jacfwd(jax.jacfwd(f))(flat)
 
 
-def empirical_fisher(model, params, *args, sites=None, **kwargs):
+def empirical_fisher(model, params, *args, sites=None, units=None, **kwargs):
     r"""Empirical Fisher :math:`\tilde F = \frac1n \sum_i g_i g_i^\top`, shape ``(D, D)``.
 
     The outer-product-of-scores estimate at the observed data; it equals the Fisher information
@@ -257,11 +306,11 @@ def empirical_fisher(model, params, *args, sites=None, **kwargs):
         >>> fisher.empirical_fisher(model, {"mu": 0.0}, jnp.array([1.0, -3.0])).tolist()
         [[5.0]]
     """
-    g = scores(model, params, *args, sites=sites, **kwargs)
+    g = scores(model, params, *args, sites=sites, units=units, **kwargs)
     return g.T @ g / g.shape[0]
 
 
-def fisher(model, params, *args, rng_key, num_samples: int = 100, sites=None, **kwargs):
+def fisher(model, params, *args, rng_key, num_samples: int = 100, sites=None, units=None, **kwargs):
     r"""Fisher information per observation, :math:`\mathbb E_{x\sim p(\cdot\mid\theta)} \frac1n\sum_i g_i g_i^\top`.
 
     The expectation is over data simulated from the model at θ (covariates and other arguments
@@ -277,6 +326,7 @@ def fisher(model, params, *args, rng_key, num_samples: int = 100, sites=None, **
         rng_key: JAX PRNG key for the simulations.
         num_samples: number of simulated data sets.
         sites: observed site(s) to include (default: all).
+        units: observation units (:mod:`genbayes.units`): the information per *unit*.
         **kwargs: the model's keyword arguments.
 
     Returns:
@@ -297,7 +347,9 @@ def fisher(model, params, *args, rng_key, num_samples: int = 100, sites=None, **
         raise ValueError("`rng_key` is required: pass e.g. jax.random.PRNGKey(0).")
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
         raise ValueError(f"`num_samples` must be a positive integer, got {num_samples!r}.")
-    flat, unravel, f, names, _ = _flat_log_density(model, args, kwargs, params, sites)
+    flat, unravel, f, names, tr = _flat_log_density(model, args, kwargs, params, sites, units=units)
+    if units is not None:
+        names = [k for k in _observed_sites(tr, None)]
 
     def one(key):
         h = _resample_obs(model, rng_key=key, sites=names)
@@ -444,7 +496,7 @@ class Sandwich(NamedTuple):
         )
 
 
-def sandwich(model, params, *args, sites=None, bandwidth="auto", **kwargs) -> Sandwich:
+def sandwich(model, params, *args, sites=None, bandwidth="auto", units=None, **kwargs) -> Sandwich:
     r"""Sandwich pieces :math:`I = \widehat{\mathrm{Cov}}(g_i)` and :math:`J = -\frac1n\sum_i H_i` at θ.
 
     With θ the loss minimiser, :math:`\hat\theta \approx N(\theta_0, J^{-1} I J^{-1}/n)`
@@ -461,6 +513,9 @@ def sandwich(model, params, *args, sites=None, bandwidth="auto", **kwargs) -> Sa
         bandwidth: ``"auto"`` (smooth only non-smooth ``Loss`` sites, Silverman-type bandwidth),
             a positive float (smooth every ``Loss`` site with this h), a dict site -> h, or
             ``None`` (never smooth: exact autodiff Hessian).
+        units: observation units (:mod:`genbayes.units`): I is then the covariance of the per-unit
+            scores (summed over each unit's entries: a cluster-robust sandwich, Liang & Zeger 1986)
+            and J the mean negative Hessian per unit; ``n`` is the number of units.
         **kwargs: the model's keyword arguments.
 
     Returns:
@@ -483,6 +538,12 @@ def sandwich(model, params, *args, sites=None, bandwidth="auto", **kwargs) -> Sa
 
     tr = _check_params(model, args, kwargs, params)
     names = _observed_sites(tr, sites)
+    if units is not None:
+        if sites is not None:
+            raise ValueError("Pass either `sites` (observations along the leading axis) or `units` (observation "
+                             "units), not both; `units={site: ids or None}` selects sites (None: left out).")
+        U = _resolve_units(model, args, kwargs, units)
+        names, units = list(U.index), U
     bws = {}
     for name in names:
         loss, _ = _find_loss(tr[name]["fn"])
@@ -504,13 +565,14 @@ def sandwich(model, params, *args, sites=None, bandwidth="auto", **kwargs) -> Sa
         if is_concrete(h) and not (np.isfinite(h) and h > 0):
             raise ValueError(f"bandwidth for site {k!r} must be finite and > 0, got {h!r}.")
     # scores from the loss itself (a smoothed subgradient would shrink I); curvature from the smoothing
-    flat, _, f, _, _ = _flat_log_density(model, args, kwargs, params, names)
+    sel = None if units is not None else names
+    flat, _, f, _, _ = _flat_log_density(model, args, kwargs, params, sel, units=units)
     g = jax.jacfwd(f)(flat)
     n = g.shape[0]
     I = jnp.atleast_2d(jnp.cov(g, rowvar=False))
     if bws:
         _, _, f, _, _ = _flat_log_density(
-            model, args, kwargs, params, names, wrap=lambda m: _smooth_losses(m, bandwidths=bws)
+            model, args, kwargs, params, sel, wrap=lambda m: _smooth_losses(m, bandwidths=bws), units=units
         )
     J = -jax.hessian(lambda t: jnp.sum(f(t)))(flat) / n
     if is_concrete(J):
