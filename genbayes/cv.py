@@ -234,56 +234,79 @@ class _Target:
     model: object
     args: tuple
     kwargs: dict
-    site: str
-    n: int
+    units: object  # genbayes.units.Units
+    n: int  # U, the number of observation units
 
     @property
     def conjugate(self):
         return self.family is not None
 
 
-def _resolve(model, args, kwargs, site):
-    if not isinstance(site, str):
-        raise TypeError(f"`site` must be the name of an observed sample site, got {site!r}.")
-    fam = None
+def _family_of(model):
     if isinstance(model, _conj.ConjugateFamily):
-        fam = model
-    elif _conj.is_conjugate(model) and getattr(model, "__name__", "") == "model":
-        fam = model.__self__
+        return model
+    if _conj.is_conjugate(model) and getattr(model, "__name__", "") == "model":
+        return model.__self__
+    return None
+
+
+def _check_site(site, tr_obs, latent):
+    """The backwards-compatible ``site=``: allowed only when it names the model's one observed site."""
+    if site is None:
+        return
+    if not isinstance(site, str):
+        raise TypeError(f"`site` must be the name of an observed sample site, got {site!r}; prefer `units=`.")
+    if site in latent:
+        raise ValueError(f"`site` {site!r} is latent; observations are held out by unit (`units=`), "
+                         f"and the observed sites are {sorted(tr_obs)}.")
+    if site not in tr_obs:
+        raise ValueError(f"`site` {site!r} is not in the model; its observed sites are {sorted(tr_obs)}. "
+                         "Leave `site` out: the observed sites are found by tracing (declare units with `units=`).")
+    if len(tr_obs) > 1:
+        raise ValueError(f"`site`={site!r} names one of several observed sites {sorted(tr_obs)}; every observed site "
+                         "belongs to the units, so leave `site` out and declare the units with `units=` "
+                         "(see genbayes.units).")
+
+
+def _resolve(model, args, kwargs, site=None, units=None):
+    """The model, its data and its observation units (found once by tracing; :func:`genbayes.units.find`)."""
+    from . import units as _units
+
+    fam = _family_of(model)
     if fam is not None:
         if kwargs:
             raise TypeError(f"A conjugate family takes its data positionally; got keyword arguments {sorted(kwargs)}.")
         k = fam.num_data_args
         if len(args) != k:
             raise TypeError(f"{type(fam).__name__} takes {k} data argument(s) after the family, got {len(args)}.")
-        if site != fam.site:
+        if site is not None and site != fam.site:
             raise ValueError(f"`site` {site!r} is not in the model: {type(fam).__name__}'s observed site is {fam.site!r}.")
         data = fam._check_data(*args)
-        return _Target(fam, fam.model, tuple(data), {}, site, int(np.shape(data[-1])[0]))
-    if not callable(model):
+        if units is None or (isinstance(units, str) and units == "data"):
+            # fast path: the family's one observed site in plate "data" is the units
+            U = _units.find(fam.model, *data)
+            return _Target(fam, fam.model, tuple(data), {}, U, int(np.shape(data[-1])[0]))
+        model, args = fam.model, tuple(data)  # declared units (groups): the general path on the family's model
+    elif not callable(model):
         raise TypeError(f"`model` must be a NumPyro model (a callable) or a gb.conjugate family, got {type(model).__name__}.")
-    check_args_finite(args, kwargs)
-    import numpyro.handlers as h
+    else:
+        check_args_finite(args, kwargs)
+    if site is not None:
+        tr = _units._trace(model, args, kwargs)
+        obs = {k: s for k, s in tr.items() if s["type"] == "sample" and s["is_observed"]}
+        latent = {k for k, s in tr.items() if s["type"] == "sample" and not s["is_observed"]}
+        _check_site(site, obs, latent)
+    if isinstance(units, (list, tuple)):
+        units = np.asarray(units)
+    U = _units.find(model, *args, units=units, **kwargs)
+    if U.subsampled:
+        raise ValueError(f"Plate(s) {list(U.subsampled)} are subsampled; cross-validation needs the full data "
+                         "(remove subsample_size).")
+    return _Target(None, model, tuple(args), dict(kwargs), U, int(U.num_units))
 
-    tr = h.trace(h.seed(model, 0)).get_trace(*args, **kwargs)
-    sites = {k: v for k, v in tr.items() if v["type"] == "sample"}
-    if site not in sites:
-        raise ValueError(f"`site` {site!r} is not in the model; its sample sites are {sorted(sites)}.")
-    msg = sites[site]
-    if not msg["is_observed"]:
-        raise ValueError(f"`site` {site!r} is latent; pass the name of an observed site (one with obs=...).")
-    plates = [f for f in msg["cond_indep_stack"] if f.size is not None]
-    if not plates:
-        raise ValueError(
-            f"`site` {site!r} is not in a plate; wrap it in `with numpyro.plate('data', n):` so its "
-            "observations are conditionally independent and can be held out one by one."
-        )
-    batch = tuple(np.shape(msg["value"])[: max(np.ndim(msg["value"]) - msg["fn"].event_dim, 0)])
-    if len(batch) != 1:
-        raise ValueError(
-            f"`site` {site!r} has batch shape {batch}; leave-p-out needs a single plate over the n observations."
-        )
-    return _Target(None, model, tuple(args), dict(kwargs), site, int(batch[0]))
+
+def _has_masked(U):
+    return any(np.any(np.asarray(v) < 0) for v in U.index.values())
 
 
 def _check_p(p, n, name="p"):
@@ -508,11 +531,10 @@ def _enumerate_all_p(fam, data, chunk=1 << 14):
 
 
 def _pointwise_loglik(target, samples):
-    """log p(x_i | θ_s) for every draw and observation: shape (S, n)."""
-    from numpyro.infer import log_likelihood
+    """log p(x_u | θ_s) for every draw and unit (marginal over enumerated latents): shape (S, U)."""
+    from .units import log_likelihood
 
-    ll = log_likelihood(target.model, samples, *target.args, parallel=True, **target.kwargs)[target.site]
-    return jnp.reshape(ll, (ll.shape[0], target.n))
+    return log_likelihood(target.model, samples, *target.args, units=target.units, **target.kwargs)
 
 
 def _mcmc_opts(num_warmup, num_samples, num_chains):
@@ -538,7 +560,7 @@ class _FullPosterior:
 
         w = jnp.ones((num_chains, target.n), _float())
         res = run(target.model, w, *target.args, num_warmup=num_warmup, num_samples=num_samples,
-                  rng_key=rng_key, sites=target.site, progress=False, **target.kwargs)
+                  rng_key=rng_key, units=target.units, progress=False, **target.kwargs)
         self.draws = res.samples
         flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in res.samples.items()}
         self.loglik = np.asarray(_pointwise_loglik(target, flat), dtype=np.float64)  # (S, n)
@@ -588,7 +610,7 @@ def _refit_batch(target, masks, joint, rng_key, num_warmup, num_samples):
     from .batched import run
 
     res = run(target.model, 1.0 - jnp.asarray(masks, _float()), *target.args, num_warmup=num_warmup,
-              num_samples=num_samples, rng_key=rng_key, sites=target.site, progress=False, **target.kwargs)
+              num_samples=num_samples, rng_key=rng_key, units=target.units, progress=False, **target.kwargs)
     m = masks.shape[0]
     flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in res.samples.items()}
     L = np.asarray(_pointwise_loglik(target, flat), dtype=np.float64).reshape(m, num_samples, target.n)
@@ -661,6 +683,52 @@ class _Runner:
             return "psis+refit" if any_refit else "psis"
         return self.base
 
+    def _refit_auto(self, masks, vals, mc_var, refit, b):
+        r"""``method="auto"``: refit the high-k̂ sets, and check that PSIS can be trusted on the others.
+
+        k̂ is itself estimated from the draws, and it underestimates the tail when the ratios'
+        heavy tail is rarely sampled: with unit-specific parameters (a separate, not pooled,
+        model) every leave-one-out ratio :math:`1/p(x_u \mid \theta_u)` has shape k ≈ 1, yet some
+        k̂ come out near 0.5 and their PSIS values are off by many nominal SE. So when any set
+        needs a refit, a few sets below the threshold (at least 2, or 5 %) are refit in the same
+        program as checks. If a check disagrees with its PSIS value by more than 3 combined SE,
+        PSIS is not trusted in this batch: all its sets are refit (when at most 64 remain),
+        otherwise the batch is flagged ``psis_unreliable`` and a warning is given.
+        """
+        m = len(vals)
+        low = np.flatnonzero(~refit)
+        rng = np.random.default_rng([int(b), int(np.asarray(jax.random.key_data(self.key_refit)).ravel()[-1])])
+        num_check = min(len(low), max(2, -(-m // 20)))
+        check = np.sort(rng.choice(low, size=num_check, replace=False)) if num_check else np.zeros(0, int)
+        idx = np.concatenate([np.flatnonzero(refit), check]).astype(int)
+        v2, mv2, d = _refit_batch(self.target, masks[jnp.asarray(idx)], self.joint,
+                                  jax.random.fold_in(self.key_refit, b), self.num_warmup, self.num_samples)
+        divergent = np.asarray(d["num_divergent"]).tolist()
+        vals, mc_var = vals.copy(), mc_var.copy()
+        nh = int(np.sum(refit))
+        hi = idx[:nh]
+        vals[hi], mc_var[hi] = v2[:nh], mv2[:nh]
+        checked = np.zeros(m, bool)
+        checked[check] = True
+        z = np.abs(vals[check] - v2[nh:]) / np.sqrt(mc_var[check] + mv2[nh:])
+        refit = refit.copy()
+        unreliable = False
+        if np.any(z > 3.0):
+            rest = np.setdiff1d(low, check)
+            vals[check], mc_var[check] = v2[nh:], mv2[nh:]  # the refits replace the untrusted PSIS values
+            refit[check] = True
+            if len(rest) <= _EXHAUSTIVE_LIMIT["refit"]:
+                if len(rest):
+                    v3, mv3, d3 = _refit_batch(self.target, masks[jnp.asarray(rest)], self.joint,
+                                               jax.random.fold_in(jax.random.fold_in(self.key_refit, b), 1),
+                                               self.num_warmup, self.num_samples)
+                    vals[rest], mc_var[rest] = v3, mv3
+                    refit[rest] = True
+                    divergent += np.asarray(d3["num_divergent"]).tolist()
+            else:
+                unreliable = True
+        return vals, mc_var, refit, checked, unreliable, divergent
+
     def batch(self, b):
         """Statistics of batch b (a JSON-serialisable dict)."""
         masks = self.plan.masks(b)
@@ -684,13 +752,13 @@ class _Runner:
             vals, psi, khat = _psis_batch(self.post, masks, self.joint)
             refit = np.asarray(khat > self.threshold) if self.base == "auto" else np.zeros(m, bool)
             mc_var = np.sum(psi**2, axis=1) / self.post.r_eff
+            checked = np.zeros(m, bool)
             if np.any(refit):
-                idx = np.flatnonzero(refit)
-                v2, mv2, d = _refit_batch(self.target, masks[jnp.asarray(idx)], self.joint,
-                                          jax.random.fold_in(self.key_refit, b), self.num_warmup, self.num_samples)
-                vals, mc_var = vals.copy(), mc_var.copy()
-                vals[idx], mc_var[idx] = v2, mv2
+                vals, mc_var, refit, checked, unreliable, d = self._refit_auto(masks, vals, mc_var, refit, b)
                 psi = psi * (~refit)[:, None]
+                out["num_divergent"] = d
+                out["checked"] = checked.tolist()
+                out["psis_unreliable"] = unreliable
             # draws are shared by all PSIS subsets: their errors add per draw, not in quadrature
             psi_sum = psi[~refit].sum(0)
             out["khat"] = khat.tolist()
@@ -730,6 +798,10 @@ class _Runner:
         for k in ("values", "mc_se", "khat", "refit", "subsets", "num_divergent"):
             if all(k in s for s in stats) and stats:
                 diag[k] = np.concatenate([np.asarray(s[k]) for s in stats])
+        if self.base == "auto":
+            diag["checked"] = np.concatenate([np.asarray(s.get("checked", np.zeros(s["count"], bool)), bool)
+                                              for s in stats])
+            diag["psis_unreliable"] = any(s.get("psis_unreliable", False) for s in stats)
         any_refit = bool(np.any(diag.get("refit", False)))
         if self.post is not None:
             diag.update(r_eff=self.post.r_eff, num_draws=self.post.num_chains * self.post.num_samples,
@@ -754,6 +826,12 @@ def _warn_result(res):
             f"{d['khat_threshold']:.2f} (PSIS unreliable there); {how}. See `.diagnostics['khat']`.",
             RuntimeWarning, stacklevel=4,
         )
+    if d.get("psis_unreliable", False):
+        warnings.warn(
+            "PSIS is unreliable for this model (refits of held-out sets below the k̂ threshold disagree with their "
+            "PSIS values by more than 3 SE, so k̂ underestimates the tails) and there are too many held-out sets to "
+            "refit them all; the estimate may be biased beyond its SE (`.diagnostics['psis_unreliable']`). Use "
+            "method='refit' (with num_subsets=...).", RuntimeWarning, stacklevel=4)
     if "num_divergent" in d and np.any(np.asarray(d["num_divergent"]) > 0):
         warnings.warn("Some refits had divergent transitions; see `.diagnostics['num_divergent']`.",
                       RuntimeWarning, stacklevel=4)
@@ -789,9 +867,9 @@ def _check_subsets(subsets, n, p, pname):
     return jnp.asarray(masks, _float())
 
 
-def _score(model, args, kwargs, *, p, site, method, num_subsets, rng_key, joint, max_subsets, batch_size,
+def _score(model, args, kwargs, *, p, site, units, method, num_subsets, rng_key, joint, max_subsets, batch_size,
            num_warmup, num_samples, num_chains, chunk, pname, subsets=None):
-    target = _resolve(model, args, kwargs, site)
+    target = _resolve(model, args, kwargs, site, units)
     p = _check_p(p, target.n, pname)
     subsets = _check_subsets(subsets, target.n, p, pname)
     if subsets is not None and num_subsets is not None:
@@ -826,7 +904,7 @@ def _score(model, args, kwargs, *, p, site, method, num_subsets, rng_key, joint,
     return res
 
 
-def lpo(model, *args, p, site="y", method="auto", num_subsets=None, rng_key=None, max_subsets=DEFAULT_MAX_SUBSETS,
+def lpo(model, *args, p, units=None, site=None, method="auto", num_subsets=None, rng_key=None, max_subsets=DEFAULT_MAX_SUBSETS,
         num_warmup=500, num_samples=1000, num_chains=4, batch_size=None, chunk=1 << 14, subsets=None,
         **kwargs) -> LPOResult:
     r"""Bayesian leave-p-out score :math:`S_{CV}(p)`: mean held-out log predictive per held-out point.
@@ -869,12 +947,12 @@ def lpo(model, *args, p, site="y", method="auto", num_subsets=None, rng_key=None
         >>> r.method, round(r.value, 4)
         ('counting', -0.7651)
     """
-    return _score(model, args, kwargs, p=p, site=site, method=method, num_subsets=num_subsets, rng_key=rng_key,
+    return _score(model, args, kwargs, p=p, site=site, units=units, method=method, num_subsets=num_subsets, rng_key=rng_key,
                   joint=False, max_subsets=max_subsets, batch_size=batch_size, num_warmup=num_warmup,
                   num_samples=num_samples, num_chains=num_chains, chunk=chunk, pname="p", subsets=subsets)
 
 
-def cumulative(model, *args, P, site="y", method="auto", num_subsets=None, rng_key=None,
+def cumulative(model, *args, P, units=None, site=None, method="auto", num_subsets=None, rng_key=None,
                max_subsets=DEFAULT_MAX_SUBSETS, num_warmup=500, num_samples=1000, num_chains=4, batch_size=None,
                chunk=1 << 12, subsets=None, **kwargs) -> LPOResult:
     r"""Cumulative cross-validation score :math:`S_{CCV}(P) = \sum_{p \le P} S_{CV}(p)`.
@@ -897,7 +975,7 @@ def cumulative(model, *args, P, site="y", method="auto", num_subsets=None, rng_k
         >>> bool(abs(r.value - float(fam.log_evidence(x))) < 1e-5)
         True
     """
-    return _score(model, args, kwargs, p=P, site=site, method=method, num_subsets=num_subsets, rng_key=rng_key,
+    return _score(model, args, kwargs, p=P, site=site, units=units, method=method, num_subsets=num_subsets, rng_key=rng_key,
                   joint=True, max_subsets=max_subsets, batch_size=batch_size, num_warmup=num_warmup,
                   num_samples=num_samples, num_chains=num_chains, chunk=chunk, pname="P", subsets=subsets)
 
@@ -949,7 +1027,7 @@ def _permutation_terms(target, orders, stride, rng_key, num_warmup, num_samples)
     rank = np.argsort(orders, axis=1)  # rank[r, i] = position of point i in ordering r
     W = (rank[:, None, :] < checkpoints[None, :, None]).astype(np.float64).reshape(R * C, n)
     res = run(target.model, jnp.asarray(W, _float()), *target.args, num_warmup=num_warmup, num_samples=num_samples,
-              rng_key=rng_key, sites=target.site, progress=False, **target.kwargs)
+              rng_key=rng_key, units=target.units, progress=False, **target.kwargs)
     flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in res.samples.items()}
     L = np.asarray(_pointwise_loglik(target, flat), dtype=np.float64).reshape(R, C, num_samples, n)
     terms = np.empty((R, n))
@@ -975,7 +1053,7 @@ def _permutation_terms(target, orders, stride, rng_key, num_warmup, num_samples)
     return terms, diag
 
 
-def identity(model, *args, site="y", method="auto", rng_key=None, num_permutations=None, stride=None,
+def identity(model, *args, units=None, site=None, method="auto", rng_key=None, num_permutations=None, stride=None,
              max_subsets=DEFAULT_MAX_SUBSETS, evidence_method="smc", num_warmup=300, num_samples=500,
              evidence_kwargs=None, smc_kwargs=None, **kwargs) -> IdentityReport:
     r"""Check :math:`\log p(x) = \sum_{p=1}^n S_{CV}(p)` (Fong & Holmes 2020, Proposition 1).
@@ -1017,8 +1095,13 @@ def identity(model, *args, site="y", method="auto", rng_key=None, num_permutatio
         >>> rep.method, bool(abs(rep.gap) < 1e-4)
         ('enumerate', True)
     """
-    target = _resolve(model, args, kwargs, site)
+    target = _resolve(model, args, kwargs, site, units)
     n = target.n
+    if target.units.fixed:
+        raise ValueError(
+            f"`units` leaves observed site(s) {list(target.units.fixed)} fixed (conditioned on, never held out), but "
+            "the identity is for log p(all data): with fixed sites both sides would be conditional on them. Put "
+            "every observed site in units (the default), or use gb.cv.lpo / gb.cv.cumulative.")
     if method not in ("auto", "exact", "permutation", "smc"):
         raise ValueError(f"`method` must be 'auto', 'exact', 'permutation' or 'smc', got {method!r}.")
     if method == "exact" and not target.conjugate:
@@ -1055,7 +1138,16 @@ def identity(model, *args, site="y", method="auto", rng_key=None, num_permutatio
     if method == "smc":
         from .evidence import prequential  # lazy: the evidence module is optional here
 
-        pq = prequential(target.model, *target.args, num_permutations=R, rng_key=key_fit, site=site,
+        import inspect
+
+        if "units" in inspect.signature(prequential).parameters:
+            where = {"units": target.units}
+        elif len(target.units.sites) == 1 and target.units.kind == "plate" and not _has_masked(target.units):
+            where = {"site": target.units.sites[0]}  # an older prequential: one site, its plate elements
+        else:
+            raise ValueError("method='smc' needs genbayes.evidence.prequential with `units=` for this model "
+                             f"({target.units}); use method='permutation'.")
+        pq = prequential(target.model, *target.args, num_permutations=R, rng_key=key_fit, **where,
                          **(smc_kwargs or {}), **target.kwargs)
         terms, diag = np.asarray(pq.terms), {"orders": np.asarray(pq.orders), "log_z_smc": np.asarray(pq.log_z)}
         how = "smc"
@@ -1171,11 +1263,11 @@ def _run_cli_body(args) -> int:
     key = jax.random.PRNGKey(args.seed)
     results = []
     for p in args.p:
-        target = _resolve(model, data, {}, "y")
+        target = _resolve(model, data, {}, None, args.units)
         p = _check_p(p, target.n)
         method = _check_method(args.method, target)
         if method == "counting" or (method == "exact" and _is_counting(target.family) and args.num_subsets is None):
-            res = lpo(model, *data, p=p, method="counting")
+            res = lpo(model, *data, p=p, method="counting", units=args.units)
             results.append(res)
             print(res, flush=True)
             continue
@@ -1184,7 +1276,8 @@ def _run_cli_body(args) -> int:
                          args.batch_size or default_bs, args.num_warmup, args.num_samples, args.num_chains, 1 << 14)
         config = {"model": args.model, "n": args.n, "seed": args.seed, "p": p, "method": args.method,
                   "num_subsets": args.num_subsets, "batch_size": runner.plan.batch_size, "num_warmup": args.num_warmup,
-                  "num_samples": args.num_samples, "num_chains": args.num_chains, "x64": bool(args.x64)}
+                  "num_samples": args.num_samples, "num_chains": args.num_chains, "x64": bool(args.x64),
+                  "units": args.units}
         stats = {}
         path = None
         if args.resume:
@@ -1250,6 +1343,9 @@ def add_cli(subparsers):
     sp.add_argument("model", choices=CLI_MODELS, metavar="MODEL", help=f"one of {', '.join(CLI_MODELS)}")
     sp.add_argument("--p", type=int, nargs="+", default=[1], help="held-out set sizes (default 1)")
     sp.add_argument("--method", default="auto", choices=_METHODS)
+    sp.add_argument("--units", default=None, metavar="PLATE",
+                    help="observation units: a plate name of the model (default: the outermost plate of its observed "
+                         "sites; see genbayes.units)")
     sp.add_argument("--resume", metavar="FILE", default=None, help="append finished batches to FILE; resume from it")
     sp.add_argument("--n", type=int, default=40, help="number of observations (default 40)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the data and of the rng_key")
