@@ -263,13 +263,36 @@ def default_ladder(K: int = 32, power: float = 5.0) -> np.ndarray:
 _PROGRAMS = ProgramCache(maxsize=64)
 
 
-def _template(model, args, kwargs, sites, rng_key):
+def _evidence_units(model, args, kwargs, sites=None):
+    r"""One observation unit holding every observed entry: the units of a tempered likelihood.
+
+    A power posterior :math:`\pi(\theta)\, p(x \mid \theta)^\beta` gives every unit the same
+    weight β, so the evidence estimators need no partition of the data, only *which* entries are
+    likelihood: all observed sites (``sites=None``), or the named ones, the others being fixed
+    (conditioned on at full weight, part of the "prior"). Masked entries belong to no unit. As a
+    :class:`genbayes.units.Units` it also carries the model's enumerated sites, so β acts on the
+    marginal likelihood :math:`\prod_u \sum_{z_u} p(z_u)\,p(x_u \mid z_u)`.
+    """
+    from .units import _batch_shape, find
+
+    tr, obs = _observed_sites(model, args, kwargs)
+    if sites is not None:
+        names = {sites} if isinstance(sites, str) else set(sites)
+        unknown = sorted(names - set(obs))
+        if unknown:
+            where = ", ".join(f"{k!r} ({'latent' if k in tr else 'not in the model'})" for k in unknown)
+            raise ValueError(f"`sites` names {where}; the model's observed sites are {sorted(obs)}.")
+    spec = {k: (np.zeros(_batch_shape(s), np.int32) if sites is None or k in names else None) for k, s in obs.items()}
+    return find(model, *args, units=spec, **kwargs)
+
+
+def _template(model, args, kwargs, units, rng_key):
     """Unconstrained latent values of the model at a valid point (fixes the flat layout)."""
     from numpyro.infer.initialization import init_to_median
     from numpyro.infer.util import initialize_model
 
     def weighted_model(w, *a, **kw):
-        with reweight(weights=w, sites=sites):
+        with reweight(weights=w, units=units):
             return model(*a, **kw)
 
     info = initialize_model(
@@ -283,26 +306,37 @@ def _template(model, args, kwargs, sites, rng_key):
 
 
 class _FlatModel:
-    """Flat unconstrained-space densities of a (re)weighted model, from NumPyro's potential energy.
+    """Flat unconstrained-space densities of a unit-weighted model.
 
+    ``log_density(w)`` takes one weight per unit (or a scalar β for all of them). With enumerated
+    discrete latents the weights act on each unit's marginal likelihood
+    (:func:`genbayes.units.potential_energy`); otherwise it is NumPyro's potential energy.
     Built inside a compiled program: ``args``/``kwargs`` may be traced.
     """
 
-    def __init__(self, model, args, kwargs, z0, sites=None):
-        self.model, self.args, self.kwargs, self.sites = model, args, kwargs, sites
+    def __init__(self, model, args, kwargs, z0, units):
+        self.model, self.args, self.kwargs, self.units = model, args, kwargs, units
         self.z0 = z0
         self.flat0, self.unravel = ravel_pytree(z0)
         self.dim = self.flat0.shape[0]
+        self._enum = None
 
     def _weighted_model(self, w, *a, **kw):
-        with reweight(weights=w, sites=self.sites):
+        with reweight(weights=w, units=self.units):
             return self.model(*a, **kw)
 
     def log_density(self, w):
         """x -> log of the w-weighted unnormalised posterior at flat unconstrained x (Jacobian included)."""
-        from numpyro.infer.util import potential_energy
+        from .units import _enum_model, potential_energy
 
-        return lambda x: -potential_energy(self._weighted_model, (w, *self.args), self.kwargs, self.unravel(x))
+        args = (w, *self.args)
+        if self.units.enumerated:
+            if self._enum is None:  # one enumeration wrapper for every weight (its plate nesting is fixed)
+                self._enum = _enum_model(self._weighted_model, args, self.kwargs)
+            m, enumerated = self._enum, True
+        else:
+            m, enumerated = self._weighted_model, False
+        return lambda x: -potential_energy(m, args, self.kwargs, self.unravel(x), enumerated=enumerated)
 
     def log_prior(self, x):
         return self.log_density(jnp.asarray(0.0))(x)
@@ -321,29 +355,30 @@ class _FlatModel:
         def one(k):
             tr = trace(seed(self.model, k)).get_trace(*self.args, **self.kwargs)
             latent = {n: tr[n]["value"] for n in names}
-            u = unconstrain_fn(self.model, self.args, self.kwargs, latent)
+            # seeded: a discrete site left for enumeration is sampled while the transforms are read
+            u = unconstrain_fn(seed(self.model, k), self.args, self.kwargs, latent)
             return ravel_pytree({n: u[n] for n in names})[0]
 
         return jax.vmap(one)(jax.random.split(key, num))
 
 
-def _program(kind, model, args, kwargs, sites, settings, body, rng_key):
+def _program(kind, model, args, kwargs, units, settings, body, rng_key):
     """Compile (or reuse) ``body(flat, *extra)`` as a function of the model's array arguments.
 
     Returns ``call(*extra)``; ``body`` receives a :class:`_FlatModel` bound to traced arguments.
     """
-    z0 = _template(model, args, kwargs, sites, rng_key)
+    z0 = _template(model, args, kwargs, units, rng_key)
     dyn, rebuild, static_key = split_args(args, kwargs)
 
     def build():
         def fn(dyn_leaves, z0, *extra):
             a, kw = rebuild(dyn_leaves)
-            return body(_FlatModel(model, a, kw, z0, sites), *extra)
+            return body(_FlatModel(model, a, kw, z0, units), *extra)
 
         return jax.jit(fn)
 
     # the body's closure is part of the program: key on its code and the settings it captures
-    key = None if static_key is None else (kind, model, sites, static_key, settings)
+    key = None if static_key is None else (kind, model, units.key, static_key, settings)
     compiled, _ = _PROGRAMS.get(key, build)
     call = lambda *extra: compiled(dyn, z0, *extra)  # noqa: E731
     call.z0 = z0
@@ -367,7 +402,7 @@ def _shard_mode(shard, num_runs):
     return "runs" if num_runs >= D else "particles"
 
 
-def _mapped_program(kind, model, args, kwargs, sites, settings, one, num_rows, rng_key, mode):
+def _mapped_program(kind, model, args, kwargs, units, settings, one, num_rows, rng_key, mode):
     """Compile (or reuse) ``one(flat, *row, constrain=...)`` mapped over the leading axis of its rows.
 
     ``mode`` places the work: ``"none"`` one ``jax.jit(jax.vmap(...))`` on one device; ``"runs"`` the
@@ -377,14 +412,14 @@ def _mapped_program(kind, model, args, kwargs, sites, settings, one, num_rows, r
     collectives for weights, ESS, covariances and resampling). Returns ``call(*rows)`` for
     ``num_rows`` row arrays.
     """
-    z0 = _template(model, args, kwargs, sites, rng_key)
+    z0 = _template(model, args, kwargs, units, rng_key)
     dyn, rebuild, static_key = split_args(args, kwargs)
     constrain = particle_constraint() if mode == "particles" else (lambda x: x)
 
     def build():
         def per_row(dyn_leaves, z0, *row):
             a, kw = rebuild(dyn_leaves)
-            return one(_FlatModel(model, a, kw, z0, sites), *row, constrain=constrain)
+            return one(_FlatModel(model, a, kw, z0, units), *row, constrain=constrain)
 
         in_axes = (None, None) + (0,) * num_rows
         mapped = jax.vmap(per_row, in_axes=in_axes)
@@ -392,7 +427,7 @@ def _mapped_program(kind, model, args, kwargs, sites, settings, one, num_rows, r
             return shard_leading(mapped, in_axes, axis_name="run")
         return jax.jit(mapped)
 
-    key = None if static_key is None else (kind, model, sites, static_key, settings, mode, num_devices())
+    key = None if static_key is None else (kind, model, units.key, static_key, settings, mode, num_devices())
     compiled, _ = _PROGRAMS.get(key, build)
     return lambda *rows: compiled(dyn, z0, *rows)
 
@@ -491,7 +526,7 @@ def _tempered_smc(flat, key, *, constrain, num_particles, target_ess, num_mcmc_s
 
 
 def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=8, target_ess=0.5,
-                  num_mcmc_steps=10, num_leapfrog=5, max_steps=500, sites=None, shard=None):
+                  num_mcmc_steps=10, num_leapfrog=5, max_steps=500, units, shard=None):
     _check_int(num_particles, "num_particles", 2)
     _check_int(num_runs, "num_runs", 2)
     _check_int(num_mcmc_steps, "num_mcmc_steps", 1)
@@ -499,11 +534,14 @@ def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=
     _check_int(max_steps, "max_steps", 1)
     if not 0.0 < float(target_ess) < 1.0:
         raise ValueError(f"`target_ess` is a fraction of the particles and must lie in (0, 1), got {target_ess!r}.")
+    _starts_at_prior(units, "method='smc'", "Drop `sites` (estimate the evidence of all observed sites), or use "
+                                             "'stepping_stone'/'thermodynamic', whose ladder starts from the "
+                                             "posterior given the other sites.")
     mode = _shard_mode(shard, num_runs)
     k_setup, k_run = jax.random.split(rng_key)
     settings = dict(num_particles=num_particles, target_ess=float(target_ess),
                     num_mcmc_steps=num_mcmc_steps, num_leapfrog=num_leapfrog, max_steps=max_steps)
-    run = _mapped_program("smc", model, args, kwargs, sites, tuple(settings.items()),
+    run = _mapped_program("smc", model, args, kwargs, units, tuple(settings.items()),
                           partial(_tempered_smc, **settings), 1, k_setup, mode)
     out = run(jax.random.split(k_run, num_runs))
     devices = devices_used(out)
@@ -596,24 +634,22 @@ def _ladder_estimates(lad, ll, num_batches):
 
 
 def _power_posteriors(model, args, kwargs, rng_key, *, ladder=32, num_warmup=500, num_samples=1000,
-                      num_batches=10, dense_mass=True, target_accept_prob=0.8, sites=None, progress=False, shard=None):
+                      num_batches=10, dense_mass=True, target_accept_prob=0.8, units, progress=False, shard=None):
     ladder = check_ladder(ladder)
     _check_int(num_samples, "num_samples", 2)
     _check_int(num_batches, "num_batches", 2)
     if num_samples % num_batches:
         raise ValueError(f"`num_samples` ({num_samples}) must be a multiple of `num_batches` ({num_batches}).")
-    from numpyro.infer.util import log_likelihood
+    from .units import log_likelihood
 
     B = ladder.shape[0]
-    weights = jnp.asarray(ladder)[:, None]  # one constant weight β per temperature
+    # one constant weight β per temperature on the one unit that holds every likelihood entry
+    weights = jnp.asarray(ladder)[:, None]
     res = batched.run(model, weights, *args, num_warmup=num_warmup, num_samples=num_samples, rng_key=rng_key,
-                      sites=sites, dense_mass=dense_mass, target_accept_prob=target_accept_prob,
+                      units=units, dense_mass=dense_mass, target_accept_prob=target_accept_prob,
                       progress=progress, shard=shard, **kwargs)
-    ll_sites = log_likelihood(model, res.samples, *args, batch_ndims=2, **kwargs)
-    names = set(_observed_sites(model, args, kwargs)[1]) if sites is None else (
-        {sites} if isinstance(sites, str) else set(sites))
-    ll_sites = {k: v for k, v in ll_sites.items() if k in names}
-    ll = sum(jnp.sum(v.reshape(B, num_samples, -1), axis=-1) for v in ll_sites.values())  # (B, S)
+    # log p(x | θ) at every draw: the (marginal, when enumerated) likelihood of the unit, (B, S)
+    ll = log_likelihood(model, res.samples, *args, units=units, batch_ndims=2, **kwargs)[..., 0]
     est = _ladder_estimates(jnp.asarray(ladder, ll.dtype), ll, num_batches)
     diag = {
         "ladder": np.asarray(ladder),
@@ -656,9 +692,12 @@ def _power_evidence(method, model, args, kwargs, rng_key, **kw):
 # ---------------------------------------------------------------------------------------------
 
 
-def _laplace(model, args, kwargs, rng_key, *, max_iter=1000, tol=1e-6, sites=None):
+def _laplace(model, args, kwargs, rng_key, *, max_iter=1000, tol=1e-6, units):
     import optax
 
+    _starts_at_prior(units, "method='laplace'", "Drop `sites` (approximate the evidence of all observed sites), or "
+                                                "use 'stepping_stone'/'thermodynamic', whose ladder starts from the "
+                                                "posterior given the other sites.")
     opt = optax.lbfgs()
 
     def body(flat):
@@ -682,7 +721,7 @@ def _laplace(model, args, kwargs, rng_key, *, max_iter=1000, tol=1e-6, sites=Non
         H = jax.hessian(f)(x)
         return x, f(x), jnp.max(jnp.abs(jax.grad(f)(x))), H, it
 
-    run = _program("laplace", model, args, kwargs, sites, (max_iter, tol), body, rng_key)
+    run = _program("laplace", model, args, kwargs, units, (max_iter, tol), body, rng_key)
     z0 = run.z0
     unravel = ravel_pytree(z0)[1]
     d = ravel_pytree(z0)[0].shape[0]
@@ -838,6 +877,9 @@ def log_evidence(model, *args, method: str, rng_key=None, options: dict | None =
     check_args_finite(args, kwargs)
     _observed_sites(np_model, args, kwargs)
     pm, pargs = family_as_argument(model, args)
+    if method != "nested":
+        # the likelihood that β tempers: every observed site (or `sites`), as one unit
+        options["units"] = _evidence_units(np_model, args, kwargs, options.pop("sites", None))
     if method == "laplace":
         log_z, se, diag = _laplace(pm, pargs, kwargs, rng_key, **options)
     elif method in ("thermodynamic", "stepping_stone"):
@@ -914,33 +956,88 @@ def to_dataframe(results: dict, exact: float | None = None):
 # ---------------------------------------------------------------------------------------------
 
 
-def prequential(model, *args, num_permutations: int, rng_key, site: str = "y", num_particles: int = 1000,
-                num_mcmc_steps: int = 5, num_leapfrog: int = 5, orders=None, shard=None, **kwargs) -> Prequential:
-    r"""One-step-ahead log predictives along R random orderings, by data-tempered SMC.
+def _starts_at_prior(units, what, fix):
+    """SMC and Laplace start from (or normalise against) the prior: no observed site may stay fixed."""
+    if units.fixed:
+        raise ValueError(
+            f"{what} needs every observed site in the likelihood it adds (it starts from the prior), but "
+            f"{list(units.fixed)} would stay conditioned on at full weight. {fix}")
 
-    For each ordering :math:`\sigma_r`, SMC moves from the prior to the posterior one observation at a
-    time (the partial posteriors :math:`\pi_k \propto \pi(\theta)\prod_{j<k} p(x_{\sigma(j)}\mid\theta)`,
-    written as 0/1 masks through :class:`genbayes.reweight`; BlackJAX's SMC step, Chopin 2002). Before each addition the particles are resampled and moved by HMC targeting
-    :math:`\pi_{k}`; the log mean incremental weight
+
+def _prequential_orders(order, orders, R, n, key):
+    """The (R, n) orderings and what they are: ``"random"``, ``"data"`` or ``"given"``."""
+    if orders is not None:
+        if order is not None:
+            raise ValueError("Pass either `order` (None, 'data'/'time' or one permutation) or `orders` (R rows), "
+                             "not both.")
+        orders = np.asarray(orders)
+        if orders.shape != (R, n) or not all(np.array_equal(np.sort(o), np.arange(n)) for o in orders):
+            raise ValueError(f"`orders` must be an ({R}, {n}) array whose rows are permutations of 0..{n - 1} "
+                             f"(one per ordering, over the {n} observation units).")
+        return jnp.asarray(orders), "given"
+    if order is None or (isinstance(order, str) and order == "random"):
+        return jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, R)), "random"
+    if isinstance(order, str):
+        if order not in ("data", "time"):
+            raise ValueError(f"`order` must be None (random orderings), 'data' (alias 'time': the units in the "
+                             f"data's own order) or one permutation of the units, got {order!r}.")
+        return jnp.tile(jnp.arange(n), (R, 1)), "data"
+    o = np.asarray(order)
+    if o.ndim != 1 or o.shape[0] != n or not np.array_equal(np.sort(o), np.arange(n)):
+        raise ValueError(f"`order` as an array must be one permutation of the {n} units 0..{n - 1}, "
+                         f"got shape {o.shape}.")
+    return jnp.tile(jnp.asarray(o), (R, 1)), "given"
+
+
+def prequential(model, *args, num_permutations: int, rng_key, units=None, order=None, site=None,
+                num_particles: int = 1000, num_mcmc_steps: int = 5, num_leapfrog: int = 5, orders=None, shard=None,
+                **kwargs) -> Prequential:
+    r"""One-step-ahead log predictives of the observation units along R orderings, by data-tempered SMC.
+
+    For each ordering :math:`\sigma_r` of the U observation units (:mod:`genbayes.units`), SMC moves
+    from the prior to the posterior one *unit* at a time (the partial posteriors
+    :math:`\pi_k \propto \pi(\theta)\prod_{j<k} p(x_{\sigma(j)}\mid\theta)`, written as 0/1 unit
+    weights through :class:`genbayes.reweight`; BlackJAX's SMC step, Chopin 2002). Before each
+    addition the particles are resampled and moved by HMC targeting :math:`\pi_{k}`; the log mean
+    incremental weight
 
     .. math:: \widehat{\log p}(x_{\sigma(k)} \mid x_{\sigma(<k)}) = \log \tfrac1N \sum_j p(x_{\sigma(k)} \mid \theta_j)
 
-    is ``terms[r, k]``. Their sum over k estimates :math:`\log p(x)` for every ordering (chain rule).
-    Position k of a uniformly random ordering has n − k training points, so
-    :math:`\hat S_{CV}(p) = \tfrac1R\sum_r` ``terms[r, n - p]`` (Fong & Holmes 2020, Prop. 2: position k
-    carries :math:`S_{CV}(n-k+1)` in 1-based positions), giving every p in one sweep. All R orderings run
-    as one vmapped program.
+    is ``terms[r, k]``, :math:`p(x_u \mid \theta)` being the unit's likelihood: all its entries over
+    every observed site, *marginal* over discrete latents enumerated with ``config_enumerate``
+    (:func:`genbayes.units.log_density`). Their sum over k estimates :math:`\log p(x)` for every
+    ordering (the chain rule). All R orderings run as one vmapped program.
+
+    Orders:
+
+    - ``order=None``: uniformly random orderings. Position k of a random ordering has k training
+      units, so :math:`\hat S_{CV}(p) = \tfrac1R\sum_r` ``terms[r, n - p]`` estimates every
+      leave-p-out score in one sweep (Fong & Holmes 2020, Prop. 2). This treats the units as
+      conditionally exchangeable given the parameters (i.i.d. given θ); for dependent units (time
+      series) random orderings still sum to :math:`\log p(x)` but their terms are not predictions.
+    - ``order="data"`` (alias ``"time"``): the units in the data's own order (plate index, or group
+      id) in every one of the R runs (independent SMC replicates, so ``s_cv_se`` is the SMC error).
+      ``terms[:, k]`` estimates :math:`\log p(x_k \mid x_{<k})`: the one-step-ahead (leave-future-out)
+      scores of a time series (Bürkner, Gabry & Vehtari 2020), valid for any model because it is the
+      chain rule. ``s_cv[p - 1]`` is then the term of unit n − p (the p-th from last).
+    - ``order=`` one permutation of the units: that ordering in every run.
 
     Args:
-        model: a NumPyro model (or a :mod:`genbayes.conjugate` family) whose only observed site is ``site``,
-            in a plate over n observations.
+        model: a NumPyro model (or a :mod:`genbayes.conjugate` family).
         *args, **kwargs: the model's arguments.
-        num_permutations: R >= 1 orderings (R >= 2 for standard errors).
+        num_permutations: R >= 1 orderings (or replicates of a fixed order; R >= 2 for standard errors).
         rng_key: JAX PRNG key (orderings and SMC).
-        site: the observed site whose observations are added one at a time.
+        units: the observation units added one at a time: ``None`` (default: each element of the
+            outermost plate shared by the observed sites; several sites at one index form one unit),
+            a plate name, group ids (an integer array, or a dict site -> group ids), or a
+            :class:`genbayes.units.Units` (e.g. from ``gb.units.find(..., mask=...)``). Masked entries
+            are in no unit and never scored. Every observed site must belong to units (none fixed).
+        order: ``None`` (random), ``"data"`` / ``"time"``, or one permutation of ``0..U-1``.
+        site: legacy: add the entries of this one observed site (one batch dimension) as units; the
+            model may observe no other site. Not together with ``units``.
         num_particles: SMC particles per ordering (>= 2; fewer than ~100 is flagged).
         num_mcmc_steps, num_leapfrog: HMC moves per addition and leapfrog steps per move.
-        orders: optional ``(R, n)`` integer array of orderings to use instead of random ones.
+        orders: optional ``(R, U)`` integer array of orderings (instead of ``order``).
         shard: with several visible devices, where to split the work: ``None``/``True`` (default:
             orderings when R >= devices, else each ordering's particles), ``"runs"`` (orderings, no
             communication), ``"particles"`` (particle arrays; XLA adds the collectives for weights and
@@ -949,8 +1046,10 @@ def prequential(model, *args, num_permutations: int, rng_key, site: str = "y", n
             rounding (``docs/scaling.md``).
 
     Returns:
-        :class:`Prequential`. Low ESS (below 10% of the particles or below 20) and low acceptance are
-        warned about and kept in ``.diagnostics``.
+        :class:`Prequential` over the U units (``diagnostics["units"]`` is the
+        :class:`genbayes.units.Units`, ``diagnostics["order"]`` ``"random"``, ``"data"`` or
+        ``"given"``). Low ESS (below 10% of the particles or below 20) and low acceptance are warned
+        about and kept in ``.diagnostics``.
 
     Example:
         >>> import jax, jax.numpy as jnp, numpy as np, genbayes as gb
@@ -962,44 +1061,50 @@ def prequential(model, *args, num_permutations: int, rng_key, site: str = "y", n
         ((2, 4), (4,))
         >>> bool(np.allclose(pq.terms.sum(1), pq.log_z, atol=1e-4))
         True
+
+    Reference: Chopin (2002); Fong & Holmes (2020); Bürkner, Gabry & Vehtari (2020) for the
+    data-order (leave-future-out) terms.
     """
+    from .units import find
+
     _check_key(rng_key)
     _check_int(num_permutations, "num_permutations", 1)
     _check_int(num_particles, "num_particles", 2)
     _check_int(num_mcmc_steps, "num_mcmc_steps", 1)
     _check_int(num_leapfrog, "num_leapfrog", 1)
-    if not isinstance(site, str):
-        raise TypeError(f"`site` must be the name of an observed site, got {site!r}.")
     family, np_model = _resolve(model)
     check_args_finite(args, kwargs)
     tr, obs = _observed_sites(np_model, args, kwargs)
-    if site not in obs:
-        where = "is latent" if site in tr else "does not occur in the model"
-        raise ValueError(f"`site`={site!r} {where}; the model's observed sites are {sorted(obs)}.")
-    if len(obs) > 1:
-        raise ValueError(f"prequential SMC adds the observations of one site, but the model observes "
-                         f"{sorted(obs)}; merge them into one site or condition the others away.")
-    s = obs[site]
-    event_dim = s["fn"].event_dim
-    batch_shape = tuple(jnp.shape(s["value"])[: jnp.ndim(s["value"]) - event_dim])
-    if len(batch_shape) != 1:
-        raise ValueError(f"Observed site {site!r} must have one batch dimension (a plate over n), "
-                         f"got batch shape {batch_shape}.")
-    n = batch_shape[0]
+    if site is not None:
+        if units is not None:
+            raise ValueError("Pass either `units` (the observation units to add) or the legacy `site`, not both.")
+        if not isinstance(site, str):
+            raise TypeError(f"`site` must be the name of an observed site, got {site!r}.")
+        if site not in obs:
+            where = "is latent" if site in tr else "does not occur in the model"
+            raise ValueError(f"`site`={site!r} {where}; the model's observed sites are {sorted(obs)}.")
+        if len(obs) > 1:
+            raise ValueError(f"`site`={site!r} adds the observations of one site, but the model observes "
+                             f"{sorted(obs)}; use `units=` (default: the plate they share) to add all of them.")
+        from .units import _batch_shape
+
+        batch_shape = _batch_shape(obs[site])
+        if len(batch_shape) != 1:
+            raise ValueError(f"Observed site {site!r} must have one batch dimension (a plate over n), "
+                             f"got batch shape {batch_shape}; declare its units with `units=` instead.")
+        units = {site: np.arange(batch_shape[0], dtype=np.int32)}
+    U = find(np_model, *args, units=units, **kwargs)
+    _starts_at_prior(U, "prequential", "Assign those sites to units too (a dict site -> group ids), or "
+                                       "condition on them inside the model.")
+    n = U.num_units
     R = num_permutations
     mode = _shard_mode(shard, R)
     k_ord, k_setup, k_run = jax.random.split(rng_key, 3)
-    if orders is None:
-        orders = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(k_ord, R))
-    else:
-        orders = np.asarray(orders)
-        if orders.shape != (R, n) or not all(np.array_equal(np.sort(o), np.arange(n)) for o in orders):
-            raise ValueError(f"`orders` must be an ({R}, {n}) array whose rows are permutations of 0..{n - 1}.")
-        orders = jnp.asarray(orders)
+    orders, kind = _prequential_orders(order, orders, R, n, k_ord)
     t0 = time.perf_counter()
     settings = dict(n=n, num_particles=num_particles, num_mcmc_steps=num_mcmc_steps, num_leapfrog=num_leapfrog)
     pm, pargs = family_as_argument(model, args)
-    run = _mapped_program("prequential", pm, pargs, kwargs, site, tuple(settings.items()),
+    run = _mapped_program("prequential", pm, pargs, kwargs, U, tuple(settings.items()),
                           partial(_data_tempered_smc, **settings), 2, k_setup, mode)
     out = run(orders, jax.random.split(k_run, R))
     devices = devices_used(out)
@@ -1014,6 +1119,8 @@ def prequential(model, *args, num_permutations: int, rng_key, site: str = "y", n
         "step_size": np.asarray(steps),
         "num_resampling": np.full(R, n),
         "num_particles": num_particles,
+        "units": U,
+        "order": kind,
         "shard": mode,
         "devices": devices,
         "time_s": time.perf_counter() - t0,
