@@ -107,13 +107,14 @@ def binomial_hierarchical(n_trials, y=None):
     mu = numpyro.sample("mu", dist.Normal(-1.5, 1.5))
     tau = numpyro.sample("tau", dist.HalfNormal(1.0))
     with numpyro.plate("groups", n_trials.shape[0]):
-        logit_p = numpyro.sample("logit_p", dist.Normal(mu, tau))
+        eta = numpyro.sample("eta", dist.Normal(0.0, 1.0))   # non-centred: the centred form diverges
+        logit_p = numpyro.deterministic("logit_p", mu + tau * eta)
         numpyro.sample("y", dist.Binomial(n_trials, logits=logit_p), obs=y)
 
 
 def make_binomial_hierarchical() -> Zoo:
     return Zoo("binomial_hierarchical", binomial_hierarchical, (RATS_N, RATS_Y), num_units=10, plate="groups",
-               observed=("y",), latent=("mu", "tau"))
+               observed=("y",), latent=("mu", "tau", "eta"))
 
 
 SEP_N = np.array([10, 12, 8, 15, 10, 9])
