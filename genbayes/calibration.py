@@ -26,8 +26,8 @@ bootstrap), LLB's I is the covariance of per-unit scores (the cluster-robust san
 Zeger 1986), SafeBayes predicts unit t+1 from units 1..t. Subsampled plates are refused.
 
 **Hierarchical models.** Latent sites *local* to the units (found by tracing: inside the unit
-plate, inside the outermost plate of an observed site, or — for group units — in a plate of size
-U; e.g. ``theta_j`` of eight schools, or the ``y_unobserved`` that ``obs_mask`` imputes) have a
+plate or the outermost plate of an observed site, or with a coordinate that enters the loss of
+at most one unit; e.g. ``theta_j`` of eight schools, or the ``y_unobserved`` that ``obs_mask`` imputes) have a
 dimension that grows with the units, so no sandwich exists for them: ``llb`` refuses such models
 with a ValueError naming the sites, and ``gpc`` (which does not need LLB) calibrates the coverage
 of the *global* parameters, its bootstrap posteriors integrating the local ones.
@@ -46,6 +46,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import constrain_fn, initialize_model
+from numpyro.primitives import Messenger
 
 from . import batched
 from ._validation import check_args_finite, is_concrete
@@ -151,16 +152,40 @@ def _model_info(model, args, kwargs, rng_key, units=None):
         raise ValueError(f"calibrate needs the full data, but plate(s) {list(U.subsampled)} are subsampled "
                          "(remove subsample_size).")
     latent = [k for k, s in tr.items() if s["type"] == "sample" and not s["is_observed"]]
-    return list(U.index), U, latent, _local_latents(tr, U), tr
+    return list(U.index), U, latent, _local_latents(model, args, kwargs, tr, U), tr
 
 
-def _local_latents(tr, U):
+class _probe_losses(Messenger):
+    """Add the squared prediction to every Loss site's loss: a loss that is flat at the traced point
+    (hinge beyond the margin) then still shows which units a parameter enters."""
+
+    def process_message(self, msg):
+        if msg["type"] != "sample" or not msg["is_observed"]:
+            return
+        from .fisher import _find_loss
+        from .losses import Loss
+
+        loss, rebuild = _find_loss(msg["fn"])
+        if loss is None:
+            return
+        e = loss._loss_event_dim
+
+        def probe(p, y, fn=loss.loss_fn):
+            sq = jnp.sum(p**2, axis=tuple(range(-e, 0))) if e else p**2
+            return fn(p, y) + sq
+
+        msg["fn"] = rebuild(Loss(probe, loss.prediction, event_dim=e))
+
+
+def _local_latents(model, args, kwargs, tr, U):
     r"""Latent sites that belong to units (random effects, imputed values), found by tracing.
 
-    A latent site is *local* when it lies in the plate whose elements are the units, in the
-    outermost plate of an observed site in a unit (a latent per observation), or — for group
-    units — in a plate of size U (a latent per group): its dimension grows with the number of
-    units, so the information about it does not.
+    A latent site is *local* when it lies in the plate whose elements are the units or in the
+    outermost plate of an observed site in a unit (a latent per observation), or when one of its
+    coordinates enters the loss of at most one unit (the derivative of the per-unit losses at the
+    traced point, each loss plus its squared prediction so that a flat stretch of a hinge loss
+    does not hide a dependence; e.g. a group effect ``a[g]`` written with or without a plate, or a value that
+    enters no unit's loss): the information about it does not grow with the number of units.
     """
     plates = set()
     if U.plate is not None:
@@ -168,14 +193,20 @@ def _local_latents(tr, U):
     for k in U.index:
         if U.plates[k]:
             plates.add(U.plates[k][0])
-    local = []
-    for k, s in tr.items():
-        if s["type"] != "sample" or s["is_observed"]:
-            continue
-        frames = s["cond_indep_stack"]
-        if any(f.name in plates for f in frames) or (U.kind == "groups" and any(f.size == U.num_units for f in frames)):
-            local.append(k)
-    return local
+    latent = [k for k, s in tr.items() if s["type"] == "sample" and not s["is_observed"]]
+    local = {k for k in latent if any(f.name in plates for f in tr[k]["cond_indep_stack"])}
+    rest = [k for k in latent if k not in local]
+    if rest and is_concrete({k: tr[k]["value"] for k in latent}):
+        point = {k: jnp.asarray(tr[k]["value"]) for k in latent}
+        loss = _loss_vector(_probe_losses(model), args, kwargs, U)
+        for k in rest:
+            flat, unravel = ravel_pytree(point[k])
+            if flat.size == 0:
+                continue
+            jac = np.asarray(jax.jacfwd(lambda t: loss({**point, k: unravel(t)}))(flat))  # (U, d_k)
+            if np.any(np.sum(jac != 0, axis=0) <= min(1, U.num_units - 1)):
+                local.add(k)
+    return [k for k in latent if k in local]
 
 
 def _loss_vector(model, args, kwargs, U):
@@ -656,6 +687,10 @@ def calibrate(model, *args, method: str = "llb", rng_key, progress: bool = True,
         >>> cal = calibrate(model, x, method="llb", rng_key=jax.random.PRNGKey(1))
         >>> bool(abs(cal.learning_rate - 0.25) < 0.02)        # 1 / sigma^2
         True
+        >>> pairs = jnp.arange(4000) // 2                      # units = pairs of observations
+        >>> cal = calibrate(model, x, method="llb", units=pairs, rng_key=jax.random.PRNGKey(1))
+        >>> cal.diagnostics["n"], bool(abs(cal.learning_rate - 0.25) < 0.03)   # i.i.d. pairs: same rate
+        (2000, True)
     """
     _check_choice(method, "method", METHODS)
     if rng_key is None:

@@ -214,3 +214,59 @@ def test_gpc_runs_on_eight_schools_from_the_fallback_rate():
     assert d["counts"].shape == (8, 8) and np.all(d["counts"].sum(1) == 8)
     assert all(np.all(np.isfinite(np.asarray(d["theta_hat"][k]))) for k in ("mu", "tau"))
     assert all(0 <= c <= 1 for c in d["path"]["coverage"])
+
+
+def group_effects_no_plate(g, y, G):
+    """The same random effects written as one vector site, without a plate."""
+    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+    a = numpyro.sample("a", dist.Normal(0.0, 1.0).expand([G]).to_event(1))
+    with numpyro.plate("n", y.shape[0]):
+        numpyro.sample("y", dist.Normal(mu + a[g], 1.0), obs=y)
+
+
+def hinge_regression(X, y):
+    """Global coefficients in a plate of the same size as the number of groups (not local)."""
+    with numpyro.plate("features", X.shape[1]):
+        beta = numpyro.sample("beta", dist.Normal(0.0, 10.0))
+    with numpyro.plate("n", X.shape[0]):
+        numpyro.sample("y", Loss(gb.losses.hinge, X @ beta), obs=y)
+
+
+def test_local_latents_are_found_by_dependence_not_by_name():
+    g = jnp.asarray(_groups(20, 5, 0))
+    with pytest.raises(ValueError, match="'a'"):
+        calibrate(group_effects_no_plate, g, jnp.linspace(-1, 1, 20), 5, units=g, method="llb", rng_key=KEY)
+    # a global coefficient vector whose plate has the size of the number of groups, under a
+    # hinge loss that is flat for most observations at the traced point, is not local
+    from genbayes.calibration import _model_info
+
+    from genbayes.fisher import _trace
+
+    X = jnp.asarray(np.random.default_rng(0).normal(size=(20, 5)) * 5.0)
+    beta = _trace(hinge_regression, (X, jnp.ones(20)), {}, {}, rng_key=KEY)["beta"]["value"]  # the traced point
+    y = jnp.sign(X @ beta)  # every margin y f = |f| > 1 there: the hinge loss is flat for every unit
+    assert float(jnp.min(jnp.abs(X @ beta))) > 1
+    _, U, latent, local, _ = _model_info(hinge_regression, (X, y), {}, KEY, g)
+    assert U.num_units == 5 and latent == ["beta"] and local == []
+
+
+def test_safebayes_on_groups_matches_the_closed_form(x64):
+    # squared loss, N(0, 10^2) prior: the posterior on the groups before unit t at rate w is N(m, v) in
+    # closed form; unit t's R-log-loss is sum_{i in t} [w/2 ((x_i - m)^2 + v) + 1/2 log(2 pi / w)]
+    n, G, start = 24, 8, 4
+    x = np.random.default_rng(8).normal(0.5, 2.0, size=n)
+    g = _groups(n, G, 9)
+    grid = np.array([0.25, 1.0])
+    cal = calibrate(loc_loss, jnp.asarray(x), method="safebayes", units=jnp.asarray(g), grid=grid, start=start,
+                    num_warmup=200, num_samples=1000, rng_key=jax.random.PRNGKey(3), progress=False)
+    e = cal.diagnostics["expected_loss"]
+    assert e.shape == (2, G - start) and cal.diagnostics["score"] == "log_loss"
+    for k, w in enumerate(grid):
+        for j, t in enumerate(range(start, G)):
+            before, unit = x[g < t], x[g == t]
+            v = 1 / (w * before.size + 1 / 10.0**2)
+            m = v * w * before.sum()
+            exact = np.sum(w / 2 * ((unit - m) ** 2 + v) + 0.5 * np.log(2 * np.pi / w))
+            # MC sd of w/2 sum_i (x_i - theta)^2 over S = 1000 draws (ESS >= S/3 for NUTS on a Gaussian)
+            sd = w / 2 * np.sqrt(4 * v * np.sum(unit - m) ** 2 + 2 * unit.size**2 * v**2)
+            assert abs(e[k, j] - exact) < 4 * sd / np.sqrt(1000 / 3), (w, t)
