@@ -13,11 +13,16 @@ for any NumPyro model by one of
   vmapped together;
 - ``"nested"``: NumPyro's nested-sampling wrapper (needs the optional ``jaxns<3``).
 
-:func:`prequential` runs data-tempered SMC along R random orderings of the observations (one vmapped
-program); the log mean incremental weight when observation :math:`x_{\sigma(k)}` enters estimates
-:math:`\log p(x_{\sigma(k)} \mid x_{\sigma(<k)})`, so averaging position k over orderings estimates
-every leave-p-out score :math:`S_{CV}(p)` at once and each ordering's sum estimates :math:`\log Z`
-(Fong & Holmes 2020, Prop. 2).
+:func:`prequential` runs data-tempered SMC along R orderings of the observation units
+(:mod:`genbayes.units`; one vmapped program); the log mean incremental weight when unit
+:math:`x_{\sigma(k)}` enters estimates :math:`\log p(x_{\sigma(k)} \mid x_{\sigma(<k)})`, so averaging
+position k over random orderings estimates every leave-p-out score :math:`S_{CV}(p)` at once and each
+ordering's sum estimates :math:`\log Z` (Fong & Holmes 2020, Prop. 2); in the data's own order
+(``order="data"``) the terms are the one-step-ahead (leave-future-out) scores of a time series
+(Bürkner, Gabry & Vehtari 2020).
+
+Every estimator tempers the likelihood of all observed sites, and with discrete latents enumerated
+(``config_enumerate``) the temperature acts on each unit's marginal likelihood.
 
 All estimators are meaningful in float64 (``numpyro.enable_x64()``); in float32 the radiata-pine
 style models (parameters in the thousands, precisions near 1e-5) lose digits.
@@ -103,14 +108,17 @@ class Evidence:
 
 @dataclasses.dataclass(frozen=True)
 class Prequential:
-    r"""One-step-ahead log predictive terms along R random orderings (data-tempered SMC).
+    r"""One-step-ahead log predictive terms of the n observation units along R orderings (data-tempered SMC).
 
     Attributes:
-        terms: ``(R, n)``; ``terms[r, k]`` estimates :math:`\log p(x_{\sigma_r(k)} \mid x_{\sigma_r(<k)})`.
-        orders: ``(R, n)`` integer orderings :math:`\sigma_r`.
+        terms: ``(R, n)``; ``terms[r, k]`` estimates :math:`\log p(x_{\sigma_r(k)} \mid x_{\sigma_r(<k)})`,
+            :math:`x_u` the entries of unit u (:mod:`genbayes.units`).
+        orders: ``(R, n)`` integer orderings :math:`\sigma_r` of the units (all ``0..n-1`` with
+            ``order="data"``).
         log_z: ``(R,)`` each ordering's log evidence estimate (the running sum of its terms).
         s_cv: ``(n,)``; ``s_cv[p - 1]`` = mean over r of ``terms[r, n - p]``, an estimate of
-            :math:`S_{CV}(p)`, the mean log predictive of a held-out point given n − p others.
+            :math:`S_{CV}(p)`, the mean log predictive of a held-out unit given n − p others (random
+            orderings); with ``order="data"`` it is the one-step-ahead term of unit n − p.
         s_cv_se: ``(n,)`` standard errors of ``s_cv`` (spread over orderings / sqrt(R)).
         diagnostics: ``ess`` (R, n) ESS of the incremental weights at each step, ``acceptance``
             (R, n) mean HMC acceptance of the moves before each step, ``num_resampling`` (R,)
@@ -819,6 +827,14 @@ def log_evidence(model, *args, method: str, rng_key=None, options: dict | None =
       vmapped together, ``log_z`` is the log of their mean :math:`\hat Z` and ``se`` the spread of
       :math:`\log\hat Z` over runs divided by :math:`\sqrt{R}`.
     - ``"nested"``: ``numpyro.contrib.nested_sampling`` (optional extra ``genbayes[nested]``, ``jaxns<3``).
+
+    The likelihood tempered is that of *every* observed site (``numpyro.factor`` terms stay in the
+    prior), its masked entries excluded (:mod:`genbayes.units`; option ``sites`` names a subset, the
+    other observed sites then being conditioned on: the power-posterior methods estimate
+    :math:`\log p(x_{sites} \mid x_{other})`, and ``"smc"``/``"laplace"``, which start from the prior,
+    refuse it). Discrete latents enumerated with ``config_enumerate`` are summed out *before* β acts:
+    :math:`\pi_\beta \propto \pi(\theta) \prod_u (\sum_{z_u} p(z_u)\,p(x_u \mid z_u, \theta))^\beta`
+    (:func:`genbayes.units.log_density`), so every method estimates the marginal evidence.
 
     Use float64 (``numpyro.enable_x64()``) for values to be trusted beyond ~1e-3 relative.
 

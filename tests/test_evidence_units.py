@@ -298,3 +298,17 @@ def test_enumerated_laplace_equals_twin(x64):
     a = log_evidence(mixture_enum, xj, method="laplace", rng_key=key)
     b = log_evidence(mixture_twin, xj, method="laplace", rng_key=key)
     assert np.isfinite(a.log_z) and abs(a.log_z - b.log_z) < 1e-6, (a, b)
+
+
+def test_enumerated_site_outside_the_units_is_named():
+    """A discrete latent shared by all units: a clear error naming it (not numpyro's AssertionError)."""
+
+    def shared_switch(x):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        k = numpyro.sample("k", dist.Bernoulli(0.5), infer={"enumerate": "parallel"})
+        with numpyro.plate("n", x.shape[0]):
+            numpyro.sample("x", dist.Normal(mu + k, 1.0), obs=x)
+
+    with pytest.raises(NotImplementedError, match="Enumerated site 'k' is not inside plate 'n'"):
+        log_evidence(shared_switch, jnp.zeros(5), method="smc", rng_key=jax.random.PRNGKey(0),
+                     options={"num_runs": 2, "num_particles": 20})
