@@ -270,3 +270,19 @@ def test_safebayes_on_groups_matches_the_closed_form(x64):
             # MC sd of w/2 sum_i (x_i - theta)^2 over S = 1000 draws (ESS >= S/3 for NUTS on a Gaussian)
             sd = w / 2 * np.sqrt(4 * v * np.sum(unit - m) ** 2 + 2 * unit.size**2 * v**2)
             assert abs(e[k, j] - exact) < 4 * sd / np.sqrt(1000 / 3), (w, t)
+
+
+def test_discrete_latents_are_refused_by_name():
+    from numpyro.contrib.funsor import config_enumerate
+
+    @config_enumerate
+    def mixture(x):
+        p = numpyro.sample("p", dist.Beta(1.0, 1.0))
+        loc = numpyro.sample("loc", dist.Normal(0.0, 5.0).expand([2]).to_event(1))
+        with numpyro.plate("n", x.shape[0]):
+            z = numpyro.sample("z", dist.Bernoulli(p))
+            numpyro.sample("x", dist.Normal(loc[z], 1.0), obs=x)
+
+    for method in ("llb", "gpc"):
+        with pytest.raises(ValueError, match=r"discrete latent site\(s\) \['z'\]"):
+            calibrate(mixture, jnp.linspace(-2, 2, 10), method=method, rng_key=KEY)
