@@ -92,6 +92,8 @@ def test_evidence_covers_every_observed_site(x64):
     # sites=["y"]: the ladder tempers y only, starting from the posterior given z: log p(y | z)
     cond = exact - gauss_log_marginal(a, x, s, 0.5, 1.5**2, np.arange(8, 13))
     assert abs(ss.log_z - cond) <= 4 * ss.se, (ss, cond)
+    ti, ti_se = ss.diagnostics["thermodynamic"], ss.diagnostics["thermodynamic_se"]  # the same ladder draws
+    assert abs(ti - cond) <= 4 * ti_se, (ti, ti_se, cond)
 
 
 def test_sites_subset_refused_where_it_would_be_wrong():
