@@ -915,11 +915,16 @@ def lpo(model, *args, p, units=None, site=None, method="auto", num_subsets=None,
     (``elpd_loo / n`` in ArviZ's terms).
 
     Args:
-        model: a NumPyro model whose observed site ``site`` lies in a plate over the n
-            observations (its arguments follow, as for ``MCMC.run``), or a
+        model: a NumPyro model (its arguments follow, as for ``MCMC.run``), or a
             :mod:`genbayes.conjugate` family followed by its data.
-        p: number of held-out points, 1..n.
-        site: the observed site whose observations are held out.
+        p: number of held-out units, 1..n, where n is the number U of observation units.
+        units: the observation units that are held out and scored (:mod:`genbayes.units`):
+            ``None`` (default: each element of the outermost plate shared by the observed sites,
+            found by tracing), a plate name, group ids (an integer array, or a dict observed site
+            -> group ids) for leave-one-group-out, or a :class:`genbayes.units.Units`. Masked
+            entries (``obs_mask``) belong to no unit and are never held out or scored. A unit's
+            score is its marginal log predictive (discrete latents enumerated).
+        site: kept for old code: the name of the model's only observed site (an error otherwise).
         method: ``"auto"``, ``"exact"`` (conjugate: counting, else enumeration, else random
             subsets), ``"counting"``, ``"enumerate"``, ``"psis"`` or ``"refit"`` (module docstring).
         num_subsets: evaluate this many uniformly random held-out sets instead of the default
@@ -1075,11 +1080,19 @@ def identity(model, *args, units=None, site=None, method="auto", rng_key=None, n
     construction, and ``log_evidence_source`` says so).
 
     Args:
-        model, *args, **kwargs, site: as in :func:`lpo`.
+        model, *args, **kwargs, units, site: as in :func:`lpo`; the orderings are over units,
+            and every observed site must be in units (no fixed sites), so that the sum is
+            log p(all data).
         method: ``"auto"``, ``"exact"``, ``"permutation"`` or ``"smc"``.
         rng_key: JAX PRNG key (not needed for exact counting or enumeration).
         num_permutations: number of random orderings (default 200 for conjugate families, 8 otherwise).
         stride: refit every ``stride`` steps along an ordering (default ``max(1, n // 10)``).
+            Measured (n = 20 and 60, four seeds, a Gaussian linear regression with a conjugate
+            Normal-Gamma prior written in plain NumPyro): the default's gap is within 1 SE of the
+            exact evidence. With a vague prior (coefficient prior sd 10σ, n = 40) the sum is biased
+            low by 0.3-0.7 nats (up to 3.4 SE) even at ``stride=1``: the first one-step-ahead
+            terms average p(x | θ) over draws from very broad early posteriors, and the log of that
+            Monte Carlo mean is biased down (Jensen). Raise ``num_samples`` for such models.
         evidence_method, evidence_kwargs: passed to ``genbayes.evidence.log_evidence``.
         smc_kwargs: with ``method="smc"``, options of ``genbayes.evidence.prequential``
             (``num_particles``, ``num_mcmc_steps``, ``num_leapfrog``).
