@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["batched_to_inference_data", "gibbs_to_inference_data", "effective_sample_size", "psis_log_weights", "psis_khat_threshold", "loo", "lpo_to_elpd_data"]
+__all__ = ["batched_to_inference_data", "mcmc_to_inference_data", "gibbs_to_inference_data", "unit_log_likelihood", "effective_sample_size", "psis_log_weights", "psis_khat_threshold", "loo", "lpo_to_elpd_data"]
 
 
 def _arviz():
@@ -195,21 +195,129 @@ def lpo_to_elpd_data(result):
     }
     return az.ELPDData(data=list(fields.values()), index=list(fields.keys()))
 
-def gibbs_to_inference_data(mcmc, *, sites=None, **from_numpyro_kwargs):
-    r"""InferenceData for an MCMC run of a Gibbs posterior, with :math:`-w\,\ell` as the log likelihood.
+def unit_log_likelihood(model, samples, *args, units=None, mask=None, batch_ndims=2, **kwargs):
+    r"""Pointwise log-likelihood per observation *unit*, :math:`\log p(x_u \mid \theta_s)`, for ArviZ.
+
+    The log-likelihood that PSIS-LOO, WAIC and ``arviz.compare`` score point by point
+    (Vehtari, Gelman & Gabry 2017) must be one value per exchangeable unit: the units of
+    :mod:`genbayes.units` (every observed site's entries at one index of the outermost plate by
+    default; groups for leave-one-group-out; masked entries in no unit). With enumerated discrete
+    latents it is each unit's *marginal* likelihood. Computed by :func:`genbayes.units.log_likelihood`
+    (each observed site's scale, e.g. a Gibbs learning rate, multiplies its entries).
+
+    Args:
+        model: the NumPyro model the draws are from.
+        samples: dict site -> draws with ``batch_ndims`` leading axes (chains, draws); deterministic
+            and observed sites are ignored.
+        *args, **kwargs: the model's arguments.
+        units: the observation units (any spec :func:`genbayes.units.find` accepts, or a ``Units``).
+        mask: optional dict observed site -> boolean array (``False``: in no unit).
+        batch_ndims: number of leading sample axes (2: chains, draws).
+
+    Returns:
+        ``(log_lik, units)``: array ``(*batch, U)`` and the resolved :class:`genbayes.units.Units`.
+
+    Example:
+        >>> import jax.numpy as jnp, numpyro, numpyro.distributions as dist
+        >>> from genbayes.interop import unit_log_likelihood
+        >>> def model(x):
+        ...     mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        ...     with numpyro.plate("n", x.shape[0]):
+        ...         numpyro.sample("y", dist.Normal(mu, 1.0), obs=x)
+        >>> ll, u = unit_log_likelihood(model, {"mu": jnp.zeros((2, 3))}, jnp.arange(4.0), units=jnp.array([0, 0, 1, 1]))
+        >>> ll.shape, u.num_units
+        ((2, 3, 2), 2)
+    """
+    import jax
+    from numpyro.handlers import seed, trace
+
+    from . import units as _units
+
+    U = _units.find(model, *args, units=units, mask=mask, **kwargs)
+    tr = trace(seed(model, jax.random.PRNGKey(0))).get_trace(*args, **kwargs)
+    latent = {k: v for k, v in samples.items()
+              if k in tr and tr[k]["type"] == "sample" and not tr[k]["is_observed"]}
+    ll = _units.log_likelihood(model, latent, *args, units=U, batch_ndims=batch_ndims, **kwargs)
+    return np.asarray(ll), U
+
+
+def _unit_group(ll, U):
+    """The ``log_likelihood`` group's variable: named after the one observed site in units, else ``units``."""
+    name = U.sites[0] if len(U.sites) == 1 else "units"
+    return name, {name: ll}, {name: ["unit"]}, {"unit": np.asarray(U.labels)}
+
+
+def mcmc_to_inference_data(mcmc, *, units=None, mask=None, **from_numpyro_kwargs):
+    r"""InferenceData for a NumPyro MCMC run, with the pointwise log-likelihood per observation unit.
+
+    ``arviz.from_numpyro`` stores one log-likelihood per *entry* of each observed site, so that
+    ``arviz.loo`` on a model with two observed sites, grouped data, masked responses or an inner
+    plate scores the wrong points, and on a model with enumerated discrete latents it fails. Here
+    the ``log_likelihood`` group holds one variable of shape ``(chains, draws, U)`` (dimension
+    ``unit``, coordinates the unit labels), :math:`\log p(x_u \mid \theta_s)` summed over every
+    observed entry of unit u, and marginal over enumerated latents (:func:`unit_log_likelihood`),
+    so ``arviz.loo`` / ``waic`` / ``compare`` are per unit (Vehtari, Gelman & Gabry 2017). The
+    variable is named after the observed site when one site is in units, else ``"units"``.
+
+    Args:
+        mcmc: a ``numpyro.infer.MCMC`` that has been run.
+        units: the observation units (:func:`genbayes.units.find`): default the outermost plate of
+            the observed sites; a plate name; group ids (leave-one-group-out); or a ``Units``.
+        mask: optional dict observed site -> boolean array (``False`` entries are not scored).
+        **from_numpyro_kwargs: passed to ``arviz.from_numpyro`` (e.g. ``coords``, ``dims``).
+
+    Returns:
+        ``arviz.InferenceData`` with groups ``posterior``, ``sample_stats``, ``observed_data`` (when
+        ArviZ finds it) and ``log_likelihood``; ``log_likelihood.attrs["units"]`` describes the units.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist
+        >>> from numpyro.infer import MCMC, NUTS
+        >>> from genbayes.interop import mcmc_to_inference_data
+        >>> def model(z, y):
+        ...     mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        ...     with numpyro.plate("a", z.shape[0]):
+        ...         numpyro.sample("z", dist.Normal(mu, 1.0), obs=z)
+        ...     with numpyro.plate("b", y.shape[0]):
+        ...         numpyro.sample("y", dist.Normal(mu, 2.0), obs=y)
+        >>> mcmc = MCMC(NUTS(model), num_warmup=50, num_samples=50, progress_bar=False)
+        >>> mcmc.run(jax.random.PRNGKey(0), jnp.zeros(2), jnp.ones(4))
+        >>> idata = mcmc_to_inference_data(mcmc, units={"z": jnp.array([0, 1]), "y": jnp.array([0, 0, 1, 1])})
+        >>> dict(idata.log_likelihood.sizes)
+        {'chain': 1, 'draw': 50, 'unit': 2}
+    """
+    az = _arviz()
+    model = mcmc.sampler.model
+    args, kwargs = getattr(mcmc, "_args", ()), getattr(mcmc, "_kwargs", {})
+    samples = mcmc.get_samples(group_by_chain=True)
+    ll, U = unit_log_likelihood(model, samples, *args, units=units, mask=mask, batch_ndims=2, **kwargs)
+    name, group, dims, coords = _unit_group(ll, U)
+    idata = az.from_numpyro(mcmc, log_likelihood=False, **from_numpyro_kwargs)
+    idata.add_groups({"log_likelihood": group}, dims=dims, coords=coords)
+    idata.log_likelihood.attrs["units"] = repr(U)
+    return idata
+
+
+def gibbs_to_inference_data(mcmc, *, sites=None, units=None, mask=None, **from_numpyro_kwargs):
+    r"""InferenceData for an MCMC run of a Gibbs posterior, with :math:`-w\,\ell` per unit as the log likelihood.
 
     ``az.from_numpyro`` records the unscaled ``log_prob`` of observed sites, which for a
     :class:`genbayes.losses.Loss` site is :math:`-\ell` and ignores the learning rate. Here the
-    ``log_likelihood`` group holds, per draw and observation, the site's log density *times its
-    scale*, :math:`-w\,\ell(\theta, x_i)` (the generalized log likelihood the posterior was drawn
-    for, Bissiri et al. 2016, eq. 1), so ``arviz.loo``/``waic`` estimate the predictive
-    performance of the Gibbs posterior in that currency. The group's attrs hold
-    ``loss_<site>`` (the loss name, or ``"likelihood"`` for an ordinary site) and
-    ``learning_rate_<site>`` (the scale: a float, or a list when it varies).
+    ``log_likelihood`` group holds, per draw and observation unit (:mod:`genbayes.units`), the
+    observed sites' log density *times their scale*, :math:`-w\,\ell(\theta, x_u)` (the generalized
+    log likelihood the posterior was drawn for, Bissiri et al. 2016, eq. 1), so ``arviz.loo``/``waic``
+    estimate the predictive performance of the Gibbs posterior in that currency, one point per unit
+    (as :func:`mcmc_to_inference_data`). With ``sites=`` instead it holds one variable per named
+    site, one value per entry (the per-entry form). The group's attrs hold ``loss_<site>`` (the
+    loss name, or ``"likelihood"`` for an ordinary site) and ``learning_rate_<site>`` (the scale: a
+    float, or a list when it varies).
 
     Args:
         mcmc: a ``numpyro.infer.MCMC`` that has been run (its model, arguments and draws are used).
-        sites: observed sites to include (default: all observed sites).
+        sites: observed sites to include entry by entry (default: ``None``, per unit).
+        units: the observation units (:func:`genbayes.units.find`; default the outermost plate of
+            the observed sites); not together with ``sites``.
+        mask: optional dict observed site -> boolean array (``False`` entries are not scored).
         **from_numpyro_kwargs: passed to ``arviz.from_numpyro`` (e.g. ``coords``, ``dims``).
 
     Returns:
@@ -238,6 +346,9 @@ def gibbs_to_inference_data(mcmc, *, sites=None, **from_numpyro_kwargs):
 
     from .fisher import _find_loss
 
+    if sites is not None and (units is not None or mask is not None):
+        raise ValueError("Pass either `sites` (per-entry log-likelihood of the named sites) or `units`/`mask` "
+                         "(per-unit log-likelihood), not both.")
     az = _arviz()
     model = mcmc.sampler.model
     args, kwargs = getattr(mcmc, "_args", ()), getattr(mcmc, "_kwargs", {})
@@ -245,26 +356,34 @@ def gibbs_to_inference_data(mcmc, *, sites=None, **from_numpyro_kwargs):
     first = jax.tree_util.tree_map(lambda a: a[0, 0], samples)
     tr = trace(substitute(seed(model, 0), first)).get_trace(*args, **kwargs)
     observed = [k for k, s in tr.items() if s["type"] == "sample" and s["is_observed"]]
-    names = observed if sites is None else ([sites] if isinstance(sites, str) else list(sites))
-    bad = sorted(set(names) - set(observed))
-    if bad:
-        raise ValueError(f"`sites` names {bad}, which are not observed sites; observed: {observed}.")
-    latent = [k for k in samples if k in tr and tr[k]["type"] == "sample" and not tr[k]["is_observed"]]
+    if sites is None:
+        ll, U = unit_log_likelihood(model, samples, *args, units=units, mask=mask, batch_ndims=2, **kwargs)
+        _, group, dims, coords = _unit_group(ll, U)
+        idata = az.from_numpyro(mcmc, log_likelihood=False, **from_numpyro_kwargs)
+        idata.add_groups({"log_likelihood": group}, dims=dims, coords=coords)
+        idata.log_likelihood.attrs["units"] = repr(U)
+        names = list(U.sites)
+    else:
+        names = [sites] if isinstance(sites, str) else list(sites)
+        bad = sorted(set(names) - set(observed))
+        if bad:
+            raise ValueError(f"`sites` names {bad}, which are not observed sites; observed: {observed}.")
+        latent = [k for k in samples if k in tr and tr[k]["type"] == "sample" and not tr[k]["is_observed"]]
 
-    def loglik(params):
-        t = trace(substitute(seed(model, 0), params)).get_trace(*args, **kwargs)
-        out = {}
-        for k in names:
-            lp = t[k]["fn"].log_prob(t[k]["value"])
-            out[k] = lp if t[k]["scale"] is None else lp * t[k]["scale"]
-        return out
+        def loglik(params):
+            t = trace(substitute(seed(model, 0), params)).get_trace(*args, **kwargs)
+            out = {}
+            for k in names:
+                lp = t[k]["fn"].log_prob(t[k]["value"])
+                out[k] = lp if t[k]["scale"] is None else lp * t[k]["scale"]
+            return out
 
-    C, S = np.shape(samples[latent[0]])[:2]
-    flat = {k: jnp.reshape(samples[k], (C * S, *np.shape(samples[k])[2:])) for k in latent}
-    ll = jax.lax.map(loglik, flat, batch_size=min(C * S, 64))
-    ll = {k: np.asarray(v).reshape(C, S, *np.shape(v)[1:]) for k, v in ll.items()}
-    idata = az.from_numpyro(mcmc, log_likelihood=False, **from_numpyro_kwargs)
-    idata.add_groups({"log_likelihood": ll})
+        C, S = np.shape(samples[latent[0]])[:2]
+        flat = {k: jnp.reshape(samples[k], (C * S, *np.shape(samples[k])[2:])) for k in latent}
+        ll = jax.lax.map(loglik, flat, batch_size=min(C * S, 64))
+        ll = {k: np.asarray(v).reshape(C, S, *np.shape(v)[1:]) for k, v in ll.items()}
+        idata = az.from_numpyro(mcmc, log_likelihood=False, **from_numpyro_kwargs)
+        idata.add_groups({"log_likelihood": ll})
     attrs = {}
     for k in names:
         loss, _ = _find_loss(tr[k]["fn"])

@@ -18,6 +18,15 @@ import genbayes as gb
 from tests.zoo import models as zoo
 
 
+@pytest.fixture(autouse=True)
+def _fresh_jit_cache():
+    # JAX 0.10: after a float32 NumPyro MCMC run in the same process (e.g. tests/test_zoo.py first),
+    # a cached executable of jnp.where (MaskedDistribution.log_prob) compiled for f32 is reused
+    # inside `jax.enable_x64(True)` and fails with RuntimeProgramInputMismatch; clearing the
+    # caches before each float64 check avoids the stale entry.
+    jax.clear_caches()
+
+
 # --------------------------------------------------------------------------------------------
 # finding units
 # --------------------------------------------------------------------------------------------

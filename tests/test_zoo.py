@@ -119,3 +119,55 @@ def test_enumerated_mixture_agrees_with_mixture_same_family_twin():
     # the half-weight row is wider (about sqrt(2) for the locations): the rows are different posteriors
     sd = np.asarray(a.samples["loc"]).std(1)
     assert np.all(sd[1] > 1.2 * sd[0]), sd
+
+
+# --------------------------------------------------------------------------------------------
+# ArviZ: the pointwise log-likelihood is per unit
+# --------------------------------------------------------------------------------------------
+
+
+def _by_hand_idata(mcmc, U, model, args):
+    """InferenceData built by hand: numpyro.infer.log_likelihood per entry, summed into units."""
+    from numpyro.infer import log_likelihood as np_log_likelihood
+
+    az = _arviz()
+    samples = mcmc.get_samples(group_by_chain=True)
+    ll = np_log_likelihood(model, samples, *args, batch_ndims=2)
+    C, S = np.shape(next(iter(samples.values())))[:2]
+    out = np.zeros((C, S, U.num_units))
+    for site, idx in U.index.items():
+        full = np.broadcast_to(idx, U.shapes[site]).ravel()
+        v = np.asarray(ll[site]).reshape(C, S, -1)
+        for u in range(U.num_units):
+            out[..., u] += v[..., full == u].sum(-1)
+    return az.from_dict(posterior={k: np.asarray(v) for k, v in samples.items()}, log_likelihood={"ll": out})
+
+
+def test_arviz_loo_per_unit_two_sites_grouped_and_enumerated():
+    from genbayes.interop import gibbs_to_inference_data, mcmc_to_inference_data
+
+    az = _arviz()
+    z, g, mix = zoo.make_two_sites(), zoo.make_grouped(), zoo.make_mixture()
+    cases = [(z.model, z.args, z.units, z.model, z.args),
+             (g.model, g.args, g.exact["groups"], g.model, g.args),
+             # enumerated: NumPyro's per-entry log-likelihood of the twin at the same draws
+             (mix.model, mix.args, None, mix.twin, mix.twin_args)]
+    for model, args, spec, ref_model, ref_args in cases:
+        mc = MCMC(NUTS(model), num_warmup=100, num_samples=150, num_chains=2, chain_method="sequential",
+                  progress_bar=False)
+        mc.run(jax.random.PRNGKey(0), *args)
+        idata = mcmc_to_inference_data(mc, units=spec)
+        U = gb.units.find(model, *args, units=spec)
+        assert idata.log_likelihood.sizes["unit"] == U.num_units
+        got = az.loo(idata, pointwise=True)
+        want = az.loo(_by_hand_idata(mc, U, ref_model, ref_args), pointwise=True)
+        assert got.n_data_points == want.n_data_points == U.num_units
+        np.testing.assert_allclose(np.asarray(got.loo_i), np.asarray(want.loo_i), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got.elpd_loo, want.elpd_loo, rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(got.pareto_k), np.asarray(want.pareto_k), rtol=1e-3, atol=1e-3)
+        # the Gibbs form with an ordinary likelihood (learning rate 1) is the same per-unit group
+        np.testing.assert_allclose(np.asarray(next(iter(gibbs_to_inference_data(mc, units=spec)
+                                                        .log_likelihood.data_vars.values()))),
+                                   np.asarray(next(iter(idata.log_likelihood.data_vars.values()))), rtol=1e-6)
+    with pytest.raises(ValueError, match="either `sites`"):
+        gibbs_to_inference_data(mc, sites="x", units=None, mask={"x": np.ones(24, bool)})
