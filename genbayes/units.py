@@ -339,6 +339,9 @@ def find(model, *args, units=None, mask=None, **kwargs) -> Units:
             g = np.asarray(units[k])
             if not np.issubdtype(g.dtype, np.integer):
                 raise TypeError(f"`units[{k!r}]` must be an integer array of group ids, got dtype {g.dtype}.")
+            if any(p in subsampled for p in plates[k]):
+                raise ValueError(f"Observed site {k!r} lies in a subsampled plate; group units need the full data "
+                                 "(remove subsample_size).")
             if np.any(g < -1):
                 raise ValueError(f"`units[{k!r}]` has ids below -1; use ids 0, 1, ... (and -1 for 'in no unit').")
             try:
@@ -348,9 +351,6 @@ def find(model, *args, units=None, mask=None, **kwargs) -> Units:
             except ValueError:
                 raise ValueError(f"`units[{k!r}]` of shape {np.shape(g)} does not broadcast to the batch shape "
                                  f"{shapes[k]} of observed site {k!r}; give one group id per observation.") from None
-            if any(p in subsampled for p in plates[k]):
-                raise ValueError(f"Observed site {k!r} lies in a subsampled plate; group units need the full data "
-                                 "(remove subsample_size).")
             index[k] = np.broadcast_to(g, shapes[k])
     # masks: the model's own (obs_mask, handlers.mask) and the user's; mask values need a concrete run
     if any(_has_array_mask(obs[k]["fn"]) for k in index):

@@ -133,8 +133,6 @@ def test_bad_units_inputs_give_clear_errors():
         gb.units.find(g.model, *g.args, units=np.full(24, -2))
 
 
-@pytest.mark.xfail(strict=True, reason="units.find checks the ids' shape against the subsample (10,) before it "
-                                       "checks for a subsampled plate, so full-size ids get a misleading shape error")
 def test_group_ids_on_a_subsampled_plate_are_refused_for_the_right_reason():
     s = zoo.make_subsampled()
     with pytest.raises(ValueError, match="subsampled plate"):
