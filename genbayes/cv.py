@@ -1116,7 +1116,8 @@ def _permutation_terms(target, orders, stride, rng_key, num_warmup, num_samples,
             x = L[ci][r][:, orders[r, k]]
             terms[r, k] = float(logsumexp(jnp.asarray(lwi + x)))
             khat[r, k] = khi
-    diag = {"khat": khat, "checkpoints": checkpoints, "stride": stride, "prior_draws": 0 if L0 is None else S0,
+    diag = {"terms": terms, "khat": khat, "checkpoints": checkpoints, "stride": stride,
+            "prior_draws": 0 if L0 is None else S0,
             "num_divergent": divergent, "orders": orders}
     return terms, diag
 
