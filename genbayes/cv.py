@@ -305,10 +305,6 @@ def _resolve(model, args, kwargs, site=None, units=None):
     return _Target(None, model, tuple(args), dict(kwargs), U, int(U.num_units))
 
 
-def _has_masked(U):
-    return any(np.any(np.asarray(v) < 0) for v in U.index.values())
-
-
 def _check_p(p, n, name="p"):
     if isinstance(p, bool) or not isinstance(p, (int, np.integer)):
         raise TypeError(f"`{name}` must be an integer in 1..n = 1..{n}, got {p!r}.")
@@ -1124,7 +1120,8 @@ def _permutation_terms(target, orders, stride, rng_key, num_warmup, num_samples,
 
 def identity(model, *args, units=None, site=None, method="auto", rng_key=None, num_permutations=None, stride=None,
              max_subsets=DEFAULT_MAX_SUBSETS, evidence_method="smc", num_warmup=300, num_samples=500,
-             evidence_kwargs=None, smc_kwargs=None, nuts_kwargs=None, num_prior_draws=None, **kwargs) -> IdentityReport:
+             evidence_kwargs=None, smc_kwargs=None, nuts_kwargs=None, num_prior_draws=None, order=None,
+             **kwargs) -> IdentityReport:
     r"""Check :math:`\log p(x) = \sum_{p=1}^n S_{CV}(p)` (Fong & Holmes 2020, Proposition 1).
 
     Conjugate families (``method="auto"`` or ``"exact"``): every S_CV(p) exactly, by counting
@@ -1157,6 +1154,14 @@ def identity(model, *args, units=None, site=None, method="auto", rng_key=None, n
     −1.79 (conjugate-scale prior, n = 20) and −1.91, 0.53, 0.30, −0.27 (n = 60); SE 0.04-0.10 nats.
     ``se`` is the Monte Carlo standard error across orderings (each ordering's exact terms
     telescope to log p(x), so the spread of the sums is Monte Carlo error only).
+
+    **Time series** (``order="data"``, alias ``"time"``): one ordering, the data's own order of
+    the units, repeated ``num_permutations`` times as independent Monte Carlo runs. The terms are
+    then the one-step-ahead (leave-future-out) log predictive densities
+    :math:`\log p(x_k \mid x_{<k})` of Bürkner, Gabry & Vehtari (2020), and their sum is still
+    :math:`\log p(x)` (the chain rule holds in any order); ``s_cv[p - 1]`` is then the term of
+    unit n − p, not a leave-p-out average. Random orderings need units that are exchangeable;
+    the data order does not.
     ``log_evidence`` comes from ``genbayes.evidence.log_evidence(method=evidence_method)`` when
     that module is installed, otherwise from the telescoped sums (then the gap is 0 by
     construction, and ``log_evidence_source`` says so).
@@ -1180,6 +1185,8 @@ def identity(model, *args, units=None, site=None, method="auto", rng_key=None, n
         smc_kwargs: with ``method="smc"``, options of ``genbayes.evidence.prequential``
             (``num_particles``, ``num_mcmc_steps``, ``num_leapfrog``).
         num_warmup, num_samples: NUTS settings of the refits.
+        order: ``None`` (random orderings of the units) or ``"data"`` / ``"time"`` (the data's
+            own order: leave-future-out terms of a time series; see above).
 
     Returns:
         :class:`IdentityReport`.
@@ -1209,6 +1216,10 @@ def identity(model, *args, units=None, site=None, method="auto", rng_key=None, n
     _mcmc_opts(num_warmup, num_samples, 1)
     if num_prior_draws is not None and (isinstance(num_prior_draws, bool) or not isinstance(num_prior_draws, (int, np.integer)) or num_prior_draws < 1):
         raise ValueError(f"`num_prior_draws` must be a positive integer (or None for 8 × num_samples), got {num_prior_draws!r}.")
+    if order not in (None, "data", "time"):
+        raise ValueError(f"`order` must be None (random orderings of the units) or 'data' / 'time' (the data's own "
+                         f"order, for time series), got {order!r}.")
+    in_order = order is not None
     if nuts_kwargs is not None and not isinstance(nuts_kwargs, dict):
         raise TypeError(f"`nuts_kwargs` must be a dict of genbayes.batched.run options (e.g. {{'dense_mass': False}}), "
                         f"got {type(nuts_kwargs).__name__}.")
@@ -1216,6 +1227,13 @@ def identity(model, *args, units=None, site=None, method="auto", rng_key=None, n
     if target.conjugate and method in ("auto", "exact"):
         fam, data = target.family, target.args
         log_z = float(fam.log_evidence(*data))
+        if in_order:  # the chain rule in the data's order, term by term in closed form
+            terms = np.asarray(_conj.sequence_log_predictive(fam, *data, order=jnp.arange(n)), np.float64)
+            total = float(np.sum(terms))
+            return IdentityReport(s_cv=terms[::-1], s_cv_se=np.zeros(n), total=total, total_se=0.0,
+                                  log_evidence=log_z, log_evidence_se=0.0, gap=total - log_z, se=0.0,
+                                  method="exact (data order)", log_evidence_source="exact",
+                                  diagnostics={"n": n, "terms": terms[None], "order": "data"})
         if _is_counting(fam) or 2**n - 1 <= max_subsets:
             if _is_counting(fam):
                 s, how = np.asarray(_counting_all_p(fam, data[0]), np.float64), "counting"
@@ -1239,24 +1257,15 @@ def identity(model, *args, units=None, site=None, method="auto", rng_key=None, n
     if method == "smc":
         from .evidence import prequential  # lazy: the evidence module is optional here
 
-        import inspect
-
-        if "units" in inspect.signature(prequential).parameters:
-            where = {"units": target.units}
-        elif len(target.units.sites) == 1 and target.units.kind == "plate" and not _has_masked(target.units):
-            where = {"site": target.units.sites[0]}  # an older prequential: one site, its plate elements
-        else:
-            raise ValueError("method='smc' needs genbayes.evidence.prequential with `units=` for this model "
-                             f"({target.units}); use method='permutation'.")
-        pq = prequential(target.model, *target.args, num_permutations=R, rng_key=key_fit, **where,
-                         **(smc_kwargs or {}), **target.kwargs)
+        pq = prequential(target.model, *target.args, num_permutations=R, rng_key=key_fit, units=target.units,
+                         order="data" if in_order else None, **(smc_kwargs or {}), **target.kwargs)
         terms, diag = np.asarray(pq.terms), {"orders": np.asarray(pq.orders), "log_z_smc": np.asarray(pq.log_z)}
-        how = "smc"
+        how = "smc (data order)" if in_order else "smc"
     else:
-        orders = np.asarray(_permutations(key_perm, R, n))
+        orders = np.tile(np.arange(n), (R, 1)) if in_order else np.asarray(_permutations(key_perm, R, n))
         terms, diag = _permutation_terms(target, orders, stride or max(1, n // 10), key_fit, num_warmup, num_samples,
                                          num_prior_draws, nuts_kwargs)
-        how = "permutation"
+        how = "permutation (data order)" if in_order else "permutation"
         khat = diag["khat"]
         thr = _khat_threshold(num_samples)
         bad = int(np.sum(khat[np.isfinite(khat)] > thr))
@@ -1267,6 +1276,8 @@ def identity(model, *args, units=None, site=None, method="auto", rng_key=None, n
             warnings.warn("Some refits had divergent transitions; see `.diagnostics['num_divergent']`.",
                           RuntimeWarning, stacklevel=2)
     diag["n"] = n
+    if in_order:
+        diag["order"] = "data"
     if target.conjugate:
         return _terms_to_report(terms, how, float(target.family.log_evidence(*target.args)), 0.0, "exact", diag)
     try:

@@ -336,8 +336,12 @@ def test_permutation_identity_estimator_on_a_plain_numpyro_model():
         assert rep.gap == 0.0
     # tolerance: 4 SE (across orderings: ordering variance plus Monte Carlo error)
     assert abs(rep.total - exact.log_evidence) < 4 * rep.total_se
-    z = (rep.s_cv - exact.s_cv) / rep.s_cv_se
-    assert np.all(np.abs(z) < 4.5), z  # 8 values at once: 4.5 SE keeps the family-wise false alarm rate < 1e-4
+    # Each S_CV(p) is checked term by term against the exact terms on the *same* orderings (16 of them) in
+    # tests/test_cv_units.py::test_identity_terms_match_exact_terms_on_the_same_orderings. The unpaired check
+    # that stood here (|S_CV(p) - exact| < 4.5 SE with the SE from 6 orderings) was not a 1e-4 test: z is then
+    # Student-t with 5 degrees of freedom and, simulated with the exact terms themselves, failed somewhere for
+    # 70 % of ordering sets (15 % with 16, 3.5 % with 32).
+    assert np.all(np.isfinite(rep.s_cv)) and np.all(rep.s_cv_se > 0)
 
 
 def test_identity_smc_path_matches_exact_s_cv(x64):
