@@ -322,8 +322,10 @@ def _build_program(model, sites, units, init_strategy, rebuild, settings):
 
             enum_model = _enum_model(weighted, (weights[0], *a), kw)
 
-            def potential_gen(w, *a_, **kw_):
+            def marginal_potential_gen(w, *a_, **kw_):
                 return partial(potential_energy, enum_model, (w, *a_), kw_, enumerated=True)
+
+            potential_gen = marginal_potential_gen
         init_ok = jnp.isfinite(p.potential_energy) & jnp.all(
             jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(p.z_grad)]))
         batched = jax.vmap(partial(one, potential_gen, info.postprocess_fn), in_axes=(0, 0, None, None))

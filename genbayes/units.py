@@ -45,12 +45,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
+
+from ._validation import is_concrete
 
 __all__ = ["Units", "find", "log_density", "log_likelihood", "potential_energy"]
 
@@ -475,15 +476,27 @@ def _enumerated_log_density(model, args, kwargs, params):
         raise NotImplementedError(f"Cannot reduce the enumerated factors to one marginal per element of plate "
                                   f"{unit_plate!r} (left with inputs {sorted(marginal.inputs)}).")
     ell = marginal.data  # (n_plate,)
-    # the weight of each plate element: the scale of the observed sites, read along the unit plate
-    name, s, lp = obs_scales[0]
-    scale = s["scale"]
-    if scale is None:
-        return total + jnp.sum(ell)
-    dim = next(f.dim for f in s["cond_indep_stack"] if f.name == unit_plate)
-    full = jnp.broadcast_to(scale, jnp.shape(lp)) if jnp.ndim(scale) else jnp.full(jnp.shape(ell), scale)
-    if jnp.ndim(scale):
-        full = jnp.moveaxis(full, dim, 0).reshape(jnp.shape(full)[dim], -1)[:, 0]
+    # the weight of each plate element: the scale of its observed sites, read along the unit plate
+    def along_plate(s, lp):
+        scale = s["scale"]
+        if scale is None or not jnp.ndim(scale):
+            return jnp.full(jnp.shape(ell), 1.0 if scale is None else scale)
+        dim = next(f.dim for f in s["cond_indep_stack"] if f.name == unit_plate)
+        full = jnp.moveaxis(jnp.broadcast_to(scale, jnp.shape(lp)), dim, 0)
+        full = full.reshape(full.shape[0], -1)
+        if is_concrete(full) and not np.allclose(full, full[:, :1]):
+            raise NotImplementedError(f"Observed site {s['name']!r} has different weights within one element of plate "
+                                      f"{unit_plate!r}, whose marginal likelihood (an enumerated variable is summed "
+                                      "out) can take one weight only; make the units whole plate elements.")
+        return full[:, 0]
+
+    weights = [along_plate(s, lp) for _, s, lp in obs_scales]
+    if is_concrete(weights) and any(not np.allclose(w, weights[0]) for w in weights[1:]):
+        raise NotImplementedError(
+            f"Observed sites {[n for n, _, _ in obs_scales]} share enumerated variables but carry different weights "
+            f"in one element of plate {unit_plate!r}; a weight acts on the element's marginal likelihood, so they "
+            "must belong to the same unit.")
+    full = weights[0]
     return total + jnp.sum(jnp.where(full > 0, full * ell, 0.0))
 
 
@@ -530,8 +543,6 @@ def log_density(model, args, kwargs, params, *, enumerated=None):
 
 
 def _enumerated_sites(model, args, kwargs):
-    from numpyro.contrib.funsor import config_enumerate  # noqa: F401  (funsor is needed either way)
-
     tr = _trace(model, args, kwargs)
     return [k for k, s in tr.items() if _is_enumerated(s)]
 
@@ -601,8 +612,6 @@ def log_likelihood(model, samples, *args, units, batch_ndims=1, **kwargs):
         def f(w):
             m = reweight(base, weights=w, units=units)
             if enumerated:
-                from numpyro.handlers import substitute
-
                 return _enumerated_log_density(m, args, kwargs, params)
             from numpyro.infer.util import log_density as np_log_density
 

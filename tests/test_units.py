@@ -8,7 +8,6 @@ enumerated mixture (its discrete assignment summed out by the distribution, not 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
 import numpyro.distributions as dist
 import pytest
 from numpyro.handlers import seed, substitute, trace
