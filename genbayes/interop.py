@@ -228,13 +228,10 @@ def unit_log_likelihood(model, samples, *args, units=None, mask=None, batch_ndim
         >>> ll.shape, u.num_units
         ((2, 3, 2), 2)
     """
-    import jax
-    from numpyro.handlers import seed, trace
-
     from . import units as _units
 
     U = _units.find(model, *args, units=units, mask=mask, **kwargs)
-    tr = trace(seed(model, jax.random.PRNGKey(0))).get_trace(*args, **kwargs)
+    tr = _units._trace(model, args, kwargs)  # abstract: which sites are latent
     latent = {k: v for k, v in samples.items()
               if k in tr and tr[k]["type"] == "sample" and not tr[k]["is_observed"]}
     ll = _units.log_likelihood(model, latent, *args, units=U, batch_ndims=batch_ndims, **kwargs)
