@@ -20,8 +20,13 @@ def x64():
     suppressed `function_scoped_fixture` health check in the profiles.
     """
     prev = jax.config.jax_enable_x64
+    # JAX 0.10: after switching jax_enable_x64, a jitted program compiled in the other mode can be
+    # reused with arguments of the old dtype and fail with RuntimeProgramInputMismatch (seen on the
+    # zoo matrix after float32 tests on the same xdist worker); start each mode with fresh caches.
+    jax.clear_caches()
     numpyro.enable_x64(True)
     try:
         yield
     finally:
         jax.config.update("jax_enable_x64", prev)
+        jax.clear_caches()
