@@ -200,24 +200,10 @@ def _check_int(value, name, minimum):
 
 
 def _trace(model, args, kwargs):
-    """The model's trace, for its structure only (site names, types, distributions, shapes).
+    """The model's trace, for its structure only (abstract values: use shapes, never values)."""
+    from .units import _trace as trace_structure
 
-    Traced abstractly under :func:`jax.eval_shape`, so nothing is computed or compiled (running a
-    model eagerly compiles each of its operations on first use: seconds on a CPU). The values in
-    the returned trace are therefore abstract: use their shapes, never their values. A model that
-    needs concrete values (Python control flow on data) is traced eagerly instead.
-    """
-    from numpyro.handlers import seed, trace
-
-    def get():
-        return trace(seed(model, jax.random.PRNGKey(0))).get_trace(*args, **kwargs)
-
-    box = []
-    try:
-        jax.eval_shape(lambda: box.append(get()))
-    except jax.errors.JAXTypeError:  # concretisation / tracer-conversion errors
-        return get()
-    return box[0]
+    return trace_structure(model, args, kwargs)
 
 
 def _observed_sites(model, args, kwargs):
