@@ -203,3 +203,43 @@ def particle_constraint(axis_name: str = "particle"):
         return jax.lax.with_sharding_constraint(x, sharding)
 
     return constrain
+
+
+class count_compilations:
+    """Context manager counting XLA backend compilations (JAX's compile-duration monitoring event).
+
+    Every ``jax.jit`` program compiled for the first time, and every eager operation on a new
+    shape, is one backend compilation; a program already in JAX's cache costs none. Used by the
+    tests ("a second call compiles nothing") and the benchmarks (compilations per estimator).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from genbayes._programs import count_compilations
+        >>> f = jax.jit(lambda x: x * 3.0 + 1.0)
+        >>> x, y = jnp.ones(7), jnp.zeros(7)
+        >>> with count_compilations() as c:
+        ...     _ = f(x); _ = f(y)  # the second call reuses the program
+        >>> c.count
+        1
+    """
+
+    _EVENT = "/jax/core/compile/backend_compile_duration"
+
+    def __init__(self):
+        self.count = 0
+        self.seconds = 0.0
+
+    def _listener(self, event, duration, **_):
+        if event == self._EVENT:
+            self.count += 1
+            self.seconds += float(duration)
+
+    def __enter__(self):
+        jax.monitoring.register_event_duration_secs_listener(self._listener)
+        return self
+
+    def __exit__(self, *exc):
+        from jax._src import monitoring
+
+        monitoring.unregister_event_duration_listener(self._listener)
+        return False

@@ -31,7 +31,6 @@ style models (parameters in the thousands, precisions near 1e-5) lose digits.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 import warnings
 from functools import partial
@@ -39,15 +38,15 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
-from jax.scipy.special import logsumexp
 
-from . import batched
-from ._programs import (ProgramCache, devices_used, family_as_argument, num_devices, particle_constraint,
-                        shard_leading, split_args)
-from ._validation import check_args_finite, is_concrete
+from ._evidence_core import (_MIN_ESS_ABS, _check_int, _check_key, _mapped_program, _shard_mode,
+                             _starts_at_prior)
+from ._ladder import _power_evidence, check_ladder, default_ladder
+from ._laplace import _laplace
+from ._programs import devices_used, family_as_argument
+from ._smc import _data_tempered_smc, _smc_evidence
+from ._validation import check_args_finite
 from .conjugate import ConjugateFamily, is_conjugate
-from .handlers import reweight, tempered
 
 __all__ = [
     "Evidence",
@@ -60,9 +59,6 @@ __all__ = [
 ]
 
 METHODS = ("exact", "laplace", "thermodynamic", "stepping_stone", "smc", "nested")
-
-# Below this many effective particles (or importance draws) an estimate is flagged as unreliable.
-_MIN_ESS_ABS = 20.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,7 +75,11 @@ class Evidence:
         se: its Monte Carlo standard error (0.0 for the deterministic ``"exact"`` and ``"laplace"``;
             the Laplace approximation's bias is not a standard error and is not included).
         method: the method that produced it.
-        diagnostics: method-specific details (ESS, acceptance, ladder, time in ``"time_s"``, ...).
+        diagnostics: method-specific details (ESS, acceptance, ladder, time in ``"time_s"``, ...);
+            ``diagnostics["warnings"]`` lists every problem found, ``diagnostics["invalid"]`` those
+            that make the estimate unusable.
+        valid: False when a run-time check failed (``diagnostics["invalid"]`` says which): the
+            number is then kept for inspection but must not be used to compare models.
 
     Example:
         >>> from genbayes.evidence import Evidence
@@ -91,19 +91,20 @@ class Evidence:
     se: float
     method: str
     diagnostics: dict = dataclasses.field(default_factory=dict, compare=False)
+    valid: bool = True
 
     def __repr__(self):
         t = self.diagnostics.get("time_s")
         ts = f", time={t:.2f}s" if t is not None else ""
-        return f"Evidence(method={self.method!r}, log_z={self.log_z:.4f}, se={self.se:.4f}{ts})"
+        bad = "" if self.valid else ", INVALID: " + "; ".join(self.diagnostics.get("invalid", ()))
+        return f"Evidence(method={self.method!r}, log_z={self.log_z:.4f}, se={self.se:.4f}{ts}{bad})"
 
     def to_dataframe(self):
-        """One-row pandas DataFrame: method, log_z, se, time_s."""
+        """One-row pandas DataFrame: method, log_z, se, valid, time_s."""
         import pandas as pd
 
-        return pd.DataFrame(
-            [{"method": self.method, "log_z": self.log_z, "se": self.se, "time_s": self.diagnostics.get("time_s")}]
-        )
+        return pd.DataFrame([{"method": self.method, "log_z": self.log_z, "se": self.se, "valid": self.valid,
+                              "time_s": self.diagnostics.get("time_s")}])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,16 +190,6 @@ def _resolve(model):
     return None, model
 
 
-def _check_key(rng_key):
-    if rng_key is None:
-        raise ValueError("`rng_key` is required: pass e.g. jax.random.PRNGKey(0).")
-
-
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-
-
 def _trace(model, args, kwargs):
     """The model's trace, for its structure only (abstract values: use shapes, never values)."""
     from .units import _trace as trace_structure
@@ -224,39 +215,6 @@ def _observed_sites(model, args, kwargs):
     return tr, obs
 
 
-def check_ladder(ladder, name="ladder"):
-    """Validate a temperature ladder: 1-D, finite, within [0, 1], strictly increasing, 0 first, 1 last."""
-    if isinstance(ladder, (int, np.integer)) and not isinstance(ladder, bool):
-        return default_ladder(int(ladder))
-    arr = np.asarray(ladder, dtype=float)
-    if arr.ndim != 1 or arr.shape[0] < 2:
-        raise ValueError(f"`{name}` must be a 1-D array of at least two temperatures, got shape {arr.shape}.")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"`{name}` contains NaN or infinite temperatures.")
-    if np.any(arr < 0) or np.any(arr > 1):
-        raise ValueError(f"`{name}` temperatures must lie in [0, 1], got min {arr.min():.4g}, max {arr.max():.4g}.")
-    if np.any(np.diff(arr) <= 0):
-        raise ValueError(f"`{name}` must be strictly increasing (each temperature above the previous one).")
-    if arr[0] != 0.0 or arr[-1] != 1.0:
-        raise ValueError(f"`{name}` must start at 0 (the prior) and end at 1 (the posterior), got {arr[0]} .. {arr[-1]}.")
-    return arr
-
-
-def default_ladder(K: int = 32, power: float = 5.0) -> np.ndarray:
-    r"""The power ladder :math:`\beta_k = (k/K)^{5}`, k = 0..K (Friel & Pettitt 2008, Sec. 3).
-
-    Example:
-        >>> from genbayes.evidence import default_ladder
-        >>> default_ladder(4, power=1.0).tolist()
-        [0.0, 0.25, 0.5, 0.75, 1.0]
-    """
-    _check_int(K, "K", 1)
-    return (np.arange(K + 1) / K) ** power
-
-
-_PROGRAMS = ProgramCache(maxsize=64)
-
-
 def _evidence_units(model, args, kwargs, sites=None):
     r"""One observation unit holding every observed entry: the units of a tempered likelihood.
 
@@ -280,308 +238,9 @@ def _evidence_units(model, args, kwargs, sites=None):
     return find(model, *args, units=spec, **kwargs)
 
 
-def _template(model, args, kwargs, units, rng_key):
-    """Unconstrained latent values of the model at a valid point (fixes the flat layout)."""
-    from numpyro.infer.initialization import init_to_median
-    from numpyro.infer.util import initialize_model
-
-    def weighted_model(w, *a, **kw):
-        with reweight(weights=w, units=units):
-            return model(*a, **kw)
-
-    info = initialize_model(
-        jax.random.PRNGKey(0) if rng_key is None else rng_key,
-        weighted_model,
-        init_strategy=init_to_median(num_samples=15),
-        model_args=(jnp.asarray(1.0), *args),
-        model_kwargs=kwargs,
-    )
-    return info.param_info.z
-
-
-class _FlatModel:
-    """Flat unconstrained-space densities of a unit-weighted model.
-
-    ``log_density(w)`` takes one weight per unit (or a scalar β for all of them). With enumerated
-    discrete latents the weights act on each unit's marginal likelihood
-    (:func:`genbayes.units.potential_energy`); otherwise it is NumPyro's potential energy.
-    Built inside a compiled program: ``args``/``kwargs`` may be traced.
-    """
-
-    def __init__(self, model, args, kwargs, z0, units):
-        self.model, self.args, self.kwargs, self.units = model, args, kwargs, units
-        self.z0 = z0
-        self.flat0, self.unravel = ravel_pytree(z0)
-        self.dim = self.flat0.shape[0]
-        self._enum = None
-
-    def _weighted_model(self, w, *a, **kw):
-        with reweight(weights=w, units=self.units):
-            return self.model(*a, **kw)
-
-    def log_density(self, w):
-        """x -> log of the w-weighted unnormalised posterior at flat unconstrained x (Jacobian included)."""
-        from .units import _enum_model, potential_energy
-
-        args = (w, *self.args)
-        if self.units.enumerated:
-            if self._enum is None:  # one enumeration wrapper for every weight (its plate nesting is fixed)
-                self._enum = _enum_model(self._weighted_model, args, self.kwargs)
-            m, enumerated = self._enum, True
-        else:
-            m, enumerated = self._weighted_model, False
-        return lambda x: -potential_energy(m, args, self.kwargs, self.unravel(x), enumerated=enumerated)
-
-    def log_prior(self, x):
-        return self.log_density(jnp.asarray(0.0))(x)
-
-    def log_likelihood(self, x):
-        # Two potentials rather than a private NumPyro helper: the prior terms cancel exactly in x64.
-        return self.log_density(jnp.asarray(1.0))(x) - self.log_density(jnp.asarray(0.0))(x)
-
-    def sample_prior(self, key, num):
-        """(num, d) prior draws in the flat unconstrained space."""
-        from numpyro.handlers import seed, trace
-        from numpyro.infer.util import unconstrain_fn
-
-        names = list(self.z0)
-
-        def one(k):
-            tr = trace(seed(self.model, k)).get_trace(*self.args, **self.kwargs)
-            latent = {n: tr[n]["value"] for n in names}
-            # seeded: a discrete site left for enumeration is sampled while the transforms are read
-            u = unconstrain_fn(seed(self.model, k), self.args, self.kwargs, latent)
-            return ravel_pytree({n: u[n] for n in names})[0]
-
-        return jax.vmap(one)(jax.random.split(key, num))
-
-
-def _program(kind, model, args, kwargs, units, settings, body, rng_key):
-    """Compile (or reuse) ``body(flat, *extra)`` as a function of the model's array arguments.
-
-    Returns ``call(*extra)``; ``body`` receives a :class:`_FlatModel` bound to traced arguments.
-    """
-    z0 = _template(model, args, kwargs, units, rng_key)
-    dyn, rebuild, static_key = split_args(args, kwargs)
-
-    def build():
-        def fn(dyn_leaves, z0, *extra):
-            a, kw = rebuild(dyn_leaves)
-            return body(_FlatModel(model, a, kw, z0, units), *extra)
-
-        return jax.jit(fn)
-
-    # the body's closure is part of the program: key on its code and the settings it captures
-    key = None if static_key is None else (kind, model, units.key, static_key, settings)
-    compiled, _ = _PROGRAMS.get(key, build)
-    call = lambda *extra: compiled(dyn, z0, *extra)  # noqa: E731
-    call.z0 = z0
-    return call
-
-
-def _shard_mode(shard, num_runs):
-    """Where a batch of independent SMC runs goes: ``"none"``, ``"runs"`` or ``"particles"``.
-
-    ``None``/``True``: with one device ``"none"``; else ``"runs"`` when there are at least as many
-    runs as devices (no communication at all), otherwise ``"particles"`` (each run's particles split
-    across all devices, so every device has work even for a single run).
-    """
-    if not (shard is None or isinstance(shard, (bool, np.bool_)) or shard in ("runs", "particles")):
-        raise ValueError(f"`shard` must be None (automatic), True, False, 'runs' or 'particles', got {shard!r}.")
-    D = num_devices()
-    if D == 1 or shard is False:
-        return "none"
-    if isinstance(shard, str):
-        return shard
-    return "runs" if num_runs >= D else "particles"
-
-
-def _mapped_program(kind, model, args, kwargs, units, settings, one, num_rows, rng_key, mode):
-    """Compile (or reuse) ``one(flat, *row, constrain=...)`` mapped over the leading axis of its rows.
-
-    ``mode`` places the work: ``"none"`` one ``jax.jit(jax.vmap(...))`` on one device; ``"runs"`` the
-    rows split across devices (:func:`genbayes._programs.shard_leading`, independent, no
-    communication); ``"particles"`` the same vmapped program with every particle array constrained
-    to be split across devices (:func:`genbayes._programs.particle_constraint`; XLA inserts the
-    collectives for weights, ESS, covariances and resampling). Returns ``call(*rows)`` for
-    ``num_rows`` row arrays.
-    """
-    z0 = _template(model, args, kwargs, units, rng_key)
-    dyn, rebuild, static_key = split_args(args, kwargs)
-    constrain = particle_constraint() if mode == "particles" else (lambda x: x)
-
-    def build():
-        def per_row(dyn_leaves, z0, *row):
-            a, kw = rebuild(dyn_leaves)
-            return one(_FlatModel(model, a, kw, z0, units), *row, constrain=constrain)
-
-        in_axes = (None, None) + (0,) * num_rows
-        mapped = jax.vmap(per_row, in_axes=in_axes)
-        if mode == "runs":
-            return shard_leading(mapped, in_axes, axis_name="run")
-        return jax.jit(mapped)
-
-    key = None if static_key is None else (kind, model, units.key, static_key, settings, mode, num_devices())
-    compiled, _ = _PROGRAMS.get(key, build)
-    return lambda *rows: compiled(dyn, z0, *rows)
-
-
-def _weighted_cov(x, w):
-    mean = jnp.sum(w[:, None] * x, axis=0)
-    c = x - mean
-    cov = (w[:, None] * c).T @ c
-    d = x.shape[1]
-    # jitter relative to each coordinate's own scale keeps the Cholesky alive after a collapse
-    # without distorting coordinates whose scales differ by orders of magnitude
-    return cov + jnp.diag(1e-6 * jnp.diag(cov) + 1e-12)
-
-
-def _ess(w):
-    return 1.0 / jnp.sum(w**2)
-
-
-def _mcmc_params(cov, step_size, num_leapfrog):
-    return {
-        "step_size": jnp.reshape(step_size, (1,)),
-        "inverse_mass_matrix": cov[None],
-        "num_integration_steps": jnp.array([num_leapfrog]),
-    }
-
-
-def _adapt_step_size(step_size, acceptance, target=0.65):
-    # Between SMC steps the HMC step size follows the particles' last acceptance rate (Buchholz,
-    # Chopin & Jacob 2021, Sec. 3): up when acceptance is above target, down when below.
-    # Capped at 1.5: with the particle covariance as mass matrix the target is roughly a standard
-    # normal, for which leapfrog is unstable at step size 2.
-    return jnp.clip(step_size * jnp.exp(acceptance - target), 1e-4, 1.5)
-
-
 # ---------------------------------------------------------------------------------------------
 # tempered SMC
 # ---------------------------------------------------------------------------------------------
-
-
-def _tempered_smc(flat, key, *, constrain, num_particles, target_ess, num_mcmc_steps, num_leapfrog, max_steps):
-    """One adaptive tempered SMC run from the prior to the posterior (vmapped over runs by the caller)."""
-    import blackjax
-    from blackjax.smc import resampling
-
-    hmc_kernel = blackjax.hmc.build_kernel()
-    d = flat.dim
-    step0 = jnp.asarray(1.0 / d**0.25, dtype=flat.flat0.dtype)
-
-    def one(key):
-        k_init, k_loop = jax.random.split(key)
-        x0 = constrain(flat.sample_prior(k_init, num_particles))
-        state = blackjax.adaptive_tempered_smc.init(x0)
-        n_f = jnp.asarray(num_particles, x0.dtype)
-        cov0 = _weighted_cov(x0, jnp.full((num_particles,), 1.0 / n_f))
-        records = {
-            "beta": jnp.full((max_steps,), jnp.nan, x0.dtype),
-            "ess": jnp.full((max_steps,), jnp.nan, x0.dtype),
-            "acceptance": jnp.full((max_steps,), jnp.nan, x0.dtype),
-            "increment": jnp.full((max_steps,), jnp.nan, x0.dtype),
-        }
-
-        def cond(c):
-            i, state, *_ = c
-            return (state.tempering_param < 1.0) & (i < max_steps)
-
-        def body(c):
-            i, state, cov, step_size, log_z, key, rec = c
-            key, k = jax.random.split(key)
-            alg = blackjax.adaptive_tempered_smc(
-                flat.log_prior,
-                flat.log_likelihood,
-                hmc_kernel,
-                blackjax.hmc.init,
-                _mcmc_params(cov, step_size, num_leapfrog),
-                resampling.systematic,
-                target_ess,
-                num_mcmc_steps=num_mcmc_steps,
-            )
-            state, info = alg.step(k, state)
-            state = state._replace(particles=constrain(state.particles), weights=constrain(state.weights))
-            acc = jnp.mean(info.update_info.acceptance_rate)
-            rec = {
-                "beta": rec["beta"].at[i].set(state.tempering_param),
-                "ess": rec["ess"].at[i].set(_ess(state.weights)),
-                "acceptance": rec["acceptance"].at[i].set(acc),
-                "increment": rec["increment"].at[i].set(info.log_likelihood_increment),
-            }
-            cov = _weighted_cov(state.particles, state.weights)
-            return i + 1, state, cov, _adapt_step_size(step_size, acc), log_z + info.log_likelihood_increment, key, rec
-
-        c0 = (0, state, cov0, step0, jnp.zeros((), x0.dtype), k_loop, records)
-        num_steps, state, _, step_size, log_z, _, rec = jax.lax.while_loop(cond, body, c0)
-        return log_z, num_steps, state.tempering_param, rec
-
-    return one(key)
-
-
-def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=8, target_ess=0.5,
-                  num_mcmc_steps=10, num_leapfrog=5, max_steps=500, units, shard=None):
-    _check_int(num_particles, "num_particles", 2)
-    _check_int(num_runs, "num_runs", 2)
-    _check_int(num_mcmc_steps, "num_mcmc_steps", 1)
-    _check_int(num_leapfrog, "num_leapfrog", 1)
-    _check_int(max_steps, "max_steps", 1)
-    if not 0.0 < float(target_ess) < 1.0:
-        raise ValueError(f"`target_ess` is a fraction of the particles and must lie in (0, 1), got {target_ess!r}.")
-    _starts_at_prior(units, "method='smc'", "Drop `sites` (estimate the evidence of all observed sites), or use "
-                                             "'stepping_stone'/'thermodynamic', whose ladder starts from the "
-                                             "posterior given the other sites.")
-    mode = _shard_mode(shard, num_runs)
-    k_setup, k_run = jax.random.split(rng_key)
-    settings = dict(num_particles=num_particles, target_ess=float(target_ess),
-                    num_mcmc_steps=num_mcmc_steps, num_leapfrog=num_leapfrog, max_steps=max_steps)
-    run = _mapped_program("smc", model, args, kwargs, units, tuple(settings.items()),
-                          partial(_tempered_smc, **settings), 1, k_setup, mode)
-    out = run(jax.random.split(k_run, num_runs))
-    devices = devices_used(out)
-    log_zs, num_steps, final_beta, rec = out
-    log_zs, num_steps, final_beta = np.asarray(log_zs), np.asarray(num_steps), np.asarray(final_beta)
-    rec = {k: np.asarray(v) for k, v in rec.items()}
-    R = num_runs
-    log_z = float(logsumexp(log_zs) - np.log(R))  # log of the mean of the unbiased Z estimates
-    se = float(np.std(log_zs, ddof=1) / np.sqrt(R))
-    min_ess = float(np.nanmin(rec["ess"]))
-    min_acc = float(np.nanmin(rec["acceptance"]))
-    diag = {
-        "log_z_runs": log_zs,
-        "num_steps": num_steps,
-        "num_resampling": num_steps,  # BlackJAX resamples at every step
-        "beta": rec["beta"],
-        "ess": rec["ess"],
-        "acceptance": rec["acceptance"],
-        "increments": rec["increment"],
-        "min_ess": min_ess,
-        "min_acceptance": min_acc,
-        "num_particles": num_particles,
-        "num_runs": R,
-        "shard": mode,
-        "devices": devices,
-    }
-    problems = []
-    if np.any(final_beta < 1.0):
-        problems.append(f"{int(np.sum(final_beta < 1))} of {R} runs stopped at max_steps={max_steps} before "
-                        f"reaching the posterior (temperature {final_beta.min():.3g}); the estimate is invalid")
-        log_z, se = float("nan"), float("nan")
-    if min_ess < max(0.1 * num_particles, _MIN_ESS_ABS):
-        problems.append(f"the effective sample size fell to {min_ess:.1f} of {num_particles} particles; "
-                        "use more particles")
-    if min_acc < 0.1:
-        problems.append(f"HMC moves accepted only {min_acc:.1%} at some step; the particles barely move")
-    if np.std(log_zs) > 1.0:
-        problems.append(f"independent runs disagree (sd {np.std(log_zs):.2f} nats); use more particles or moves")
-    _warn(problems, "smc", diag)
-    return log_z, se, diag
-
-
-def _warn(problems, method, diag):
-    diag["warnings"] = tuple(problems)
-    for p in problems:
-        warnings.warn(f"log_evidence(method={method!r}): {p}.", RuntimeWarning, stacklevel=4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -589,151 +248,9 @@ def _warn(problems, method, diag):
 # ---------------------------------------------------------------------------------------------
 
 
-def _ti_estimate(ladder, ll):
-    """Corrected trapezoid rule over the ladder; ll is (K+1, S)."""
-    E = jnp.mean(ll, axis=1)
-    V = jnp.var(ll, axis=1, ddof=1)
-    db = jnp.diff(ladder)
-    plain = jnp.sum(db * (E[1:] + E[:-1]) / 2.0)
-    correction = jnp.sum(db**2 / 12.0 * (V[1:] - V[:-1]))
-    return plain - correction, plain
-
-
-def _ss_estimate(ladder, ll):
-    db = jnp.diff(ladder)
-    lw = db[:, None] * ll[:-1]
-    S = ll.shape[1]
-    return jnp.sum(logsumexp(lw, axis=1) - jnp.log(S))
-
-
-@partial(jax.jit, static_argnums=2)  # one program, not one eager compilation per operation
-def _ladder_estimates(lad, ll, num_batches):
-    """Both power-posterior estimators, their batch-means SEs and the per-rung importance ESS; ll is (K+1, S)."""
-    B, S = ll.shape
-    ti, ti_plain = _ti_estimate(lad, ll)
-    # batch means: the whole estimator on each of M contiguous blocks of every chain
-    blocks = ll.reshape(B, num_batches, S // num_batches).transpose(1, 0, 2)
-    ti_b = jax.vmap(lambda b: _ti_estimate(lad, b)[0])(blocks)
-    ss_b = jax.vmap(lambda b: _ss_estimate(lad, b))(blocks)
-    lw = jnp.diff(lad)[:, None] * ll[:-1]
-    w = jnp.exp(lw - logsumexp(lw, axis=1, keepdims=True))
-    return {
-        "thermodynamic": ti, "thermodynamic_uncorrected": ti_plain,
-        "thermodynamic_se": jnp.std(ti_b, ddof=1) / jnp.sqrt(num_batches),
-        "stepping_stone": _ss_estimate(lad, ll),
-        "stepping_stone_se": jnp.std(ss_b, ddof=1) / jnp.sqrt(num_batches),
-        "mean_log_likelihood": jnp.mean(ll, axis=1), "var_log_likelihood": jnp.var(ll, axis=1, ddof=1),
-        "rung_ess": 1.0 / jnp.sum(w**2, axis=1),
-    }
-
-
-def _power_posteriors(model, args, kwargs, rng_key, *, ladder=32, num_warmup=500, num_samples=1000,
-                      num_batches=10, dense_mass=True, target_accept_prob=0.8, units, progress=False, shard=None):
-    ladder = check_ladder(ladder)
-    _check_int(num_samples, "num_samples", 2)
-    _check_int(num_batches, "num_batches", 2)
-    if num_samples % num_batches:
-        raise ValueError(f"`num_samples` ({num_samples}) must be a multiple of `num_batches` ({num_batches}).")
-    from .units import log_likelihood
-
-    B = ladder.shape[0]
-    # one constant weight β per temperature on the one unit that holds every likelihood entry
-    weights = jnp.asarray(ladder)[:, None]
-    res = batched.run(model, weights, *args, num_warmup=num_warmup, num_samples=num_samples, rng_key=rng_key,
-                      units=units, dense_mass=dense_mass, target_accept_prob=target_accept_prob,
-                      progress=progress, shard=shard, **kwargs)
-    # log p(x | θ) at every draw: the (marginal, when enumerated) likelihood of the unit, (B, S)
-    ll = log_likelihood(model, res.samples, *args, units=units, batch_ndims=2, **kwargs)[..., 0]
-    est = _ladder_estimates(jnp.asarray(ladder, ll.dtype), ll, num_batches)
-    diag = {
-        "ladder": np.asarray(ladder),
-        # per-rung arrays as NumPy, the estimators and their SEs as floats
-        **{k: np.asarray(v) if jnp.ndim(v) else float(v) for k, v in est.items()},
-        "num_divergent": np.asarray(res.diagnostics["num_divergent"]),
-        "mean_accept_prob": np.asarray(res.diagnostics["mean_accept_prob"]),
-        "num_samples": num_samples,
-        "num_warmup": num_warmup,
-        "devices": res.devices,
-    }
-    return diag
-
-
-def _power_evidence(method, model, args, kwargs, rng_key, **kw):
-    diag = _power_posteriors(model, args, kwargs, rng_key, **kw)
-    problems = []
-    S = diag["num_samples"]
-    bad = np.flatnonzero(diag["rung_ess"] < max(0.1 * S, _MIN_ESS_ABS))
-    if bad.size:
-        lad = diag["ladder"]
-        k = int(bad[np.argmin(diag["rung_ess"][bad])])
-        problems.append(
-            f"the ladder is too coarse: between temperatures {lad[k]:.3g} and {lad[k + 1]:.3g} the importance "
-            f"ESS is {diag['rung_ess'][k]:.1f} of {S} draws ({bad.size} rungs below 10%); use more temperatures"
-        )
-    gap = abs(diag["thermodynamic"] - diag["thermodynamic_uncorrected"])
-    if method == "thermodynamic" and gap > max(0.1, 2 * diag["thermodynamic_se"]):
-        problems.append(f"the trapezoid rule's curvature correction is {gap:.3g} nats, so the discretisation "
-                        "error is of that order; use more temperatures")
-    ndiv = int(np.sum(diag["num_divergent"]))
-    if ndiv:
-        problems.append(f"{ndiv} divergent NUTS transitions across the ladder")
-    _warn(problems, method, diag)
-    return diag[method], diag[f"{method}_se"], diag
-
-
 # ---------------------------------------------------------------------------------------------
 # Laplace
 # ---------------------------------------------------------------------------------------------
-
-
-def _laplace(model, args, kwargs, rng_key, *, max_iter=1000, tol=1e-6, units):
-    import optax
-
-    _starts_at_prior(units, "method='laplace'", "Drop `sites` (approximate the evidence of all observed sites), or "
-                                                "use 'stepping_stone'/'thermodynamic', whose ladder starts from the "
-                                                "posterior given the other sites.")
-    opt = optax.lbfgs()
-
-    def body(flat):
-        logp = flat.log_density(jnp.asarray(1.0))
-        f = lambda x: -logp(x)  # noqa: E731
-        value_and_grad = optax.value_and_grad_from_state(f)
-
-        def step(carry):
-            x, state, i = carry
-            value, grad = value_and_grad(x, state=state)
-            updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=f)
-            return optax.apply_updates(x, updates), state, i + 1
-
-        def cond(carry):
-            x, state, i = carry
-            g = optax.tree_utils.tree_get(state, "grad")
-            return (i == 0) | ((i < max_iter) & (jnp.max(jnp.abs(g)) > tol))
-
-        x0 = flat.flat0
-        x, _, it = jax.lax.while_loop(cond, step, (x0, opt.init(x0), 0))
-        H = jax.hessian(f)(x)
-        return x, f(x), jnp.max(jnp.abs(jax.grad(f)(x))), H, it
-
-    run = _program("laplace", model, args, kwargs, units, (max_iter, tol), body, rng_key)
-    z0 = run.z0
-    unravel = ravel_pytree(z0)[1]
-    d = ravel_pytree(z0)[0].shape[0]
-    x, fx, gmax, H, it = run()
-    H = np.asarray(H)
-    eig = np.linalg.eigvalsh(0.5 * (H + H.T))
-    problems = []
-    if np.any(eig <= 0):
-        log_z = float("nan")
-        problems.append("the Hessian at the optimum is not positive definite (no local maximum found)")
-    else:
-        log_z = float(-fx + 0.5 * d * np.log(2 * np.pi) - 0.5 * np.sum(np.log(eig)))
-    if not float(gmax) <= 1e3 * tol:
-        problems.append(f"L-BFGS stopped with gradient max-norm {float(gmax):.3g} after {int(it)} iterations")
-    diag = {"mode": unravel(x), "iterations": int(it), "grad_max": float(gmax),
-            "hessian_eigenvalues": eig, "dim": d}
-    _warn(problems, "laplace", diag)
-    return log_z, 0.0, diag
 
 
 # ---------------------------------------------------------------------------------------------
@@ -891,7 +408,7 @@ def log_evidence(model, *args, method: str, rng_key=None, options: dict | None =
     else:
         log_z, se, diag = _nested(np_model, args, kwargs, rng_key, **options)
     diag["time_s"] = time.perf_counter() - t0
-    return Evidence(float(log_z), float(se), method, diag)
+    return Evidence(float(log_z), float(se), method, diag, valid=not diag.get("invalid"))
 
 
 def compare(model, *args, methods=None, rng_key, options: dict | None = None, **kwargs):
@@ -956,14 +473,6 @@ def to_dataframe(results: dict, exact: float | None = None):
 # ---------------------------------------------------------------------------------------------
 # prequential data-tempered SMC
 # ---------------------------------------------------------------------------------------------
-
-
-def _starts_at_prior(units, what, fix):
-    """SMC and Laplace start from (or normalise against) the prior: no observed site may stay fixed."""
-    if units.fixed:
-        raise ValueError(
-            f"{what} needs every observed site in the likelihood it adds (it starts from the prior), but "
-            f"{list(units.fixed)} would stay conditioned on at full weight. {fix}")
 
 
 def _prequential_orders(order, orders, R, n, key):
@@ -1142,55 +651,6 @@ def prequential(model, *args, num_permutations: int, rng_key, units=None, order=
         warnings.warn(f"prequential: {p}.", RuntimeWarning, stacklevel=2)
     return Prequential(terms=terms, orders=np.asarray(orders), log_z=log_z, s_cv=s_cv, s_cv_se=s_cv_se,
                        diagnostics=diag)
-
-
-def _data_tempered_smc(flat, order, key, *, constrain, n, num_particles, num_mcmc_steps, num_leapfrog):
-    """One data-tempered SMC sweep along ``order`` (vmapped over orderings by the caller)."""
-    import blackjax
-    from blackjax.smc import resampling
-    from blackjax.smc.base import SMCState
-    from blackjax.smc.from_mcmc import build_kernel
-
-    hmc_kernel = blackjax.hmc.build_kernel()
-    step_fn = build_kernel(hmc_kernel, blackjax.hmc.init, resampling.systematic)
-    dtype = flat.flat0.dtype
-    step0 = jnp.asarray(1.0 / flat.dim**0.25, dtype=dtype)
-
-    def factory(mask):
-        return flat.log_density(mask)
-
-    def one(order, key):
-        k_init, k_loop = jax.random.split(key)
-        rank = jnp.zeros(n, jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
-        x0 = constrain(flat.sample_prior(k_init, num_particles))
-        w0 = constrain(jnp.full((num_particles,), 1.0 / num_particles, dtype))
-        state = SMCState(x0, w0, {})
-        cov0 = _weighted_cov(x0, w0)
-
-        def body(c, k):
-            state, cov, step_size, log_z, key = c
-            key, sub = jax.random.split(key)
-            # BlackJAX's partial_posteriors_smc moves the particles towards the *new* partial
-            # posterior before weighting them by the new point's likelihood, which biases the
-            # incremental weight upwards. Here the moves leave the current partial posterior
-            # invariant and the weight is the likelihood of the entering point (Chopin 2002).
-            old = factory((rank < k).astype(dtype))
-            new = factory((rank <= k).astype(dtype))
-            state, info = step_fn(sub, state, num_mcmc_steps, _mcmc_params(cov, step_size, num_leapfrog), old,
-                                  lambda x: new(x) - old(x))
-            state = state._replace(particles=constrain(state.particles), weights=constrain(state.weights))
-            acc = jnp.mean(info.update_info.acceptance_rate)
-            inc = info.log_likelihood_increment
-            out = (inc, _ess(state.weights), acc, step_size)
-            cov = _weighted_cov(state.particles, state.weights)
-            return (state, cov, _adapt_step_size(step_size, acc), log_z + inc, key), out
-
-        (_, _, _, log_z, _), (terms, ess, acc, steps) = jax.lax.scan(
-            body, (state, cov0, step0, jnp.zeros((), dtype), k_loop), jnp.arange(n)
-        )
-        return terms, log_z, ess, acc, steps
-
-    return one(order, key)
 
 
 # ---------------------------------------------------------------------------------------------

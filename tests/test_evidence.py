@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 import genbayes as gb
 from genbayes import evidence
-from genbayes.evidence import _ss_estimate, _ti_estimate, log_evidence
+from genbayes._ladder import _ss_estimate, _ti_estimate
+from genbayes.evidence import log_evidence
 
 SMALL_SMC = {"num_particles": 400, "num_runs": 6}
 SMALL_LADDER = {"ladder": 16, "num_warmup": 300, "num_samples": 600, "num_batches": 10}

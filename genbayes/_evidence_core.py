@@ -1,0 +1,218 @@
+"""Shared plumbing of the evidence estimators: flat unconstrained densities, compiled programs, checks.
+
+Every estimator in :mod:`genbayes.evidence` (SMC, power posteriors, Laplace, bridge sampling,
+prequential SMC) works on a :class:`_FlatModel`: the model's latent values raveled into one
+unconstrained vector, with the likelihood weighted per observation unit (:mod:`genbayes.units`).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from ._programs import ProgramCache, num_devices, particle_constraint, shard_leading, split_args
+from .handlers import reweight
+
+# Below this many effective particles (or importance draws) an estimate is flagged as unreliable.
+_MIN_ESS_ABS = 20.0
+
+
+def _check_key(rng_key):
+    if rng_key is None:
+        raise ValueError("`rng_key` is required: pass e.g. jax.random.PRNGKey(0).")
+
+
+def _check_int(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+
+
+def _template(model, args, kwargs, units, rng_key):
+    """Unconstrained latent values of the model at a valid point (fixes the flat layout)."""
+    from numpyro.infer.initialization import init_to_median
+    from numpyro.infer.util import initialize_model
+
+    def weighted_model(w, *a, **kw):
+        with reweight(weights=w, units=units):
+            return model(*a, **kw)
+
+    info = initialize_model(
+        jax.random.PRNGKey(0) if rng_key is None else rng_key,
+        weighted_model,
+        init_strategy=init_to_median(num_samples=15),
+        model_args=(jnp.asarray(1.0), *args),
+        model_kwargs=kwargs,
+    )
+    return info.param_info.z
+
+
+class _FlatModel:
+    """Flat unconstrained-space densities of a unit-weighted model.
+
+    ``log_density(w)`` takes one weight per unit (or a scalar β for all of them). With enumerated
+    discrete latents the weights act on each unit's marginal likelihood
+    (:func:`genbayes.units.potential_energy`); otherwise it is NumPyro's potential energy.
+    Built inside a compiled program: ``args``/``kwargs`` may be traced.
+    """
+
+    def __init__(self, model, args, kwargs, z0, units):
+        self.model, self.args, self.kwargs, self.units = model, args, kwargs, units
+        self.z0 = z0
+        self.flat0, self.unravel = ravel_pytree(z0)
+        self.dim = self.flat0.shape[0]
+        self._enum = None
+
+    def _weighted_model(self, w, *a, **kw):
+        with reweight(weights=w, units=self.units):
+            return self.model(*a, **kw)
+
+    def log_density(self, w):
+        """x -> log of the w-weighted unnormalised posterior at flat unconstrained x (Jacobian included)."""
+        from .units import _enum_model, potential_energy
+
+        args = (w, *self.args)
+        if self.units.enumerated:
+            if self._enum is None:  # one enumeration wrapper for every weight (its plate nesting is fixed)
+                self._enum = _enum_model(self._weighted_model, args, self.kwargs)
+            m, enumerated = self._enum, True
+        else:
+            m, enumerated = self._weighted_model, False
+        return lambda x: -potential_energy(m, args, self.kwargs, self.unravel(x), enumerated=enumerated)
+
+    def log_prior(self, x):
+        return self.log_density(jnp.asarray(0.0))(x)
+
+    def log_likelihood(self, x):
+        # Two potentials rather than a private NumPyro helper: the prior terms cancel exactly in x64.
+        return self.log_density(jnp.asarray(1.0))(x) - self.log_density(jnp.asarray(0.0))(x)
+
+    def sample_prior(self, key, num):
+        """(num, d) prior draws in the flat unconstrained space."""
+        from numpyro.handlers import seed, trace
+        from numpyro.infer.util import unconstrain_fn
+
+        names = list(self.z0)
+
+        def one(k):
+            tr = trace(seed(self.model, k)).get_trace(*self.args, **self.kwargs)
+            latent = {n: tr[n]["value"] for n in names}
+            # seeded: a discrete site left for enumeration is sampled while the transforms are read
+            u = unconstrain_fn(seed(self.model, k), self.args, self.kwargs, latent)
+            return ravel_pytree({n: u[n] for n in names})[0]
+
+        return jax.vmap(one)(jax.random.split(key, num))
+
+
+_PROGRAMS = ProgramCache(maxsize=64)
+
+
+def _program(kind, model, args, kwargs, units, settings, body, rng_key):
+    """Compile (or reuse) ``body(flat, *extra)`` as a function of the model's array arguments.
+
+    Returns ``call(*extra)``; ``body`` receives a :class:`_FlatModel` bound to traced arguments.
+    """
+    z0 = _template(model, args, kwargs, units, rng_key)
+    dyn, rebuild, static_key = split_args(args, kwargs)
+
+    def build():
+        def fn(dyn_leaves, z0, *extra):
+            a, kw = rebuild(dyn_leaves)
+            return body(_FlatModel(model, a, kw, z0, units), *extra)
+
+        return jax.jit(fn)
+
+    # the body's closure is part of the program: key on its code and the settings it captures
+    key = None if static_key is None else (kind, model, units.key, static_key, settings)
+    compiled, _ = _PROGRAMS.get(key, build)
+    call = lambda *extra: compiled(dyn, z0, *extra)  # noqa: E731
+    call.z0 = z0
+    return call
+
+
+def _shard_mode(shard, num_runs):
+    """Where a batch of independent SMC runs goes: ``"none"``, ``"runs"`` or ``"particles"``.
+
+    ``None``/``True``: with one device ``"none"``; else ``"runs"`` when there are at least as many
+    runs as devices (no communication at all), otherwise ``"particles"`` (each run's particles split
+    across all devices, so every device has work even for a single run).
+    """
+    if not (shard is None or isinstance(shard, (bool, np.bool_)) or shard in ("runs", "particles")):
+        raise ValueError(f"`shard` must be None (automatic), True, False, 'runs' or 'particles', got {shard!r}.")
+    D = num_devices()
+    if D == 1 or shard is False:
+        return "none"
+    if isinstance(shard, str):
+        return shard
+    return "runs" if num_runs >= D else "particles"
+
+
+def _mapped_program(kind, model, args, kwargs, units, settings, one, num_rows, rng_key, mode):
+    """Compile (or reuse) ``one(flat, *row, constrain=...)`` mapped over the leading axis of its rows.
+
+    ``mode`` places the work: ``"none"`` one ``jax.jit(jax.vmap(...))`` on one device; ``"runs"`` the
+    rows split across devices (:func:`genbayes._programs.shard_leading`, independent, no
+    communication); ``"particles"`` the same vmapped program with every particle array constrained
+    to be split across devices (:func:`genbayes._programs.particle_constraint`; XLA inserts the
+    collectives for weights, ESS, covariances and resampling). Returns ``call(*rows)`` for
+    ``num_rows`` row arrays.
+    """
+    z0 = _template(model, args, kwargs, units, rng_key)
+    dyn, rebuild, static_key = split_args(args, kwargs)
+    constrain = particle_constraint() if mode == "particles" else (lambda x: x)
+
+    def build():
+        def per_row(dyn_leaves, z0, *row):
+            a, kw = rebuild(dyn_leaves)
+            return one(_FlatModel(model, a, kw, z0, units), *row, constrain=constrain)
+
+        in_axes = (None, None) + (0,) * num_rows
+        mapped = jax.vmap(per_row, in_axes=in_axes)
+        if mode == "runs":
+            return shard_leading(mapped, in_axes, axis_name="run")
+        return jax.jit(mapped)
+
+    key = None if static_key is None else (kind, model, units.key, static_key, settings, mode, num_devices())
+    compiled, _ = _PROGRAMS.get(key, build)
+    return lambda *rows: compiled(dyn, z0, *rows)
+
+
+def _weighted_cov(x, w):
+    mean = jnp.sum(w[:, None] * x, axis=0)
+    c = x - mean
+    cov = (w[:, None] * c).T @ c
+    # jitter relative to each coordinate's own scale keeps the Cholesky alive after a collapse
+    # without distorting coordinates whose scales differ by orders of magnitude
+    return cov + jnp.diag(1e-6 * jnp.diag(cov) + 1e-12)
+
+
+def _ess(w):
+    return 1.0 / jnp.sum(w**2)
+
+
+def _warn(problems, method, diag, invalid=()):
+    """Record run-time trouble in ``diag`` and warn about it.
+
+    ``problems`` are cautions (the estimate stands); ``invalid`` are reasons the estimate must not
+    be used (collapsed acceptance, degenerate ESS, a run that never reached the posterior,
+    divergences): they land in ``diag["invalid"]``, which makes :attr:`Evidence.valid` False.
+    """
+    diag["invalid"] = tuple(diag.get("invalid", ())) + tuple(invalid)
+    diag["warnings"] = tuple(diag.get("warnings", ())) + tuple(invalid) + tuple(problems)
+    for p in invalid:
+        warnings.warn(f"log_evidence(method={method!r}): the estimate is INVALID: {p}.", RuntimeWarning,
+                      stacklevel=4)
+    for p in problems:
+        warnings.warn(f"log_evidence(method={method!r}): {p}.", RuntimeWarning, stacklevel=4)
+
+
+def _starts_at_prior(units, what, fix):
+    """SMC and Laplace start from (or normalise against) the prior: no observed site may stay fixed."""
+    if units.fixed:
+        raise ValueError(
+            f"{what} needs every observed site in the likelihood it adds (it starts from the prior), but "
+            f"{list(units.fixed)} would stay conditioned on at full weight. {fix}")
+
