@@ -229,4 +229,4 @@ def test_evidence_record():
     assert "exact" in repr(ev) and "-2.4849" in repr(ev)
     with pytest.raises(Exception):
         ev.log_z = 0.0
-    assert list(ev.to_dataframe().columns) == ["method", "log_z", "se", "time_s"]
+    assert list(ev.to_dataframe().columns) == ["method", "log_z", "se", "valid", "time_s"]
