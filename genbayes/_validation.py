@@ -85,3 +85,11 @@ def check_nonnegative_scalar(x, name: str, *, hint: str = "") -> None:
     """Raise ``ValueError`` unless a concrete ``x`` is a finite number >= 0 (``TypeError`` if not a scalar)."""
     if _concrete_scalar(x, name) is not None:
         check_nonnegative_finite(x, name, hint=hint)
+
+
+class EstimatorFailure(RuntimeError):
+    """An estimator could not produce a value at all (e.g. Laplace without a positive-definite Hessian).
+
+    Raised at run time, after the input checks; the message says why and which method to use instead.
+    :func:`genbayes.evidence.compare` records it under ``failed`` and goes on with the other methods.
+    """

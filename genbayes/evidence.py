@@ -31,6 +31,7 @@ style models (parameters in the thousands, precisions near 1e-5) lose digits.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import warnings
 from functools import partial
@@ -45,7 +46,7 @@ from ._ladder import _power_evidence, check_ladder, default_ladder
 from ._laplace import _laplace
 from ._programs import devices_used, family_as_argument
 from ._smc import _data_tempered_smc, _smc_evidence
-from ._validation import check_args_finite
+from ._validation import EstimatorFailure, check_args_finite
 from .conjugate import ConjugateFamily, is_conjugate
 
 __all__ = [
@@ -54,11 +55,13 @@ __all__ = [
     "log_evidence",
     "prequential",
     "compare",
+    "Comparison",
+    "EstimatorFailure",
     "default_ladder",
     "METHODS",
 ]
 
-METHODS = ("exact", "laplace", "thermodynamic", "stepping_stone", "smc", "nested")
+METHODS = ("exact", "laplace", "thermodynamic", "stepping_stone", "smc", "bridge", "nested")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,6 +286,7 @@ _OPTIONS = {
                       "sites", "progress", "shard"},
     "smc": {"num_particles", "num_runs", "target_ess", "num_mcmc_steps", "num_leapfrog", "max_steps", "sites",
             "shard"},
+    "bridge": {"num_warmup", "num_samples", "num_chains", "proposal", "maxiter", "tol", "sites"},
     "nested": {"constructor_kwargs", "termination_kwargs"},
 }
 _OPTIONS["stepping_stone"] = _OPTIONS["thermodynamic"]
@@ -405,46 +409,133 @@ def log_evidence(model, *args, method: str, rng_key=None, options: dict | None =
         log_z, se, diag = _power_evidence(method, np_model, args, kwargs, rng_key, **options)
     elif method == "smc":
         log_z, se, diag = _smc_evidence(pm, pargs, kwargs, rng_key, **options)
+    elif method == "bridge":
+        from .bridge import _bridge_evidence
+
+        log_z, se, diag = _bridge_evidence(np_model, args, kwargs, rng_key, **options)
     else:
         log_z, se, diag = _nested(np_model, args, kwargs, rng_key, **options)
     diag["time_s"] = time.perf_counter() - t0
     return Evidence(float(log_z), float(se), method, diag, valid=not diag.get("invalid"))
 
 
-def compare(model, *args, methods=None, rng_key, options: dict | None = None, **kwargs):
-    """Every applicable method's :class:`Evidence`, as a dict method -> Evidence.
+class Comparison(dict):
+    r"""One model's log evidence by several methods (a dict method -> :class:`Evidence`), and whether they agree.
+
+    Two valid estimates a, b *agree* when :math:`|a - b| \le 3\sqrt{se_a^2 + se_b^2}`. Laplace's
+    ``se`` is 0 although its Gaussian approximation has a bias, so a Laplace value outside the Monte
+    Carlo estimates' errors is reported as a disagreement too (it usually is its approximation error);
+    two estimates both without Monte Carlo error (exact and Laplace) disagree beyond 0.1 nat. Invalid
+    estimates (:attr:`Evidence.valid` False) take no part and are listed with their reasons, as are
+    methods that failed with an error (``failed``: method -> message).
+
+    Attributes:
+        disagreements: tuple of ``(method_a, method_b, difference, z)`` for every disagreeing pair,
+            ``z`` the difference over the combined standard error (``inf`` when that is 0).
+        agreement: a plain statement of the above, printed by ``repr``.
+    """
+
+    _Z = 3.0
+
+    def __init__(self, results: dict, failed: dict | None = None):
+        super().__init__(results)
+        self.failed = dict(failed or {})
+        valid = [(m, e) for m, e in results.items() if e.valid and np.isfinite(e.log_z)]
+        out = []
+        for i, (m1, e1) in enumerate(valid):
+            for m2, e2 in valid[i + 1:]:
+                d = e1.log_z - e2.log_z
+                comb = math.hypot(e1.se, e2.se)
+                if (comb > 0 and abs(d) > self._Z * comb) or (comb == 0 and abs(d) > 0.1):
+                    out.append((m1, m2, d, abs(d) / comb if comb > 0 else math.inf))
+        self.disagreements = tuple(out)
+
+    @property
+    def agreement(self) -> str:
+        lines = []
+        valid = [m for m, e in self.items() if e.valid and np.isfinite(e.log_z)]
+        if not valid:
+            lines.append("No valid estimate: do not use these values.")
+        elif not self.disagreements:
+            lo, hi = min(self[m].log_z for m in valid), max(self[m].log_z for m in valid)
+            lines.append(f"The {len(valid)} valid estimates agree (range {lo:.4f} .. {hi:.4f}): within {self._Z:g} "
+                         "combined standard errors, or 0.1 nat where neither has a Monte Carlo error."
+                         if len(valid) > 1 else
+                         f"Only one valid estimate ({valid[0]}): nothing to check it against.")
+        else:
+            lines.append(f"DISAGREEMENT between valid estimates (beyond {self._Z:g} combined standard errors):")
+            for m1, m2, d, z in self.disagreements:
+                zs = f"{z:.1f} combined SE" if math.isfinite(z) else "neither has a Monte Carlo error"
+                note = " (Laplace's se excludes its approximation error)" if "laplace" in (m1, m2) else ""
+                lines.append(f"  {m1} ({self[m1].log_z:.4f} ± {self[m1].se:.4f}) and {m2} "
+                             f"({self[m2].log_z:.4f} ± {self[m2].se:.4f}) differ by {abs(d):.4f} nats = {zs}{note}.")
+        for m, e in self.items():
+            if not e.valid:
+                lines.append(f"INVALID {m}: " + "; ".join(e.diagnostics.get("invalid", ())) + ".")
+        for m, msg in self.failed.items():
+            lines.append(f"FAILED {m}: {msg}")
+        return "\n".join(lines)
+
+    def to_dataframe(self, exact: float | None = None):
+        """Table: method, log_z, se, valid, time_s, and (given ``exact``) error, error/se."""
+        return to_dataframe(self, exact=exact)
+
+    def __repr__(self):
+        rows = [f"  {m:>15}: {e.log_z:12.4f} ± {e.se:.4f}{'' if e.valid else '  INVALID'}" for m, e in self.items()]
+        return "Comparison(\n" + "\n".join(rows) + "\n" + self.agreement + "\n)"
+
+
+def compare(model, *args, methods=None, rng_key, options: dict | None = None, **kwargs) -> Comparison:
+    """Every applicable method's :class:`Evidence`, side by side, with a statement of whether they agree.
 
     ``methods`` defaults to all available ones: ``"exact"`` only for conjugate families, ``"nested"``
     only when ``jaxns<3`` is installed. ``options`` maps a method name to its options dict.
     Side by side, as in Friel & Wyse (2012): thermodynamic integration and stepping stone share one
-    ladder run when their options agree.
+    ladder run when their options agree. A method that fails at run time (e.g. Laplace without a
+    positive-definite Hessian) is listed in ``failed`` instead of stopping the comparison; bad
+    input still raises.
+
+    Returns:
+        :class:`Comparison`: a dict method -> :class:`Evidence` with ``disagreements`` and a plain
+        ``agreement`` statement (printed by ``repr``).
 
     Example:
         >>> import jax, jax.numpy as jnp, genbayes as gb
         >>> from genbayes.evidence import compare
         >>> res = compare(gb.conjugate.BetaBernoulli(1.0, 1.0), jnp.array([1, 0, 1]),
         ...               methods=["exact", "laplace"], rng_key=jax.random.PRNGKey(0))
-        >>> sorted(res)
-        ['exact', 'laplace']
+        >>> sorted(res), res.disagreements  # Laplace is 0.05 nats off: within the 0.1 nat allowance
+        (['exact', 'laplace'], ())
     """
     _check_key(rng_key)
     if methods is None:
         methods = [m for m in METHODS if m != "nested" or nested_available()]
         if not is_conjugate(model):
             methods.remove("exact")
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"`methods` must be a subset of {METHODS}, got unknown {bad}.")
     options = options or {}
-    out = {}
+    unknown = sorted(set(options) - set(methods))
+    if unknown:
+        raise ValueError(f"`options` has settings for {unknown}, which are not in `methods` {list(methods)}.")
+    out, failed = {}, {}
     for i, m in enumerate(methods):
         if m in out:
             continue
-        out[m] = log_evidence(model, *args, method=m, rng_key=jax.random.fold_in(rng_key, i),
-                              options=options.get(m), **kwargs)
+        try:
+            out[m] = log_evidence(model, *args, method=m, rng_key=jax.random.fold_in(rng_key, i),
+                                  options=options.get(m), **kwargs)
+        except EstimatorFailure as e:
+            failed[m] = str(e)
+            continue
         # thermodynamic integration and stepping stone use the same ladder draws: run it once
         other = {"thermodynamic": "stepping_stone", "stepping_stone": "thermodynamic"}.get(m)
         if other in methods and options.get(other) == options.get(m):
             d = out[m].diagnostics
-            out[other] = Evidence(d[other], d[f"{other}_se"], other, {**d, "shared_run_with": m})
-    return {m: out[m] for m in methods}
+            shared = {**d, "shared_run_with": m, "invalid": d.get(f"{other}_invalid", d.get("invalid", ()))}
+            out[other] = Evidence(d[other], d[f"{other}_se"], other, shared, valid=not shared["invalid"])
+    return Comparison({m: out[m] for m in methods if m in out}, failed)
 
 
 def nested_available() -> bool:
@@ -457,12 +548,12 @@ def nested_available() -> bool:
 
 
 def to_dataframe(results: dict, exact: float | None = None):
-    """Table of a :func:`compare` result: method, log_z, se, time_s, and (given ``exact``) error, error/se."""
+    """Table of a :func:`compare` result: method, log_z, se, valid, time_s, and (given ``exact``) error, error/se."""
     import pandas as pd
 
     rows = []
     for m, ev in results.items():
-        row = {"method": m, "log_z": ev.log_z, "se": ev.se, "time_s": ev.diagnostics.get("time_s")}
+        row = {"method": m, "log_z": ev.log_z, "se": ev.se, "valid": ev.valid, "time_s": ev.diagnostics.get("time_s")}
         if exact is not None:
             row["error"] = ev.log_z - exact
             row["error/se"] = (ev.log_z - exact) / ev.se if ev.se > 0 else float("nan")
@@ -721,6 +812,7 @@ def _cli_run(args) -> int:
 
     with pd.option_context("display.width", 120, "display.float_format", "{:.4f}".format):
         print(df.to_string(index=False))
+    print(res.agreement)
     for w in caught:
         print(f"warning: {w.message}")
     return 0

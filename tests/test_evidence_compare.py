@@ -1,0 +1,103 @@
+"""gb.evidence.compare: the agreement statement, invalid and failed methods; published Pima values.
+
+The Pima checks are regression tests against numbers published with other people's code (Friel &
+Wyse 2012, Table 3: Chib–Jeliazkov and power posteriors, mean of 10 runs; `genbayes.models.pima`).
+"""
+
+import math
+import warnings
+
+import jax
+import numpy as np
+import pytest
+
+import genbayes as gb
+from genbayes.evidence import Comparison, Evidence, compare, log_evidence
+from genbayes.models import pima
+
+
+def _ev(method, log_z, se, valid=True, reason="x"):
+    return Evidence(log_z, se, method, {"invalid": () if valid else (reason,)}, valid=valid)
+
+
+def test_agreement_statement_lists_disagreeing_pairs_and_invalid_methods():
+    res = Comparison({"smc": _ev("smc", -4.8, 13.0), "stepping_stone": _ev("stepping_stone", -54.7, 0.1),
+                      "thermodynamic": _ev("thermodynamic", -54.6, 0.1),
+                      "laplace": _ev("laplace", -20.0, 0.0, valid=False, reason="Hessian not positive definite")})
+    # smc vs the ladder: 49.9 nats against a combined SE of 13.0004 -> 3.84 SE: disagreement
+    pairs = {(a, b) for a, b, _, _ in res.disagreements}
+    assert pairs == {("smc", "stepping_stone"), ("smc", "thermodynamic")}
+    d = dict(((a, b), (diff, z)) for a, b, diff, z in res.disagreements)
+    assert d[("smc", "stepping_stone")][0] == pytest.approx(49.9)
+    assert d[("smc", "stepping_stone")][1] == pytest.approx(49.9 / math.hypot(13.0, 0.1))
+    text = res.agreement
+    assert "DISAGREEMENT" in text and "INVALID laplace: Hessian not positive definite" in text
+    assert "smc" in repr(res) and "INVALID" in repr(res)
+
+
+def test_agreement_within_errors_and_the_laplace_allowance():
+    ok = Comparison({"a": _ev("smc", -10.0, 0.1), "b": _ev("stepping_stone", -10.25, 0.1)})  # 1.77 SE
+    assert ok.disagreements == () and "agree" in ok.agreement
+    bad = Comparison({"a": _ev("smc", -10.0, 0.1), "b": _ev("stepping_stone", -10.45, 0.1)})  # 3.18 SE
+    assert len(bad.disagreements) == 1
+    # neither estimate has Monte Carlo error: 0.1 nat allowance
+    assert Comparison({"exact": _ev("exact", -3.0, 0.0), "laplace": _ev("laplace", -3.05, 0.0)}).disagreements == ()
+    far = Comparison({"exact": _ev("exact", -3.0, 0.0), "laplace": _ev("laplace", -3.2, 0.0)}).disagreements
+    assert far[0][3] == math.inf
+    none = Comparison({"smc": _ev("smc", -3.0, 0.1, valid=False)})
+    assert "No valid estimate" in none.agreement
+
+
+def test_compare_bad_methods_and_options():
+    fam = gb.conjugate.BetaBernoulli(1.0, 1.0)
+    y = np.array([1, 0, 1], np.int32)
+    with pytest.raises(ValueError, match="`methods` must be a subset"):
+        compare(fam, y, methods=["exact", "bridges"], rng_key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="`options` has settings for \\['smc'\\]"):
+        compare(fam, y, methods=["exact"], rng_key=jax.random.PRNGKey(0), options={"smc": {"num_runs": 4}})
+
+
+def test_compare_exact_and_laplace_on_a_conjugate_family(x64):
+    fam = gb.conjugate.NormalKnownVariance(0.0, 1.0, 1.0)
+    y = np.array([0.3, -0.2, 1.1, 0.4])
+    res = compare(fam, y, methods=["exact", "laplace"], rng_key=jax.random.PRNGKey(0))
+    assert isinstance(res, dict) and list(res) == ["exact", "laplace"]
+    assert res.disagreements == ()  # a Gaussian posterior: Laplace is exact
+    assert abs(res["laplace"].log_z - float(fam.log_evidence(y))) < 1e-8
+    df = res.to_dataframe(exact=float(fam.log_evidence(y)))
+    assert list(df["valid"]) == [True, True]
+
+
+# ------------------------------------------------------------------------------------------------
+# published values: Friel & Wyse (2012), Pima Indians logistic regressions
+# ------------------------------------------------------------------------------------------------
+
+
+def _published(model):
+    value, sd = pima.PUBLISHED[model]["chib_jeliazkov"]
+    return value, sd / math.sqrt(10)  # the SE of their mean of 10 runs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", [1, 2])
+def test_pima_smc_and_stepping_stone_match_friel_wyse(x64, model):
+    """SMC and stepping stone within 3 combined SE of the published Chib–Jeliazkov value."""
+    X, y = pima.design(model)
+    ref, ref_se = _published(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no caution on a well-behaved model
+        res = compare(pima.model, X, y, methods=["smc", "stepping_stone"], rng_key=jax.random.PRNGKey(model))
+    for m, ev in res.items():
+        assert ev.valid, (m, ev)
+        assert abs(ev.log_z - ref) <= 3 * math.hypot(ev.se, ref_se), (m, ev, ref)
+    assert res.disagreements == ()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", [1, 2])
+def test_pima_bridge_sampling_matches_friel_wyse(x64, model):
+    X, y = pima.design(model)
+    ref, ref_se = _published(model)
+    ev = log_evidence(pima.model, X, y, method="bridge", rng_key=jax.random.PRNGKey(model))
+    assert ev.valid and 0 < ev.se < 0.1
+    assert abs(ev.log_z - ref) <= 3 * math.hypot(ev.se, ref_se), (ev, ref)
