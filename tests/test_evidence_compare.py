@@ -101,3 +101,26 @@ def test_pima_bridge_sampling_matches_friel_wyse(x64, model):
     ev = log_evidence(pima.model, X, y, method="bridge", rng_key=jax.random.PRNGKey(model))
     assert ev.valid and 0 < ev.se < 0.1
     assert abs(ev.log_z - ref) <= 3 * math.hypot(ev.se, ref_se), (ev, ref)
+
+
+def test_bayes_factor_and_posterior_probabilities_on_radiata_pine():
+    """Friel & Wyse's two radiata pine regressions: exact evidences, so B_21 = exp(8.4234) (their Sec. 5)."""
+    from genbayes.evidence import bayes_factor, posterior_probabilities
+    from genbayes.models import radiata_pine
+
+    fam = radiata_pine.prior()
+    z = {c: float(fam.log_evidence(*radiata_pine.design(c))) for c in ("density", "adjusted_density")}
+    e = {c: log_evidence(fam, *radiata_pine.design(c), method="exact") for c in z}
+    bf = bayes_factor(e["adjusted_density"], e["density"])
+    assert bf.log_bf == pytest.approx(z["adjusted_density"] - z["density"]) and bf.valid and bf.se == 0
+    p = posterior_probabilities(e, prior={"density": 0.5, "adjusted_density": 0.5})
+    assert p["adjusted_density"] == pytest.approx(1.0 / (1.0 + math.exp(-bf.log_bf)))
+    # a prior 9:1 for model 1 moves the odds by log 9
+    p9 = posterior_probabilities(e, prior={"density": 0.9, "adjusted_density": 0.1})
+    assert math.log(p9["adjusted_density"] / p9["density"]) == pytest.approx(bf.log_bf - math.log(9.0))
+    bad = Evidence(-300.0, 0.1, "smc", {"invalid": ("ESS collapsed",)}, valid=False)
+    assert not bayes_factor(bad, e["density"]).valid
+    with pytest.raises(ValueError, match="ESS collapsed"):
+        posterior_probabilities({"a": bad, "b": e["density"]})
+    with pytest.raises(TypeError, match="evidence_1"):
+        bayes_factor(-300.0, e["density"])
