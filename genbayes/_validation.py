@@ -92,4 +92,11 @@ class EstimatorFailure(RuntimeError):
 
     Raised at run time, after the input checks; the message says why and which method to use instead.
     :func:`genbayes.evidence.compare` records it under ``failed`` and goes on with the other methods.
+    A Laplace approximation needs a strict local maximum (Tierney & Kadane 1986); on a funnel whose
+    scale parameter runs to 0 there is none.
+
+    Example:
+        >>> from genbayes.evidence import EstimatorFailure
+        >>> issubclass(EstimatorFailure, RuntimeError)
+        True
     """

@@ -430,12 +430,21 @@ class Comparison(dict):
     Carlo estimates' errors is reported as a disagreement too (it usually is its approximation error);
     two estimates both without Monte Carlo error (exact and Laplace) disagree beyond 0.1 nat. Invalid
     estimates (:attr:`Evidence.valid` False) take no part and are listed with their reasons, as are
-    methods that failed with an error (``failed``: method -> message).
+    methods that failed with an error (``failed``: method -> message). Reporting every estimator
+    side by side with its error follows Friel & Wyse (2012), whose review found estimators that
+    disagree by more than their errors on the same model.
 
     Attributes:
         disagreements: tuple of ``(method_a, method_b, difference, z)`` for every disagreeing pair,
             ``z`` the difference over the combined standard error (``inf`` when that is 0).
         agreement: a plain statement of the above, printed by ``repr``.
+
+    Example:
+        >>> from genbayes.evidence import Comparison, Evidence
+        >>> c = Comparison({"smc": Evidence(-4.8, 13.0, "smc"), "stepping_stone": Evidence(-54.7, 0.1, "stepping_stone")})
+        >>> print(c.agreement)  # doctest: +NORMALIZE_WHITESPACE
+        DISAGREEMENT between valid estimates (beyond 3 combined standard errors):
+          smc (-4.8000 ± 13.0000) and stepping_stone (-54.7000 ± 0.1000) differ by 49.9000 nats = 3.8 combined SE.
     """
 
     _Z = 3.0
@@ -550,6 +559,13 @@ class BayesFactor:
         se: its Monte Carlo standard error :math:`\sqrt{se_1^2 + se_2^2}` (independent estimates).
         valid: both evidences valid.
         methods: the two estimators' names.
+
+    Kass & Raftery (1995) read :math:`2\log B_{12}` above 2, 6, 10 as positive, strong, very strong evidence.
+
+    Example:
+        >>> from genbayes.evidence import BayesFactor
+        >>> BayesFactor(2.0, 0.1, True, ("smc", "smc")).bf  # doctest: +ELLIPSIS
+        7.389...
     """
 
     log_bf: float
@@ -592,7 +608,7 @@ def bayes_factor(evidence_1: Evidence, evidence_2: Evidence) -> BayesFactor:
 def posterior_probabilities(evidences: dict, prior: dict | None = None) -> dict:
     r"""Posterior model probabilities :math:`p(M_k \mid x) \propto p(x \mid M_k)\,p(M_k)` from evidences.
 
-    As R's ``bridgesampling::post_prob``. ``evidences`` maps a model name to its :class:`Evidence`;
+    As R's ``bridgesampling::post_prob`` (Gronau, Singmann & Wagenmakers 2020). ``evidences`` maps a model name to its :class:`Evidence`;
     ``prior`` to its prior probability (default uniform; normalised here). Invalid or non-finite
     evidences are refused: a probability built on one would be meaningless.
 

@@ -36,6 +36,9 @@ PRIOR_SCALE = 10.0
 def load() -> dict[str, np.ndarray]:
     """The bundled data as a dict of float arrays: ``type`` (0/1) and the seven standardised covariates.
 
+    Smith et al. (1988) via MASS (Venables & Ripley 2002), ``Pima.tr`` + ``Pima.te``, as used by
+    Friel & Wyse (2012).
+
     Example:
         >>> from genbayes.models import pima
         >>> d = pima.load()
@@ -48,7 +51,7 @@ def load() -> dict[str, np.ndarray]:
 
 
 def design(model: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """``X, y`` of Friel & Wyse's model 1 (4 covariates) or 2 (5 covariates); the intercept is in the model.
+    """``X, y`` of Friel & Wyse's (2012) model 1 (4 covariates) or 2 (5 covariates); the intercept is in the model.
 
     Example:
         >>> from genbayes.models import pima
@@ -63,5 +66,17 @@ def design(model: int = 1) -> tuple[np.ndarray, np.ndarray]:
 
 
 def model(X, y=None):
-    """Friel & Wyse's logistic regression: intercept and coefficients i.i.d. N(0, 100)."""
+    r"""Friel & Wyse's (2012, §5.2) logistic regression: intercept and coefficients i.i.d. N(0, 100).
+
+    :math:`y_i \sim \mathrm{Bernoulli}(\mathrm{logit}^{-1}(\alpha + x_i^\top\beta))`; the latent sites
+    are ``alpha`` and ``beta`` (:func:`genbayes.models.logistic_regression.model` with prior sd 10).
+
+    Example:
+        >>> import jax, numpyro
+        >>> from genbayes.models import pima
+        >>> X, y = pima.design(1)
+        >>> tr = numpyro.handlers.trace(numpyro.handlers.seed(pima.model, 0)).get_trace(X, y)
+        >>> tr["beta"]["value"].shape, tr["y"]["value"].shape
+        ((4,), (532,))
+    """
     return logistic_regression.model(X, y, prior_scale=PRIOR_SCALE)
