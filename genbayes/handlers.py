@@ -380,12 +380,16 @@ class gibbs(Messenger):
             if isinstance(self.loss, Mapping) and name in self.loss:
                 self._latent_named.add(name)
             return
+        import numpyro.distributions as dist
+
+        # numpyro.factor terms (and the Jacobian sites NumPyro's initialisation adds, `_s_log_det`) are
+        # dist.Unit "observations" with no data: not likelihood terms, so no loss replaces them
+        if isinstance(msg["fn"], dist.Unit) and name not in self._named():
+            return
         self._observed.add(name)
         if loss_fn is None:
             return
         from .losses import Loss
-
-        import numpyro.distributions as dist
 
         base, outer_batch, masks = msg["fn"], msg["fn"].batch_shape, []
         # plates and masks wrap the site's distribution (Expanded/Masked, in either order); predict

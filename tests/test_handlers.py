@@ -163,3 +163,29 @@ def test_bad_temperature(t, match):
 def test_weights_and_sites_conflict():
     with pytest.raises(ValueError, match="not both"):
         gb.reweight(model, weights={"y": W}, sites="y")
+
+
+def test_gibbs_single_loss_leaves_factor_and_jacobian_sites_alone():
+    """gb.gibbs(model, loss=<one callable>) on a model with a constrained latent and a numpyro.factor:
+    the factor stays a prior term and NumPyro's Jacobian site (`_s_log_det`, a dist.Unit) is not
+    mistaken for an observation (it used to fail under NUTS)."""
+    import numpyro.distributions as dist
+    from numpyro.infer import MCMC, NUTS
+    from numpyro.infer.util import log_density
+
+    def model(y):
+        s = numpyro.sample("s", dist.HalfNormal(1.0))
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        numpyro.factor("pen", -0.5 * mu**2)
+        with numpyro.plate("n", y.shape[0]):
+            numpyro.sample("y", dist.Normal(mu, s), obs=y)
+
+    y = jnp.array([0.1, 0.5, -0.3, 1.2])
+    g = gb.gibbs(model, loss=gb.losses.absolute, learning_rate=2.0)
+    lp, _ = log_density(g, (y,), {}, {"s": 0.7, "mu": 0.2})
+    expected = (dist.HalfNormal(1.0).log_prob(0.7) + dist.Normal(0.0, 1.0).log_prob(0.2) - 0.5 * 0.2**2
+                - 2.0 * jnp.sum(jnp.abs(y - 0.2)))
+    assert float(lp) == pytest.approx(float(expected), rel=1e-6)
+    mcmc = MCMC(NUTS(g), num_warmup=50, num_samples=50, progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(0), y)
+    assert np.all(np.isfinite(mcmc.get_samples()["mu"]))
