@@ -195,6 +195,7 @@ def _local_latents(model, args, kwargs, tr, U):
             plates.add(U.plates[k][0])
     latent = [k for k, s in tr.items() if s["type"] == "sample" and not s["is_observed"]]
     local = {k for k in latent if any(f.name in plates for f in tr[k]["cond_indep_stack"])}
+    ignored = set()  # coordinates that enter no unit's loss: not local, but just as uninformed
     rest = [k for k in latent if k not in local]
     if rest and is_concrete({k: tr[k]["value"] for k in latent}):
         point = {k: jnp.asarray(tr[k]["value"]) for k in latent}
@@ -204,9 +205,20 @@ def _local_latents(model, args, kwargs, tr, U):
             if flat.size == 0:
                 continue
             jac = np.asarray(jax.jacfwd(lambda t: loss({**point, k: unravel(t)}))(flat))  # (U, d_k)
-            if np.any(np.sum(jac != 0, axis=0) <= min(1, U.num_units - 1)):
+            used = np.sum(jac != 0, axis=0)
+            if np.any(used == 0):
+                ignored.add(k)
+            elif np.any(used <= min(1, U.num_units - 1)):
                 local.add(k)
-    return [k for k in latent if k in local]
+    out = _Latents(k for k in latent if k in local or k in ignored)
+    out.ignored = [k for k in latent if k in ignored]
+    return out
+
+
+class _Latents(list):
+    """The latent sites LLB cannot calibrate; ``ignored``: those among them that enter no unit's loss."""
+
+    ignored: list = []
 
 
 def _loss_vector(model, args, kwargs, U):
@@ -333,6 +345,14 @@ def _pos_float(value, name):
 
 
 def _local_error(local, U):
+    ignored = getattr(local, "ignored", [])
+    local = [k for k in local if k not in ignored]
+    if ignored and not local:
+        return ValueError(
+            f"calibrate(method='llb') cannot calibrate this model: the loss does not depend on latent site(s) "
+            f"{ignored} (their derivative is 0 for every unit's loss), so the sandwich J^-1 I J^-1 / n of Lyddon, "
+            "Holmes & Walker (2019) is singular. Fix those latents or drop them from the model, or use method='gpc' "
+            "(Syring & Martin 2019), which needs no sandwich.")
     what = f"plate {U.plate!r}" if U.plate is not None else "the declared groups"
     return ValueError(
         f"calibrate(method='llb') cannot calibrate this model: latent site(s) {local} are local to the observation "
@@ -341,7 +361,32 @@ def _local_error(local, U):
         "defined for global parameters, whose information grows with the number of units; the dimension of a local "
         "latent grows with the units, so its sandwich does not exist (I is singular). Use method='gpc' "
         "(Syring & Martin 2019), which calibrates coverage by a bootstrap over units and handles local latents."
+        + (f" (Latent site(s) {ignored} do not enter the loss at all.)" if ignored else "")
     )
+
+
+def _llb_cause(s, theta_hat, latent):
+    """Why the sandwich gave no usable LLB rate: parameters the loss ignores, a singular I, or J not positive definite."""
+    I, J = np.asarray(s.I), np.asarray(s.J)
+    # the flat layout of the sandwich: ravel_pytree of the latent dict, keys in sorted order
+    labels = [k if int(np.size(theta_hat[k])) == 1 else f"{k}[{j}]"
+              for k in sorted(theta_hat) for j in range(int(np.size(theta_hat[k])))]
+    scale = max(float(np.max(np.abs(J))), float(np.max(np.abs(I))), 1e-300)
+    ignored = [labels[i] for i in range(len(labels))
+               if np.max(np.abs(J[i])) <= 1e-10 * scale and np.max(np.abs(I[i])) <= 1e-10 * scale]
+    if ignored:
+        return (f"the loss does not depend on {ignored} (their score and curvature are 0 for every unit), so I and J "
+                "are singular. LLB calibrates the parameters the loss identifies: fix those latents or drop them from "
+                "the model, or use method='gpc', which needs no sandwich.")
+    eig_i = np.linalg.eigvalsh(0.5 * (I + I.T))
+    if eig_i.min() <= 1e-12 * max(eig_i.max(), 1e-300):
+        return (f"the score covariance I is singular (rank {int(np.sum(eig_i > 1e-12 * eig_i.max()))} of {len(eig_i)}): "
+                "the per-unit scores are linearly dependent, e.g. two parameters enter the loss only through their "
+                "sum, or too few units inform some parameter. Reparameterise, or use method='gpc'.")
+    eig_j = np.linalg.eigvalsh(0.5 * (J + J.T))
+    return (f"the mean loss Hessian J is not positive definite (smallest eigenvalue {eig_j.min():.3g}): either the "
+            "minimiser did not reach a minimum (pass a converged `theta_hat`, or more `num_steps`), or the loss is "
+            "piecewise linear and needs `smooth = False` (or pass `bandwidth=`).")
 
 
 def _llb(model, args, kwargs, *, rng_key, theta_hat, bandwidth, progress, units=None, **opt):
@@ -357,13 +402,16 @@ def _llb(model, args, kwargs, *, rng_key, theta_hat, bandwidth, progress, units=
     if U.num_units <= D:
         raise ValueError(f"calibrate(method='llb') needs more observation units than parameters to estimate the "
                          f"score covariance I, got {U.num_units} units for {D} parameters ({U!r}).")
-    s = sandwich(model, theta_hat, *args, bandwidth=bandwidth, units=U, **kwargs)
+    with warnings.catch_warnings():  # a J that is not positive definite is an error below, with its cause
+        warnings.filterwarnings("ignore", "The mean loss Hessian J is not positive definite", RuntimeWarning)
+        s = sandwich(model, theta_hat, *args, bandwidth=bandwidth, units=U, **kwargs)
+    eig_i = np.linalg.eigvalsh(0.5 * (np.asarray(s.I) + np.asarray(s.I).T))
+    eig_j = np.linalg.eigvalsh(0.5 * (np.asarray(s.J) + np.asarray(s.J).T))
     w = float(s.llb_learning_rate)
-    if not (math.isfinite(w) and w > 0):
-        raise FloatingPointError(
-            f"LLB gave a learning rate of {w}: tr(J) = {float(jnp.trace(s.J)):.3g}, tr(I) = {float(jnp.trace(s.I)):.3g}. "
-            "A non-smooth loss needs `smooth = False` (or pass `bandwidth=`)."
-        )
+    # a singular I or a J without a minimum makes tr(J I^-1 J) / tr(J) a number without meaning
+    if not (math.isfinite(w) and w > 0) or eig_i.min() <= 1e-12 * max(eig_i.max(), 1e-300) or eig_j.min() <= 0:
+        raise FloatingPointError(f"calibrate(method='llb') has no meaningful learning rate here (the formula gives "
+                                 f"{w:.4g}): {_llb_cause(s, theta_hat, latent)}")
     diag = {"theta_hat": theta_hat, "n": U.num_units, "units": U, "I": np.asarray(s.I), "J": np.asarray(s.J),
             "bandwidths": s.bandwidths}
     return w, diag

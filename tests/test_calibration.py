@@ -8,6 +8,7 @@ import numpyro.distributions as dist
 import pytest
 from scipy.stats import norm
 
+import genbayes as gb
 from genbayes.calibration import Calibration, calibrate, loss_minimizer
 from genbayes.handlers import gibbs
 from genbayes import losses as L
@@ -134,3 +135,29 @@ def test_bad_input_is_rejected_before_compiling():
 
     with pytest.raises(ValueError, match="plate"):
         calibrate(scalar_site, x, method="llb", rng_key=key)
+
+
+def _sq_model_with(extra):
+    import numpyro.distributions as dist
+
+    def model(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+        pred = mu
+        if extra == "ignored":
+            numpyro.sample("nuisance", dist.Normal(0.0, 1.0))
+        else:  # "sum": only mu + b is identified by the loss
+            pred = mu + numpyro.sample("b", dist.Normal(0.0, 10.0))
+        with numpyro.plate("n", y.shape[0]):
+            numpyro.sample("y", gb.Loss(gb.losses.squared, pred), obs=y)
+
+    return model
+
+
+def test_llb_names_the_real_cause(x64):
+    """A latent the loss ignores, and a loss that identifies only a sum of two latents, are named as such
+    (they used to give a non-smooth-loss hint, or a finite but meaningless rate from a singular I)."""
+    y = jnp.asarray(np.random.default_rng(0).normal(size=30))
+    with pytest.raises(ValueError, match=r"does not depend on latent site\(s\) \['nuisance'\]"):
+        gb.calibrate(_sq_model_with("ignored"), y, method="llb", rng_key=jax.random.PRNGKey(0))
+    with pytest.raises(FloatingPointError, match=r"score covariance I is singular \(rank 1 of 2\)"):
+        gb.calibrate(_sq_model_with("sum"), y, method="llb", rng_key=jax.random.PRNGKey(0))
