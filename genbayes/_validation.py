@@ -26,6 +26,7 @@ def check_nonnegative_finite(x, name: str, *, hint: str = "") -> None:
     arr = np.asarray(x)
     if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
         raise TypeError(f"`{name}` must be numeric, got dtype {arr.dtype}.")
+    _reject_complex(arr, name)
     if not np.all(np.isfinite(arr)):
         raise ValueError(
             f"`{name}` contains NaN or infinite values; every entry must be a finite number >= 0.{hint}"
@@ -36,12 +37,35 @@ def check_nonnegative_finite(x, name: str, *, hint: str = "") -> None:
         )
 
 
+def _reject_complex(arr, name):
+    if np.iscomplexobj(arr):
+        raise TypeError(f"`{name}` is complex (dtype {arr.dtype}); genbayes takes real numbers: pass its real part "
+                        "(np.real) if the imaginary part is 0 by construction.")
+
+
+def check_key(rng_key, name: str = "rng_key") -> None:
+    """Raise ``TypeError`` unless ``rng_key`` is a JAX PRNG key (``jax.random.PRNGKey(0)`` or ``jax.random.key(0)``)."""
+    import jax
+
+    if rng_key is None:
+        raise ValueError(f"`{name}` is required: pass e.g. jax.random.PRNGKey(0).")
+    if not is_concrete(rng_key):
+        return
+    if isinstance(rng_key, jax.Array) and jax.dtypes.issubdtype(rng_key.dtype, jax.dtypes.prng_key):
+        return
+    arr = np.asarray(rng_key) if isinstance(rng_key, (jax.Array, np.ndarray)) else None
+    if arr is None or arr.dtype != np.uint32 or arr.shape != (2,):
+        raise TypeError(f"`{name}` must be a JAX PRNG key such as jax.random.PRNGKey(0), got {rng_key!r}"
+                        f"{'' if arr is None else f' (dtype {arr.dtype}, shape {arr.shape})'}.")
+
+
 def check_finite_data(x, name: str) -> None:
     """Raise ``ValueError`` if a concrete floating array ``x`` has NaN or infinite entries."""
     if x is None or not is_concrete(x):
         return
     arr = np.asarray(x)
-    if np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.complexfloating):
+    _reject_complex(arr, name)
+    if np.issubdtype(arr.dtype, np.floating):
         bad = ~np.isfinite(arr)
         if np.any(bad):
             where = np.argwhere(bad)[0].tolist()

@@ -40,13 +40,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._evidence_core import (_MIN_ESS_ABS, _check_int, _check_key, _mapped_program, _shard_mode,
+from ._evidence_core import (_MIN_ESS_ABS, _check_int, _mapped_program, _shard_mode,
                              _starts_at_prior)
 from ._ladder import _power_evidence, check_ladder, default_ladder
 from ._laplace import _laplace
 from ._programs import devices_used, family_as_argument
 from ._smc import _data_tempered_smc, _smc_evidence
-from ._validation import EstimatorFailure, check_args_finite
+from ._validation import EstimatorFailure, check_args_finite, check_key
 from .conjugate import ConjugateFamily, is_conjugate
 
 __all__ = [
@@ -380,6 +380,8 @@ def log_evidence(model, *args, method: str, rng_key=None, options: dict | None =
     """
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+    if options is not None and not isinstance(options, dict):
+        raise TypeError(f"`options` must be a dict of method settings, e.g. {{'num_particles': 500}}, got {options!r}.")
     options = dict(options or {})
     unknown = set(options) - _OPTIONS[method]
     if unknown:
@@ -397,7 +399,7 @@ def log_evidence(model, *args, method: str, rng_key=None, options: dict | None =
             raise TypeError(f"A conjugate family takes its data positionally; got keyword arguments {sorted(kwargs)}.")
         log_z = float(family.log_evidence(*args))
         return Evidence(log_z, 0.0, method, {"time_s": time.perf_counter() - t0})
-    _check_key(rng_key)
+    check_key(rng_key)
     if "ladder" in options:
         options["ladder"] = check_ladder(options["ladder"])
     check_args_finite(args, kwargs)
@@ -519,14 +521,22 @@ def compare(model, *args, methods=None, rng_key, options: dict | None = None, **
         >>> sorted(res), res.disagreements  # Laplace is 0.05 nats off: within the 0.1 nat allowance
         (['exact', 'laplace'], ())
     """
-    _check_key(rng_key)
+    check_key(rng_key)
     if methods is None:
         methods = [m for m in METHODS if m != "nested" or nested_available()]
         if not is_conjugate(model):
             methods.remove("exact")
+    if isinstance(methods, str) or not hasattr(methods, "__iter__"):
+        raise TypeError(f"`methods` must be a list of method names, e.g. ['smc', 'bridge'], got {methods!r}.")
+    methods = list(methods)
+    if not methods:
+        raise ValueError(f"`methods` is empty; name at least one of {METHODS} (or pass None for all that apply).")
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"`methods` must be a subset of {METHODS}, got unknown {bad}.")
+    if options is not None and not isinstance(options, dict):
+        raise TypeError(f"`options` must be a dict method -> settings dict, e.g. {{'smc': {{'num_runs': 4}}}}, "
+                        f"got {options!r}.")
     options = options or {}
     unknown = sorted(set(options) - set(methods))
     if unknown:
@@ -767,7 +777,7 @@ def prequential(model, *args, num_permutations: int, rng_key, units=None, order=
     """
     from .units import find
 
-    _check_key(rng_key)
+    check_key(rng_key)
     _check_int(num_permutations, "num_permutations", 1)
     _check_int(num_particles, "num_particles", 2)
     _check_int(num_mcmc_steps, "num_mcmc_steps", 1)

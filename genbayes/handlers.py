@@ -252,6 +252,9 @@ def _check_learning_rate(lr, name):
     arr = np.asarray(lr)
     if not (np.issubdtype(arr.dtype, np.number) and arr.dtype != bool):
         raise TypeError(f"`{name}` must be numeric, got {lr!r}.")
+    from ._validation import _reject_complex
+
+    _reject_complex(arr, name)
     if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
         raise ValueError(
             f"`{name}` must be finite and > 0, got {lr!r}. A learning rate of 0 would ignore the data "

@@ -124,3 +124,32 @@ def test_bayes_factor_and_posterior_probabilities_on_radiata_pine():
         posterior_probabilities({"a": bad, "b": e["density"]})
     with pytest.raises(TypeError, match="evidence_1"):
         bayes_factor(-300.0, e["density"])
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    ({"methods": []}, ValueError, "`methods` is empty"),
+    ({"methods": "smc"}, TypeError, "`methods` must be a list"),
+    ({"methods": ["exact"], "options": "fast"}, TypeError, "`options` must be a dict"),
+    ({"methods": ["laplace"], "rng_key": 42}, TypeError, "`rng_key` must be a JAX PRNG key"),
+])
+def test_compare_refuses_bad_settings_clearly(kw, exc, match):
+    kw = {"rng_key": jax.random.PRNGKey(0), **kw}
+    with pytest.raises(exc, match=match):
+        compare(gb.conjugate.BetaBernoulli(1.0, 1.0), np.array([1, 0, 1], np.int32), **kw)
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    ({"method": "laplace", "rng_key": 42}, TypeError, "`rng_key` must be a JAX PRNG key"),
+    ({"method": "laplace", "rng_key": np.zeros(3, np.uint32)}, TypeError, "shape \\(3,\\)"),
+    ({"method": "smc", "rng_key": jax.random.PRNGKey(0), "options": "fast"}, TypeError, "`options` must be a dict"),
+])
+def test_log_evidence_refuses_bad_keys_and_options(kw, exc, match):
+    with pytest.raises(exc, match=match):
+        log_evidence(gb.conjugate.BetaBernoulli(1.0, 1.0), np.array([1, 0, 1], np.int32), **kw)
+
+
+def test_log_evidence_refuses_complex_data():
+    y = np.array([0.3, -0.2, 1.1]) + 0j
+    with pytest.raises(TypeError, match="is complex"):
+        log_evidence(gb.conjugate.NormalKnownVariance(0.0, 1.0, 1.0).model, y, method="laplace",
+                     rng_key=jax.random.PRNGKey(0))

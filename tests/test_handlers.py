@@ -189,3 +189,19 @@ def test_gibbs_single_loss_leaves_factor_and_jacobian_sites_alone():
     mcmc = MCMC(NUTS(g), num_warmup=50, num_samples=50, progress_bar=False)
     mcmc.run(jax.random.PRNGKey(0), y)
     assert np.all(np.isfinite(mcmc.get_samples()["mu"]))
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda m: gb.reweight(m, weights=np.ones(3) + 0j), "weights"),
+    (lambda m: gb.tempered(m, temperature=0.5 + 1j), "temperature"),
+    (lambda m: gb.gibbs(m, loss=gb.losses.absolute, learning_rate=1j), "learning_rate"),
+])
+def test_complex_weights_temperatures_and_rates_are_refused(make, name):
+    """They used to give complex log densities."""
+    def m(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        with numpyro.plate("n", 3):
+            numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    with pytest.raises(TypeError, match=f"`{name}` is complex"):
+        make(m)
