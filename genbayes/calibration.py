@@ -743,7 +743,6 @@ def calibrate(model, *args, method: str = "llb", rng_key, progress: bool = True,
     _check_choice(method, "method", METHODS)
     if rng_key is None:
         raise ValueError("`rng_key` is required: pass e.g. jax.random.PRNGKey(0).")
-    check_args_finite(args, {})
     options = {
         "llb": {"bandwidth", "num_steps", "step_size"},
         "gpc": {"alpha", "B", "num_warmup", "num_samples", "max_iter", "tol", "init", "step_size", "region",
@@ -752,6 +751,10 @@ def calibrate(model, *args, method: str = "llb", rng_key, progress: bool = True,
                       "max_tree_depth", "init_strategy"},
     }[method]
     opt = {k: kwargs.pop(k) for k in list(kwargs) if k in options}
+    check_args_finite(args, kwargs)  # the data, positional or keyword (the settings are popped above)
+    from .units import _trace as _structure
+
+    _structure(model, args, kwargs)  # abstract, nothing compiled: empty data and model errors surface here
     opt["units"] = units
     if method == "llb":
         w, diag = _llb(model, args, kwargs, rng_key=rng_key, theta_hat=theta_hat, bandwidth=opt.pop("bandwidth", "auto"), progress=progress, **opt)

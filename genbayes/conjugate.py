@@ -583,6 +583,12 @@ def sequence_log_predictive(family: ConjugateFamily, *data, order=None):
     """
     data = family._check_data(*data)
     n = jnp.shape(data[-1])[0]
+    if order is not None and not isinstance(order, jax.core.Tracer):
+        o = np.asarray(order)
+        if o.shape != (n,) or not np.issubdtype(o.dtype, np.integer) or not np.array_equal(np.sort(o), np.arange(n)):
+            raise ValueError(f"`order` must be a permutation of 0..{n - 1} (each of the {n} observations once), got "
+                             f"{np.array2string(o, threshold=12)}; with repeated or missing indices the terms would not "
+                             "sum to the log evidence.")
     order = jnp.arange(n) if order is None else jnp.asarray(order)
     return _sequence_terms(family, data, order)
 

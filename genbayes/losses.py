@@ -73,9 +73,19 @@ def loss_name(loss) -> str:
     return getattr(loss, "name", None) or getattr(loss, "__name__", None) or repr(loss)
 
 
+def _real_array(x, argname):
+    """``x`` as a float array; a clear ``TypeError`` for strings, complex numbers and other non-numbers."""
+    if np.iscomplexobj(x):
+        raise TypeError(f"`{argname}` must be a real number, got the complex {x!r}.")
+    try:
+        return np.asarray(x, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"`{argname}` must be a real number (or an array of them), got {x!r}.") from None
+
+
 def _positive_scalar(x, argname, what):
     if is_concrete(x):
-        arr = np.asarray(x, dtype=float)
+        arr = _real_array(x, argname)
         if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
             raise ValueError(f"`{argname}` must be finite and > 0 ({what}), got {x!r}.")
     return x
@@ -141,7 +151,7 @@ def check(tau) :
         [0.9, 0.1]
     """
     if is_concrete(tau):
-        arr = np.asarray(tau, dtype=float)
+        arr = _real_array(tau, "tau")
         if not np.all((arr > 0) & (arr < 1)):
             raise ValueError(f"`tau` must lie strictly between 0 and 1, got {tau!r}.")
     t = jnp.asarray(tau)

@@ -159,14 +159,21 @@ def _trace(model, args, kwargs, concrete=False):
     def get():
         return trace(seed(model, jax.random.PRNGKey(0))).get_trace(*args, **kwargs)
 
-    if concrete:
-        return get()
-    box = []
     try:
-        jax.eval_shape(lambda: box.append(get()))
-    except jax.errors.JAXTypeError:  # a model that needs concrete values
-        return get()
-    return box[0]
+        if concrete:
+            return get()
+        box = []
+        try:
+            jax.eval_shape(lambda: box.append(get()))
+        except jax.errors.JAXTypeError:  # a model that needs concrete values
+            return get()
+        return box[0]
+    except AssertionError as e:
+        if "size of plate should be positive" not in str(e):
+            raise
+        shapes = [tuple(np.shape(a)) for a in jax.tree_util.tree_leaves((args, kwargs)) if hasattr(a, "shape")]
+        raise ValueError(f"The model opened a plate of size 0: the data are empty (array arguments of shapes {shapes}). "
+                         "Pass at least one observation.") from None
 
 
 def _has_array_mask(fn):
