@@ -47,6 +47,7 @@ from ._laplace import _laplace
 from ._programs import devices_used, family_as_argument
 from ._smc import _data_tempered_smc, _smc_evidence
 from ._validation import EstimatorFailure, check_args_finite, check_key
+from .bridge import bridge_sampling
 from .conjugate import ConjugateFamily, is_conjugate
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "prequential",
     "compare",
     "Comparison",
+    "bridge_sampling",
     "BayesFactor",
     "bayes_factor",
     "posterior_probabilities",

@@ -32,6 +32,7 @@ PAGES = {
     "calibration": ["genbayes.calibration"],
     "cv": ["genbayes.cv"],
     "evidence": ["genbayes.evidence"],
+    "bridge": ["genbayes.bridge"],
     "vcd": ["genbayes.vcd"],
     "infomax": ["genbayes.infomax"],
     "interop": ["genbayes.interop"],
