@@ -9,6 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+class UsageError(ValueError):
+    """A mistake in the command line or in the files it names: ``main`` prints it as one line and exits with 2."""
+
+
 # modules that contribute a subcommand through ``add_cli(subparsers)``
 SUBCOMMAND_MODULES: list[str] = ["genbayes.cv", "genbayes.evidence"]
 
@@ -92,6 +96,38 @@ def _run_section(name: str, out: str, quick: bool, seed: int):
     return sec, time.perf_counter() - t0
 
 
+_REPORT_SUFFIXES = (".md", ".html", ".png")
+
+
+def _check_demo_out(out: Path, force: bool) -> None:
+    """Refuse (UsageError) a ``demo --out`` folder that already holds report files or links, unless ``force``.
+
+    The demo writes ``report.md``, ``index.html`` and one PNG per section into the folder; an
+    existing file of those kinds would be overwritten and a symbolic link followed out of the
+    folder. ``--out`` itself may be a link to a folder (the user named it).
+    """
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out} exists and is not a folder; choose a folder name.")
+    if not os.path.isdir(out) or force:
+        return
+    links = sorted(e.name for e in os.scandir(out) if e.is_symlink())
+    old = sorted(e.name for e in os.scandir(out) if not e.is_symlink() and e.name.endswith(_REPORT_SUFFIXES))
+    if links:
+        raise UsageError(f"--out {out} holds symbolic link(s) {links[:5]}, which the demo would write through; pass "
+                         "--force to replace the links themselves (their targets are never written), or use a new "
+                         "folder.")
+    if old:
+        raise UsageError(f"--out {out} already holds report files {old[:5]}{' ...' if len(old) > 5 else ''}; pass "
+                         "--force to overwrite them, or use a new folder.")
+
+
+def _unlink_report_links(out: Path) -> None:
+    """With ``--force``: remove symbolic links among the report's file names, so that files are written in the folder, never through a link."""
+    for e in os.scandir(out):
+        if e.is_symlink() and e.name.endswith(_REPORT_SUFFIXES):
+            os.unlink(e.path)
+
+
 def _demo(args) -> int:
     import concurrent.futures as cf
     import multiprocessing as mp
@@ -100,6 +136,11 @@ def _demo(args) -> int:
     from .report import write_report
 
     out = Path(args.out)
+    try:
+        _check_demo_out(out, args.force)
+    except UsageError as e:
+        print(f"genbayes demo: error: {e}", file=sys.stderr)
+        return 2
     names = args.sections or SECTIONS
     unknown = sorted(set(names) - set(SECTIONS))
     if unknown:
@@ -109,6 +150,8 @@ def _demo(args) -> int:
         print(f"genbayes demo: --jobs must be a positive integer, got {args.jobs}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
+    if args.force:
+        _unlink_report_links(out)
     jobs = min(args.jobs or os.cpu_count() or 1, len(names))
     if _cpu_only():
         # before any section runs: the workers inherit it, and with --jobs 1 the sections run in this
@@ -175,6 +218,8 @@ def build_parser(subcommands: bool = True) -> argparse.ArgumentParser:
         "section's table, and write PNG plots and report.md (and index.html) into --out.",
     )
     demo.add_argument("--out", default="genbayes-report", help="report folder (default: ./genbayes-report)")
+    demo.add_argument("--force", action="store_true",
+                      help="overwrite report files already in --out (links there are replaced, never followed)")
     demo.add_argument("--quick", action="store_true", help="smaller sizes, for a fast look")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--sections", nargs="+", metavar="NAME", help="run only these sections")
@@ -193,7 +238,9 @@ def main(argv=None) -> int:
         argv: the arguments (default: ``sys.argv[1:]``).
 
     Returns:
-        int: the exit code (0 on success; 1 when a demo check failed; 2 for a usage error).
+        int: the exit code (0 on success; 1 when a demo check failed or a result is invalid; 2 for a
+        usage error, printed as one line; 130 after Ctrl-C, with a line saying what was saved;
+        3 when ``cv --max-batches`` stopped early).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(subcommands=argv[:1] != ["demo"])
@@ -201,7 +248,14 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as e:
+        print(f"genbayes {args.command}: error: {e}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt as e:
+        print(str(e) if str(e) else f"genbayes {args.command}: interrupted.", file=sys.stderr, flush=True)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -49,9 +49,11 @@ from jax.scipy.special import gammaln, logsumexp
 from . import conjugate as _conj
 from ._validation import check_args_finite
 
-__all__ = ["lpo", "cumulative", "identity", "LPOResult", "IdentityReport", "add_cli"]
+__all__ = ["lpo", "cumulative", "identity", "LPOResult", "IdentityReport", "add_cli", "default_memory_budget"]
 
 DEFAULT_MAX_SUBSETS = 2**22
+DEFAULT_MEMORY_FRACTION = 0.5
+_MAX_RANK = 2**31 - 1  # subsets are ranked in int32 on device
 _METHODS = ("auto", "exact", "counting", "enumerate", "psis", "refit")
 _DEFAULT_RANDOM = {"exact": 4096, "psis": 1000, "refit": 32}
 _EXHAUSTIVE_LIMIT = {"psis": 1000, "refit": 64}
@@ -80,6 +82,9 @@ class LPOResult:
         quantity: ``"S_CV"`` or ``"S_CCV"``.
         exhaustive: whether all :math:`\binom{n}{p}` subsets were used.
         n: the number of observations.
+        valid: False when the value or its standard error is not finite (NaN / ±inf held-out
+            densities, or arithmetic trouble); ``problems`` says why. Never use an invalid value.
+        problems: the reasons, as sentences.
 
     :math:`S_{CV}(p) = \binom{n}{p}^{-1} \sum_{|S|=p} \frac1p \sum_{i \in S} \log p(x_i \mid x_{-S})`
     (Fong & Holmes 2020, eq. 4); ``to_dataframe()`` gives one row per evaluated held-out set.
@@ -102,12 +107,14 @@ class LPOResult:
     quantity: str = "S_CV"
     exhaustive: bool = True
     n: int = 0
+    valid: bool = True
+    problems: tuple = ()
 
     def __repr__(self):
-        extra = ""
+        extra = "" if self.valid else f", INVALID: {'; '.join(self.problems)}"
         k = self.diagnostics.get("khat")
         if k is not None and np.size(k):
-            extra = f", max_khat={float(np.nanmax(k)):.2f}, num_refit={int(np.sum(self.diagnostics.get('refit', 0)))}"
+            extra += f", max_khat={float(np.nanmax(k)):.2f}, num_refit={int(np.sum(self.diagnostics.get('refit', 0)))}"
         return (
             f"LPOResult({self.quantity}(p={self.p}) = {self.value:.6g} ± {self.se:.2g}, method={self.method!r}, "
             f"num_subsets={self.num_subsets}{' (all)' if self.exhaustive else ' (random)'}, n={self.n}{extra})"
@@ -159,6 +166,9 @@ class IdentityReport:
         log_evidence_source: ``"exact"``, ``"genbayes.evidence.log_evidence(method=...)"`` or
             ``"telescoped permutation sums"`` (then the gap is 0 by construction).
         diagnostics: run information (number of orderings, k̂ values, ...).
+        valid: False when any S_CV(p), the total, the log evidence or the gap is not finite;
+            ``problems`` says which.
+        problems: the reasons, as sentences.
 
     Example:
         >>> import jax.numpy as jnp, genbayes as gb
@@ -180,6 +190,8 @@ class IdentityReport:
     method: str
     log_evidence_source: str
     diagnostics: dict
+    valid: bool = True
+    problems: tuple = ()
 
     @property
     def n(self) -> int:
@@ -189,7 +201,8 @@ class IdentityReport:
         return (
             f"IdentityReport(n={self.n}, sum_p S_CV(p) = {self.total:.6g} ± {self.total_se:.2g}, "
             f"log_evidence = {self.log_evidence:.6g} ± {self.log_evidence_se:.2g} ({self.log_evidence_source}), "
-            f"gap = {self.gap:.3g} ± {self.se:.2g}, method={self.method!r})"
+            f"gap = {self.gap:.3g} ± {self.se:.2g}, method={self.method!r}"
+            + ("" if self.valid else f", INVALID: {'; '.join(self.problems)}") + ")"
         )
 
     def to_dataframe(self):
@@ -333,13 +346,54 @@ def _check_method(method, target):
 def _check_num_subsets(num_subsets):
     if num_subsets is None:
         return None
-    if isinstance(num_subsets, bool) or not isinstance(num_subsets, (int, np.integer)) or num_subsets <= 0:
-        raise ValueError(f"`num_subsets` must be a positive integer (or None for the default), got {num_subsets!r}.")
+    if isinstance(num_subsets, bool) or not isinstance(num_subsets, (int, np.integer)) or not 0 < num_subsets <= _MAX_RANK:
+        raise ValueError(f"`num_subsets` must be a positive integer at most 2^31 − 1 (or None for the default), "
+                         f"got {num_subsets!r}.")
     return int(num_subsets)
 
 
 def _float():
     return jnp.result_type(float)
+
+
+def default_memory_budget() -> int:
+    """Bytes that CV may use by default: ``DEFAULT_MEMORY_FRACTION`` (one half) of the memory available now.
+
+    Available memory is ``os.sysconf('SC_AVPHYS_PAGES') × SC_PAGE_SIZE`` (POSIX), or half of the
+    physical memory where that is not known; 4 GiB where neither is.
+
+    Example:
+        >>> from genbayes.cv import default_memory_budget
+        >>> default_memory_budget() > 0
+        True
+    """
+    try:
+        page = os.sysconf("SC_PAGE_SIZE")
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * page
+        except (ValueError, OSError):
+            avail = os.sysconf("SC_PHYS_PAGES") * page // 2
+    except (ValueError, OSError, AttributeError):
+        avail = 8 << 30
+    return int(DEFAULT_MEMORY_FRACTION * avail)
+
+
+def _check_memory_budget(memory_budget):
+    if memory_budget is None:
+        return default_memory_budget()
+    if isinstance(memory_budget, bool) or not isinstance(memory_budget, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(memory_budget) or memory_budget <= 0:
+        raise ValueError(f"`memory_budget` must be a positive number of bytes (or None for half the available "
+                         f"memory), got {memory_budget!r}.")
+    return int(memory_budget)
+
+
+def _fmt_bytes(b):
+    b = float(b)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if b < 1024 or unit == "PiB":
+            return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
+        b /= 1024
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,10 +430,14 @@ def _unrank_batch(ranks, table, n, p):
     return jax.vmap(lambda r: _unrank(r, n, p, table))(ranks)
 
 
-@partial(jax.jit, static_argnames=("m", "n", "p"))
-def _random_masks(key, m, n, p):
-    """m independent uniformly random p-subsets of 0..n−1 as 0/1 masks."""
-    u = jax.random.uniform(key, (m, n))
+@partial(jax.jit, static_argnames=("n", "p"))
+def _random_masks(key, index, n, p):
+    """Uniformly random p-subsets of 0..n−1 as 0/1 masks, the i-th from ``fold_in(key, index[i])``.
+
+    Subset i depends on its index only, so how the subsets are split into batches (which follows
+    the memory budget) does not change them: same key, same subsets, on any machine.
+    """
+    u = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i), (n,)))(index)
     ranks = jnp.argsort(jnp.argsort(u, axis=1), axis=1)
     return (ranks < p).astype(_float())
 
@@ -398,12 +456,14 @@ class _Plan:
         m = min(self.batch_size, self.total - lo)
         if self.fixed is not None:
             return self.fixed[lo : lo + m]
+        # pad to a power of two so that few distinct shapes are compiled; padding rows are dropped.
+        # Ranks are formed in int64 and the plan never enumerates more than 2^31 − 1 subsets, so the
+        # int32 ranks on device cannot overflow.
+        size = 1 << max(m - 1, 0).bit_length()
+        ranks = np.minimum(np.arange(lo, lo + size, dtype=np.int64), self.total - 1).astype(np.int32)
         if self.exhaustive:
-            # pad to a power of two so that few distinct shapes are compiled; padding rows are dropped
-            size = 1 << max(m - 1, 0).bit_length()
-            ranks = jnp.minimum(jnp.arange(lo, lo + size, dtype=jnp.int32), self.total - 1)
-            return _unrank_batch(ranks, self._table, self.n, self.p)[:m]
-        return _random_masks(jax.random.fold_in(self.rng_key, b), m, self.n, self.p)
+            return _unrank_batch(jnp.asarray(ranks), self._table, self.n, self.p)[:m]
+        return _random_masks(self.rng_key, jnp.asarray(ranks), self.n, self.p)[:m]
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,19 +510,40 @@ def _counts_and_alpha(fam, x):
     return jnp.asarray(counts), alpha
 
 
-def _counting_all_p(fam, x, chunk=256):
-    r"""Exact S_CV(p) for every p by hypergeometric counting (count-based predictives only).
+def _as_float64(fam):
+    """The family with its floating-point parameters in float64 (call inside ``x64()``)."""
+    def cast(v):
+        a = np.asarray(v)
+        return jnp.asarray(a, jnp.float64) if np.issubdtype(a.dtype, np.floating) else v
+
+    return jax.tree_util.tree_map(cast, fam)
+
+
+def _counting_all_p(fam, x, chunk=256, ps=None):
+    r"""Exact S_CV(p) for every p by hypergeometric counting (count-based predictives only), in float64.
 
     A held-out point of category k shares its held-out set with p − 1 of the other n − 1 points;
     the number j of them also in category k is hypergeometric, and the training count is
     c_k − 1 − j, so :math:`S_{CV}(p) = \sum_k \frac{c_k}{n} E_j[\log(\alpha_k + c_k - 1 - j)] - \log(A + n - p)`.
+
+    Always computed in float64 (a scoped ``jax.enable_x64``), whatever the caller's precision:
+    in float32 the log-factorials of the hypergeometric weights lose about 6e-4 relative at
+    n = 10^4, p = n − 1. Index arithmetic is int64/float64, so no product overflows at any n.
+    Returns a NumPy float64 array of S_CV(p) for p in ``ps`` (default all p = 1..n, indexed by p − 1).
     """
-    counts, alpha = _counts_and_alpha(fam, x)
-    return _counting_core(counts, alpha, n=int(np.sum(np.asarray(counts))), chunk=chunk)
+    from ._config import x64
+
+    with x64():
+        counts, alpha = _counts_and_alpha(_as_float64(fam), x)
+        n = int(np.sum(np.asarray(counts)))
+        ps = np.arange(1, n + 1) if ps is None else np.asarray(ps)
+        out = _counting_core(jnp.asarray(np.asarray(counts), jnp.int64), jnp.asarray(np.asarray(alpha), jnp.float64),
+                             jnp.asarray(ps, jnp.int64), n=n, chunk=chunk)
+        return np.asarray(out, dtype=np.float64)
 
 
 @partial(jax.jit, static_argnames=("n", "chunk"))
-def _counting_core(counts, alpha, *, n, chunk):
+def _counting_core(counts, alpha, ps, *, n, chunk):
     dt = _float()
     alpha = alpha.astype(dt)
     lf = gammaln(jnp.arange(n + 1, dtype=dt) + 1.0)  # log factorials
@@ -480,29 +561,41 @@ def _counting_core(counts, alpha, *, n, chunk):
 
     def one_category(ck, ak, d):
         K = ck - 1
-        centre = jnp.round(d * jnp.maximum(K, 0) / jnp.maximum(N, 1)).astype(jnp.int32)
-        j = jnp.clip(centre - half, 0, n - width) + jnp.arange(width)
+        # the window's centre d·K/N in floating point: the integer product d·K overflows int32 at n ≳ 46,000
+        centre = jnp.round(d.astype(dt) * jnp.maximum(K, 0).astype(dt) / max(N, 1)).astype(ck.dtype)
+        j = jnp.clip(centre - half, 0, n - width) + jnp.arange(width, dtype=ck.dtype)
         lpmf = logc(K, j) + logc(N - K, d - j)
         lpmf = lpmf - jnp.max(lpmf)
         w = jnp.where(jnp.isfinite(lpmf), jnp.exp(lpmf), 0.0)
-        ll = jnp.log(jnp.maximum(ak + ck - 1 - j, 1e-300).astype(dt))
+        ll = jnp.log(jnp.maximum(ak + (ck - 1 - j).astype(dt), 1e-300).astype(dt))
         val = jnp.sum(w * jnp.where(w > 0, ll, 0.0)) / jnp.sum(w)  # normalised: rounding cannot leak mass
-        return jnp.where(ck > 0, ck / n * val, 0.0)
+        return jnp.where(ck > 0, ck.astype(dt) / n * val, 0.0)
 
     def one_p(p):
         d = p - 1
         per_k = jax.vmap(lambda ck, ak: one_category(ck, ak, d))(counts, alpha)
-        return jnp.sum(per_k) - jnp.log(A + n - p)
+        return jnp.sum(per_k) - jnp.log(A + (n - p).astype(dt))
 
-    ps = jnp.arange(1, n + 1)
-    return jax.lax.map(one_p, ps, batch_size=min(chunk, n))
+    return jax.lax.map(one_p, ps.astype(counts.dtype), batch_size=min(chunk, ps.shape[0]))
 
 
-def _enumerate_all_p(fam, data, chunk=1 << 14):
-    """Exact S_CV(p) for every p from all 2^n − 1 held-out sets (bit masks), one chunked program."""
+def _enumerate_all_p(fam, data, chunk=1 << 14, memory_budget=None):
+    """Exact S_CV(p) for every p from all 2^n − 1 held-out sets (bit masks), one chunked program.
+
+    Needs about 2^n × 12 bytes (ranks, values, sizes) plus ``chunk`` predictives over n points;
+    a ValueError says how much before anything is compiled when that is above ``memory_budget``.
+    """
     n = int(np.shape(data[-1])[0])
     if n > 30:
         raise ValueError(f"enumerating all 2^n − 1 subsets needs n <= 30, got n = {n}.")
+    budget = _check_memory_budget(memory_budget)
+    isz = jnp.dtype(_float()).itemsize
+    chunk = max(1, min(chunk, 2**n - 1, (budget // 2) // (6 * n * isz)))
+    needed = (2**n) * (8 + isz) + chunk * 6 * n * isz
+    if needed > budget:
+        raise ValueError(f"enumerating all 2^{n} − 1 held-out sets needs about {_fmt_bytes(needed)}, above "
+                         f"memory_budget = {_fmt_bytes(budget)}; raise memory_budget, or lower max_subsets below "
+                         f"2^{n} − 1 to use random orderings.")
     bits = jnp.arange(n, dtype=jnp.int32)
 
     def value(r):
@@ -512,8 +605,8 @@ def _enumerate_all_p(fam, data, chunk=1 << 14):
     @jax.jit
     def run(data):
         r = jnp.arange(1, 2**n, dtype=jnp.int32)
-        vals = jax.lax.map(value, r, batch_size=min(chunk, 2**n - 1))
-        size = jnp.sum((r[:, None] >> bits) & 1, axis=1)
+        vals = jax.lax.map(value, r, batch_size=chunk)
+        size = jax.lax.population_count(r)  # not an (2^n, n) table of bits
         return jax.ops.segment_sum(vals, size, num_segments=n + 1)[1:]
 
     sums = run(data)
@@ -641,21 +734,24 @@ class _Runner:
     """Evaluates one batch of held-out sets with a fixed method; shared by lpo/cumulative and the CLI."""
 
     def __init__(self, target, p, method, joint, num_subsets, rng_key, max_subsets, batch_size,
-                 num_warmup, num_samples, num_chains, chunk, subsets=None):
+                 num_warmup, num_samples, num_chains, chunk, subsets=None, memory_budget=None, max_batch_size=None):
         self.target, self.p, self.joint, self.chunk = target, p, joint, chunk
         self.num_warmup, self.num_samples, self.num_chains = num_warmup, num_samples, num_chains
         n = target.n
         total_possible = math.comb(n, p)
         base = "exact" if method in ("exact", "enumerate") else method
+        # ranks of enumerated subsets are int32 on device: never enumerate more than 2^31 − 1
+        enum_cap = min(max_subsets, _MAX_RANK)
         if subsets is not None:
             exhaustive, total = True, int(subsets.shape[0])
         elif num_subsets is None:
             if base == "exact":
-                exhaustive = total_possible <= max_subsets
+                exhaustive = total_possible <= enum_cap
                 if method == "enumerate" and not exhaustive:
                     raise ValueError(
-                        f"method='enumerate' needs C(n, p) = {total_possible} <= max_subsets = {max_subsets}; "
-                        "raise max_subsets or pass num_subsets for random subsets."
+                        f"method='enumerate' needs C(n, p) = {total_possible} <= max_subsets = {enum_cap}"
+                        + (" (at most 2^31 − 1 subsets can be enumerated)" if max_subsets > _MAX_RANK else
+                           "; raise max_subsets") + ", or pass num_subsets for random subsets."
                     )
             else:
                 exhaustive = total_possible <= _EXHAUSTIVE_LIMIT["psis" if base == "auto" else base]
@@ -663,14 +759,63 @@ class _Runner:
         else:
             exhaustive, total = False, num_subsets
         self.base, self.exhaustive, self.total = base, exhaustive, total
+        self.keep_values = base != "exact" or total <= 100_000
+        self.keep_subsets = self.keep_values and total * n <= 10_000_000
+        self.memory_budget = _check_memory_budget(memory_budget)
+        if self.total * (16 + 8 * n) > self.memory_budget // 4:  # per-set diagnostics are a luxury: drop them first
+            self.keep_subsets = False
+            self.keep_values = self.keep_values and self.total * 16 <= self.memory_budget // 4
+        batch_size, self.chunk, self.memory_needed = self._size(batch_size, self.memory_budget, max_batch_size)
         key_post, key_sub, self.key_refit = jax.random.split(rng_key, 3)
-        if batch_size is None:
-            batch_size = total if base != "exact" else max(total, 1)
         self.plan = _Plan(n, p, total, exhaustive, key_sub, batch_size, fixed=subsets)
         self.post = None
         if base in ("psis", "auto"):
             self.post = _FullPosterior(target, key_post, num_warmup, num_samples, num_chains)
             self.threshold = _khat_threshold(num_chains * num_samples)
+
+    def _costs(self, chunk):
+        """(fixed bytes, bytes per held-out set in a batch) of this plan: an upper estimate of the peak."""
+        n, isz = self.target.n, jnp.dtype(_float()).itemsize
+        retained = self.total * (16 if self.keep_values else 0) + self.total * n * (8 if self.keep_subsets else 0)
+        if self.base == "exact":
+            # masks (padded to a power of two, ≤ 2×) and the unranking scan's (n, m) intermediates, measured
+            # at ≈ 2.2× the masks: 5 n words per set; each jax.lax.map step evaluates `chunk` predictives
+            # over n points (n² for the joint chain rule), with a few temporaries of that size
+            per_chunk_set = 6 * n * (n if self.joint else 1) * isz
+            return retained + chunk * per_chunk_set + 4 * (n + 1) * (self.p + 1), 5 * n * isz
+        if self.base == "refit":
+            # batched NUTS draws of every set, their pointwise log-likelihoods (S, n) and exp of them, in float64
+            return retained, 3 * 8 * self.num_samples * n + 8 * n
+        S = self.num_chains * self.num_samples
+        fixed = retained + 3 * 8 * S * n  # the full posterior's (S, n) log-likelihoods, their exp, a copy
+        per = 8 * (3 * S + 5 * n)  # per set: held-out sums and weights over S draws, predictives over n
+        if self.base == "auto":  # high-k̂ sets of a batch are refit in one program
+            per = max(per, 3 * 8 * self.num_samples * n + 8 * n)
+        return fixed, per
+
+    def _size(self, batch_size, budget, max_batch_size=None):
+        """(batch size, chunk, bytes needed) within ``budget``; a ValueError before anything is allocated if it cannot fit."""
+        chunk = self.chunk
+        if self.base == "exact":
+            per_chunk_set = 6 * self.target.n * (self.target.n if self.joint else 1) * jnp.dtype(_float()).itemsize
+            chunk = max(1, min(chunk, (budget // 2) // per_chunk_set))
+        fixed, per = self._costs(chunk)
+        if batch_size is None:
+            size = min(self.total, max(0, (budget - fixed) // per), max_batch_size or self.total)
+            if size < 1:
+                raise ValueError(
+                    f"leave-{self.p}-out ({self.base}, n = {self.target.n}, {self.total} held-out sets) needs at least "
+                    f"{_fmt_bytes(fixed + per)} (one set per batch), above memory_budget = {_fmt_bytes(budget)}. "
+                    "Raise memory_budget, or use fewer draws (num_samples, num_chains) or random subsets (num_subsets).")
+        else:
+            size = min(batch_size, self.total)
+        needed = fixed + size * per
+        if needed > budget:
+            raise ValueError(
+                f"batch_size = {batch_size} held-out sets of n = {self.target.n} ({self.base}) need about "
+                f"{_fmt_bytes(needed)}, above memory_budget = {_fmt_bytes(budget)}; leave batch_size out (it is then "
+                "sized from the budget), lower it, or raise memory_budget.")
+        return int(size), int(chunk), int(needed)
 
     def method_name(self, any_refit):
         if self.base == "exact":
@@ -730,15 +875,14 @@ class _Runner:
         masks = self.plan.masks(b)
         m = int(masks.shape[0])
         out = {"batch": b, "count": m}
-        keep = self.base != "exact"
         if self.base == "exact":
             size = 1 << max(m - 1, 0).bit_length()
             padded = jnp.concatenate([masks, jnp.repeat(masks[:1], size - m, axis=0)]) if size > m else masks
             vals = np.asarray(_exact_values(self.target.family, tuple(self.target.args), padded, self.joint,
                                             self.chunk), dtype=np.float64)[:m]
+            del padded
             mc_var = np.zeros(m)
             psi_sum = None
-            keep = m <= 100_000
         elif self.base == "refit":
             vals, mc_var, d = _refit_batch(self.target, masks, self.joint, jax.random.fold_in(self.key_refit, b),
                                            self.num_warmup, self.num_samples)
@@ -769,10 +913,10 @@ class _Runner:
             out["indep_mc_var"] = float(np.sum(mc_var[refit]))
         if psi_sum is not None:
             out["psi_sum"] = psi_sum.tolist()
-        if keep:
+        if self.keep_values:  # decided from the total, so that what is kept over all batches stays bounded
             out["values"] = vals.tolist()
             out["mc_se"] = np.sqrt(mc_var).tolist()
-            if m * self.target.n <= 10_000_000:
+            if self.keep_subsets:
                 out["subsets"] = np.asarray(masks).astype(np.int8).tolist()
         return out
 
@@ -812,6 +956,23 @@ class _Runner:
         )
 
 
+def _checked(res):
+    """``res`` marked invalid (``valid=False`` with the reason) when its value or SE is not finite, and warned about."""
+    problems = []
+    vals = res.diagnostics.get("values")
+    if not np.isfinite(res.value):
+        nbad = "" if vals is None else f" ({int(np.sum(~np.isfinite(np.asarray(vals, float))))} of {np.size(vals)} held-out sets not finite)"
+        problems.append(f"{res.quantity} is {res.value}: some held-out log densities are NaN or infinite{nbad}")
+    if not np.isfinite(res.se):
+        problems.append(f"its standard error is {res.se}")
+    if not problems:
+        return res
+    res = dataclasses.replace(res, valid=False, problems=tuple(res.problems) + tuple(problems))
+    warnings.warn(f"genbayes.cv: the result is invalid ({'; '.join(problems)}); see `.problems`.", RuntimeWarning,
+                  stacklevel=4)
+    return res
+
+
 def _warn_result(res):
     d = res.diagnostics
     if "khat" in d and d.get("num_high_khat", 0) > 0:
@@ -830,9 +991,6 @@ def _warn_result(res):
             "method='refit' (with num_subsets=...).", RuntimeWarning, stacklevel=4)
     if "num_divergent" in d and np.any(np.asarray(d["num_divergent"]) > 0):
         warnings.warn("Some refits had divergent transitions; see `.diagnostics['num_divergent']`.",
-                      RuntimeWarning, stacklevel=4)
-    if not np.isfinite(res.value):
-        warnings.warn(f"{res.quantity} is not finite ({res.value}); some held-out densities are 0 or NaN.",
                       RuntimeWarning, stacklevel=4)
 
 
@@ -864,7 +1022,7 @@ def _check_subsets(subsets, n, p, pname):
 
 
 def _score(model, args, kwargs, *, p, site, units, method, num_subsets, rng_key, joint, max_subsets, batch_size,
-           num_warmup, num_samples, num_chains, chunk, pname, subsets=None):
+           num_warmup, num_samples, num_chains, chunk, pname, subsets=None, memory_budget=None):
     target = _resolve(model, args, kwargs, site, units)
     p = _check_p(p, target.n, pname)
     subsets = _check_subsets(subsets, target.n, p, pname)
@@ -878,7 +1036,7 @@ def _score(model, args, kwargs, *, p, site, units, method, num_subsets, rng_key,
     exact_family = target.conjugate and method in ("exact", "counting", "enumerate")
     needs_key = (not exact_family or num_subsets is not None or (
         subsets is None and method != "counting" and not (method == "exact" and _is_counting(target.family))
-        and math.comb(target.n, p) > max_subsets))
+        and math.comb(target.n, p) > min(max_subsets, _MAX_RANK)))
     if rng_key is None:
         if needs_key:
             raise ValueError("`rng_key` is required for this method (random subsets or MCMC): pass jax.random.PRNGKey(0).")
@@ -887,22 +1045,25 @@ def _score(model, args, kwargs, *, p, site, units, method, num_subsets, rng_key,
         method == "counting" or (method == "exact" and _is_counting(target.family))
     )
     if counting:
-        s = _counting_all_p(target.family, target.args[0])
-        value = float(jnp.sum(s[:p]) if joint else s[p - 1])
-        return LPOResult(value=value, se=0.0, p=p, method="counting", num_subsets=math.comb(target.n, p),
-                         diagnostics={"n": target.n}, quantity="S_CCV" if joint else "S_CV", exhaustive=True,
-                         n=target.n)
+        s = _counting_all_p(target.family, target.args[0], ps=np.arange(1, p + 1) if joint else [p])
+        value = float(np.sum(s) if joint else s[0])
+        return _checked(LPOResult(value=value, se=0.0, p=p, method="counting", num_subsets=math.comb(target.n, p),
+                                  diagnostics={"n": target.n}, quantity="S_CCV" if joint else "S_CV", exhaustive=True,
+                                  n=target.n))
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                                   or batch_size < 1):
+        raise ValueError(f"`batch_size` must be a positive integer (or None: sized from memory_budget), got {batch_size!r}.")
     runner = _Runner(target, p, method, joint, num_subsets, rng_key, max_subsets, batch_size,
-                     num_warmup, num_samples, num_chains, chunk, subsets=subsets)
+                     num_warmup, num_samples, num_chains, chunk, subsets=subsets, memory_budget=memory_budget)
     stats = [runner.batch(b) for b in range(runner.plan.num_batches)]
-    res = runner.combine(stats)
+    res = _checked(runner.combine(stats))
     _warn_result(res)
     return res
 
 
 def lpo(model, *args, p, units=None, site=None, method="auto", num_subsets=None, rng_key=None, max_subsets=DEFAULT_MAX_SUBSETS,
         num_warmup=500, num_samples=1000, num_chains=4, batch_size=None, chunk=1 << 14, subsets=None,
-        **kwargs) -> LPOResult:
+        memory_budget=None, **kwargs) -> LPOResult:
     r"""Bayesian leave-p-out score :math:`S_{CV}(p)`: mean held-out log predictive per held-out point.
 
     .. math:: S_{CV}(p) = \binom{n}{p}^{-1} \sum_{|S|=p} \frac1p \sum_{i \in S} \log p(x_i \mid x_{-S})
@@ -927,11 +1088,19 @@ def lpo(model, *args, p, units=None, site=None, method="auto", num_subsets=None,
             (all sets when there are at most ``max_subsets`` (exact), 1000 (psis) or 64 (refit);
             otherwise 4096, 1000 or 32 random ones).
         rng_key: JAX PRNG key (needed for random subsets and MCMC).
-        max_subsets: largest number of subsets to enumerate exactly.
+        max_subsets: largest number of subsets to enumerate exactly (never more than 2^31 − 1;
+            above it, random subsets).
         num_warmup, num_samples, num_chains: NUTS settings (full posterior: ``num_chains``
             chains; refits: one chain per training set).
-        batch_size: subsets per batch (default: all in one program).
-        chunk: subsets per vmapped chunk inside ``jax.lax.map`` for exact enumeration.
+        batch_size: subsets per batch (default: as many as fit in ``memory_budget``; for
+            ``"refit"``/``"auto"`` the refits' random keys follow the batches, so pass it to get
+            the same refits on machines with different memory).
+        chunk: subsets per vmapped chunk inside ``jax.lax.map`` for exact enumeration (lowered
+            to fit ``memory_budget``).
+        memory_budget: bytes the computation may use (default :func:`default_memory_budget`,
+            half the available memory). Batches are sized from it; when even one held-out set
+            per batch (or the given ``batch_size``) would need more, a ValueError says how much,
+            before anything is compiled or allocated.
         subsets: evaluate exactly these held-out sets (a boolean ``(m, n)`` mask or a list of
             index sequences, each of size p) instead of all or random ones; ``se`` is then the
             Monte Carlo error only, and two methods on the same sets can be compared pairwise.
@@ -950,12 +1119,13 @@ def lpo(model, *args, p, units=None, site=None, method="auto", num_subsets=None,
     """
     return _score(model, args, kwargs, p=p, site=site, units=units, method=method, num_subsets=num_subsets, rng_key=rng_key,
                   joint=False, max_subsets=max_subsets, batch_size=batch_size, num_warmup=num_warmup,
-                  num_samples=num_samples, num_chains=num_chains, chunk=chunk, pname="p", subsets=subsets)
+                  num_samples=num_samples, num_chains=num_chains, chunk=chunk, pname="p", subsets=subsets,
+                  memory_budget=memory_budget)
 
 
 def cumulative(model, *args, P, units=None, site=None, method="auto", num_subsets=None, rng_key=None,
                max_subsets=DEFAULT_MAX_SUBSETS, num_warmup=500, num_samples=1000, num_chains=4, batch_size=None,
-               chunk=1 << 12, subsets=None, **kwargs) -> LPOResult:
+               chunk=1 << 12, subsets=None, memory_budget=None, **kwargs) -> LPOResult:
     r"""Cumulative cross-validation score :math:`S_{CCV}(P) = \sum_{p \le P} S_{CV}(p)`.
 
     Computed directly as the mean joint held-out log predictive over training sets of size n − P,
@@ -978,12 +1148,21 @@ def cumulative(model, *args, P, units=None, site=None, method="auto", num_subset
     """
     return _score(model, args, kwargs, p=P, site=site, units=units, method=method, num_subsets=num_subsets, rng_key=rng_key,
                   joint=True, max_subsets=max_subsets, batch_size=batch_size, num_warmup=num_warmup,
-                  num_samples=num_samples, num_chains=num_chains, chunk=chunk, pname="P", subsets=subsets)
+                  num_samples=num_samples, num_chains=num_chains, chunk=chunk, pname="P", subsets=subsets,
+                  memory_budget=memory_budget)
 
 
 # --------------------------------------------------------------------------------------------
 # the identity
 # --------------------------------------------------------------------------------------------
+
+
+def _exact_log_evidence(fam, data):
+    """The family's closed-form log evidence, in float64 (scoped), as the counting terms are."""
+    from ._config import x64
+
+    with x64():
+        return float(_as_float64(fam).log_evidence(*(np.asarray(d) for d in data)))
 
 
 def _permutations(key, R, n):
@@ -1118,10 +1297,37 @@ def _permutation_terms(target, orders, stride, rng_key, num_warmup, num_samples,
     return terms, diag
 
 
+def _checked_report(fn):
+    """Wrap :func:`identity`: a report with a non-finite S_CV(p), total, log evidence or gap is marked invalid and warned about."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        rep = fn(*args, **kwargs)
+        s = np.asarray(rep.s_cv, dtype=np.float64)
+        problems = []
+        bad = np.flatnonzero(~np.isfinite(s))
+        if bad.size:
+            problems.append(f"{bad.size} of the {s.size} S_CV(p) are not finite (first at p = {int(bad[0]) + 1})")
+        for name in ("total", "log_evidence", "gap"):
+            v = getattr(rep, name)
+            if not np.isfinite(v):
+                problems.append(f"{name} is {v}")
+        if not problems:
+            return rep
+        rep = dataclasses.replace(rep, valid=False, problems=tuple(rep.problems) + tuple(problems))
+        warnings.warn("genbayes.cv.identity: the result is invalid (" + "; ".join(problems) + "); see `.problems`.",
+                      RuntimeWarning, stacklevel=2)
+        return rep
+
+    return wrapper
+
+
+@_checked_report
 def identity(model, *args, units=None, site=None, method="auto", rng_key=None, num_permutations=None, stride=None,
              max_subsets=DEFAULT_MAX_SUBSETS, evidence_method="smc", num_warmup=300, num_samples=500,
              evidence_kwargs=None, smc_kwargs=None, nuts_kwargs=None, num_prior_draws=None, order=None,
-             **kwargs) -> IdentityReport:
+             memory_budget=None, **kwargs) -> IdentityReport:
     r"""Check :math:`\log p(x) = \sum_{p=1}^n S_{CV}(p)` (Fong & Holmes 2020, Proposition 1).
 
     Conjugate families (``method="auto"`` or ``"exact"``): every S_CV(p) exactly, by counting
@@ -1187,6 +1393,13 @@ def identity(model, *args, units=None, site=None, method="auto", rng_key=None, n
         num_warmup, num_samples: NUTS settings of the refits.
         order: ``None`` (random orderings of the units) or ``"data"`` / ``"time"`` (the data's
             own order: leave-future-out terms of a time series; see above).
+        memory_budget: bytes the exact enumeration may use (default
+            :func:`default_memory_budget`); above it a ValueError says how much it needs.
+
+    Counting runs in float64 whatever the caller's precision (see :func:`_counting_all_p`);
+    other paths need ``numpyro.enable_x64()`` for identity checks at 1e-9. Any non-finite
+    S_CV(p), total, log evidence or gap makes the report ``valid=False`` with the reason in
+    ``problems`` (and a RuntimeWarning).
 
     Returns:
         :class:`IdentityReport`.
@@ -1226,7 +1439,7 @@ def identity(model, *args, units=None, site=None, method="auto", rng_key=None, n
 
     if target.conjugate and method in ("auto", "exact"):
         fam, data = target.family, target.args
-        log_z = float(fam.log_evidence(*data))
+        log_z = _exact_log_evidence(fam, data)
         if in_order:  # the chain rule in the data's order, term by term in closed form
             terms = np.asarray(_conj.sequence_log_predictive(fam, *data, order=jnp.arange(n)), np.float64)
             total = float(np.sum(terms))
@@ -1238,7 +1451,7 @@ def identity(model, *args, units=None, site=None, method="auto", rng_key=None, n
             if _is_counting(fam):
                 s, how = np.asarray(_counting_all_p(fam, data[0]), np.float64), "counting"
             else:
-                s, how = np.asarray(_enumerate_all_p(fam, data), np.float64), "enumerate"
+                s, how = np.asarray(_enumerate_all_p(fam, data, memory_budget=memory_budget), np.float64), "enumerate"
             total = float(np.sum(s))
             return IdentityReport(s_cv=s, s_cv_se=np.zeros(n), total=total, total_se=0.0, log_evidence=log_z,
                                   log_evidence_se=0.0, gap=total - log_z, se=0.0, method=how,
@@ -1279,7 +1492,7 @@ def identity(model, *args, units=None, site=None, method="auto", rng_key=None, n
     if in_order:
         diag["order"] = "data"
     if target.conjugate:
-        return _terms_to_report(terms, how, float(target.family.log_evidence(*target.args)), 0.0, "exact", diag)
+        return _terms_to_report(terms, how, _exact_log_evidence(target.family, target.args), 0.0, "exact", diag)
     try:
         from .evidence import log_evidence as _log_evidence
     except ImportError:
@@ -1299,8 +1512,15 @@ CLI_MODELS = ("beta_bernoulli", "normal_known_variance", "gamma_poisson", "diric
               "normal_gamma_regression", "logistic_regression")
 
 
+_BREAST_CANCER_ROWS = 569
+
+
 def cli_model(name, n, seed):
     """``(model, args)`` for a CLI model name: a conjugate family on simulated data, or logistic regression."""
+    from .cli import UsageError
+
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise UsageError(f"--n must be a positive integer, got {n!r}.")
     rng = np.random.default_rng(seed)
     if name == "beta_bernoulli":
         return _conj.BetaBernoulli(2.0, 2.0), (rng.binomial(1, 0.3, n).astype(np.int32),)
@@ -1315,49 +1535,339 @@ def cli_model(name, n, seed):
         y = X @ np.array([1.0, 2.0]) + rng.normal(size=n)
         return _conj.NormalGammaRegression(np.zeros(2), np.ones(2), 2.0, 2.0), (X, y)
     if name == "logistic_regression":
+        if n > _BREAST_CANCER_ROWS:
+            raise UsageError(f"--n {n} is more than the {_BREAST_CANCER_ROWS} rows of the breast cancer data that "
+                             f"logistic_regression uses; pass --n {_BREAST_CANCER_ROWS} or less.")
         from .models import logistic_regression as lr
 
         X, y = lr.breast_cancer(num_features=3, n=n, seed=seed)
         return lr.model, (X, y)
-    raise ValueError(f"MODEL must be one of {CLI_MODELS}, got {name!r}.")
+    raise UsageError(f"MODEL must be one of {CLI_MODELS}, got {name!r}.")
 
 
-def _read_resume(path, config):
-    stats = {}
-    if not os.path.exists(path):
-        return stats
-    with open(path) as fh:
-        text = fh.read()
-    if text and not text.endswith("\n"):
-        # a kill cut the last record short: drop it (that batch is redone) so appends start on a fresh line
-        text = text[: text.rfind("\n") + 1]
-        with open(path, "w") as fh:
-            fh.write(text)
-    lines = text.split("\n")
-    if not lines or not lines[0].strip():
-        return stats
-    head = json.loads(lines[0])
-    if head.get("config") != config:
-        raise ValueError(
-            f"--resume file {path!r} was written for a different run {head.get('config')}; "
-            f"this run is {config}. Use a new file or the same options."
-        )
-    for line in lines[1:]:
-        if not line.strip():
-            continue
+# ---- resume files: a versioned header, validated and checksummed records, an exclusive lock, atomic rewrites
+
+_RESUME_FORMAT = "genbayes cv resume"
+_RESUME_VERSION = 1
+_TEST_PAUSE_ENV = "_GENBAYES_CV_TEST_PAUSE"  # tests only: "<stage>:<seconds>" pauses at a named moment (see _pause)
+
+
+def _pause(stage):
+    """Test hook: with ``_GENBAYES_CV_TEST_PAUSE=<stage>:<seconds>``, say so on stderr and sleep, so a test can kill here."""
+    spec = os.environ.get(_TEST_PAUSE_ENV, "")
+    if spec.split(":")[0] == stage:
+        import sys
+        import time
+
+        print(f"PAUSE {stage}", file=sys.stderr, flush=True)
+        time.sleep(float(spec.split(":")[1]))
+
+
+def _run_digest(config, data):
+    """SHA-256 of the run's settings and the bytes, dtypes and shapes of its data."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for a in data:
+        a = np.ascontiguousarray(np.asarray(a))
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _record_check(digest, rec):
+    import hashlib
+
+    body = json.dumps({k: v for k, v in rec.items() if k != "check"}, sort_keys=True)
+    return hashlib.sha256((digest + body).encode()).hexdigest()[:32]
+
+
+def _fsync_dir(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path, data: bytes, *, replace):
+    """Write ``data`` to a temporary file beside ``path``, fsync it, and rename it onto ``path``.
+
+    A kill at any moment leaves either the old file or the new one, never a mixture or an empty
+    file. With ``replace=False`` an existing ``path`` is never replaced (a hard link, which fails
+    if the name exists). A symbolic link at ``path`` is replaced by the file, never followed.
+    """
+    import tempfile
+
+    path = os.path.abspath(path)
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        if os.path.isfile(path) and not os.path.islink(path):
+            mode = os.stat(path).st_mode & 0o777  # a rewrite keeps the file's permissions
+        else:
+            umask = os.umask(0o022)
+            os.umask(umask)
+            mode = 0o666 & ~umask  # as open() would create it (mkstemp's are 0600)
+        os.chmod(tmp, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _pause("rewrite")
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise
+            except OSError:  # a file system without hard links
+                if os.path.lexists(path):
+                    raise FileExistsError(path) from None
+                os.replace(tmp, path)
+        _fsync_dir(directory)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+class _ResumeFile:
+    """One ``--resume`` file: locked for this process, read and checked, appended to batch by batch."""
+
+    def __init__(self, path, config, digest, plan=None, expect=None):
+        self.path, self.config, self.digest, self.plan, self.expect = os.path.abspath(path), config, digest, plan, expect
+        self.shown = path
+        self._lock_fd = None
+
+    # -- locking
+    def lock(self):
+        import fcntl
+
+        from .cli import UsageError
+
+        lock_path = self.path + ".lock"
         try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a kill: that batch is redone
-            continue
-        stats[rec["batch"]] = rec
-    return stats
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as e:
+            raise UsageError(f"--resume {self.shown}: cannot open its lock file {lock_path} ({e.strerror}).") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise UsageError(f"--resume {self.shown} is in use by another genbayes process (it holds {lock_path}); "
+                             "wait for it to finish, or use another file.") from None
+        self._lock_fd = fd
+
+    def unlock(self):
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
+
+    # -- reading
+    def _fail(self, line_no, why):
+        from .cli import UsageError
+
+        where = f"line {line_no}" if line_no else "the file"
+        raise UsageError(f"--resume {self.shown}, {where}: {why}. The file was edited or damaged; nothing was "
+                         "changed. Move it away to start afresh.")
+
+    def header_batch_size(self):
+        """The batch size in the file's header (None when the file does not exist yet); refuses foreign files."""
+        if not os.path.lexists(self.path) and not os.path.islink(self.path):
+            return None
+        head, _ = self._header()
+        bs = head.get("batch_size")
+        if not isinstance(bs, int) or isinstance(bs, bool) or bs < 1:
+            self._fail(1, f"the header's batch_size {bs!r} is not a positive integer")
+        return bs
+
+    def _header(self):
+        """(header dict, text): the file checked to be a genbayes resume file of this run, read without writing."""
+        from .cli import UsageError
+
+        if os.path.islink(self.path):
+            raise UsageError(f"--resume {self.shown} is a symbolic link; genbayes does not write through links. "
+                             "Pass the file's real path.")
+        if not os.path.isfile(self.path):
+            raise UsageError(f"--resume {self.shown} exists and is not a regular file.")
+        with open(self.path, "rb") as fh:
+            raw = fh.read()
+        not_ours = (f"--resume {self.shown} exists and is not a genbayes cv resume file ({{}}); it was left untouched. "
+                    "Choose another name.")
+        if not raw:
+            raise UsageError(not_ours.format("it is empty"))
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(not_ours.format("it is not UTF-8 text")) from None
+        first = text.partition("\n")[0]
+        try:
+            head = json.loads(first)
+        except (ValueError, RecursionError):
+            head = None
+        if not isinstance(head, dict) or head.get("format") != _RESUME_FORMAT:
+            raise UsageError(not_ours.format("its first line is not a genbayes header"))
+        if head.get("version") != _RESUME_VERSION:
+            raise UsageError(f"--resume {self.shown} has format version {head.get('version')!r}; this genbayes reads "
+                             f"version {_RESUME_VERSION}. Use a new file.")
+        if head.get("hash") != self.digest:
+            raise UsageError(
+                f"--resume {self.shown} was written for a different run {head.get('config')}; this run is "
+                f"{self.config} (or the data differ). Use a new file or the same options.")
+        return head, text
+
+    def read(self):
+        """Check the file and return its finished batches {batch: record}; create it (header only) if absent."""
+        from .cli import UsageError
+
+        if not os.path.lexists(self.path):
+            header = {"format": _RESUME_FORMAT, "version": _RESUME_VERSION, "hash": self.digest,
+                      "config": self.config, "batch_size": self.plan.batch_size, "num_batches": self.plan.num_batches}
+            try:
+                _atomic_write(self.path, (json.dumps(header) + "\n").encode(), replace=False)
+            except FileExistsError:
+                raise UsageError(f"--resume {self.shown} appeared while starting; run again.") from None
+            return {}
+        head, text = self._header()
+        first, _, rest = text.partition("\n")
+        if head.get("batch_size") != self.plan.batch_size or head.get("num_batches") != self.plan.num_batches:
+            self._fail(1, f"the header's batch_size/num_batches {head.get('batch_size')}/{head.get('num_batches')} "
+                          f"differ from this run's {self.plan.batch_size}/{self.plan.num_batches}")
+        lines = rest.split("\n")
+        cut = not text.endswith("\n")  # a kill cut the last record short: that batch is redone
+        complete = lines[:-1]  # the piece after the last newline is "" or the cut record
+        stats, seen = {}, {}
+        for i, line in enumerate(complete, start=2):
+            if not line.strip():
+                self._fail(i, "an empty line")
+            try:
+                rec = json.loads(line)
+            except (ValueError, RecursionError) as e:
+                self._fail(i, f"not a JSON record ({type(e).__name__})")
+            self._validate(i, rec)
+            b = rec["batch"]
+            if b in seen:
+                self._fail(i, f"batch {b} again (first on line {seen[b]})")
+            seen[b] = i
+            stats[b] = {k: v for k, v in rec.items() if k != "check"}
+        if cut:
+            keep = "\n".join([first, *complete]) + "\n"
+            _atomic_write(self.path, keep.encode(), replace=True)
+        return stats
+
+    def _validate(self, i, rec):
+        def num(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        if not isinstance(rec, dict):
+            self._fail(i, "not a JSON object")
+        b = rec.get("batch")
+        if not isinstance(b, int) or isinstance(b, bool) or not 0 <= b < self.plan.num_batches:
+            self._fail(i, f"batch index {b!r} is not an integer in 0..{self.plan.num_batches - 1}")
+        m = min(self.plan.batch_size, self.plan.total - b * self.plan.batch_size)
+        if rec.get("count") != m or isinstance(rec.get("count"), bool):
+            self._fail(i, f"count {rec.get('count')!r} of batch {b}, which has {m} held-out sets")
+        for k in ("sum", "sumsq", "indep_mc_var"):
+            v = rec.get(k)
+            if not num(v) or not math.isfinite(v):
+                self._fail(i, f"{k!r} is {v!r}, not a finite number")
+        for k, length in self.expect.items():
+            if k not in rec:
+                continue
+            v = rec[k]
+            n_ok = length(m) if callable(length) else length
+            if not isinstance(v, list) or len(v) != n_ok:
+                self._fail(i, f"{k!r} is not a list of {n_ok} entries")
+            if k in ("values", "mc_se", "psi_sum") and not all(num(x) and math.isfinite(x) for x in v):
+                self._fail(i, f"{k!r} holds a non-number or a non-finite number")
+            if k in ("refit", "checked") and not all(isinstance(x, bool) for x in v):
+                self._fail(i, f"{k!r} holds a non-boolean")
+            if k == "khat" and not all(num(x) for x in v):
+                self._fail(i, f"{k!r} holds a non-number")
+            if k == "subsets" and not all(isinstance(r, list) and len(r) == self.plan.n and sum(r) == self.plan.p
+                                          and all(x in (0, 1) and not isinstance(x, bool) for x in r) for r in v):
+                self._fail(i, f"'subsets' rows are not 0/1 masks of {self.plan.n} with {self.plan.p} ones")
+        if rec.get("check") != _record_check(self.digest, rec):
+            self._fail(i, "its checksum does not match its contents")
+
+    # -- writing
+    def append(self, rec):
+        rec = dict(rec, check=_record_check(self.digest, rec))
+        line = (json.dumps(rec) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            if os.environ.get(_TEST_PAUSE_ENV, "").startswith("append:"):
+                os.write(fd, line[: len(line) // 2])
+                os.fsync(fd)
+                _pause("append")
+                os.write(fd, line[len(line) // 2:])
+            else:
+                os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
-def _append(path, obj):
-    with open(path, "a") as fh:
-        fh.write(json.dumps(obj) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+def _check_cli_args(args):
+    """CLI options that the library would accept silently or fail on deep inside: one-line errors first."""
+    from .cli import UsageError
+
+    def positive(name, v, lo=1):
+        if v is not None and v < lo:
+            raise UsageError(f"--{name} must be an integer >= {lo}, got {v}.")
+
+    positive("n", args.n)
+    positive("num-subsets", args.num_subsets)
+    positive("batch-size", args.batch_size)
+    positive("num-warmup", args.num_warmup, 0)
+    positive("num-samples", args.num_samples)
+    positive("num-chains", args.num_chains)
+    positive("max-batches", args.max_batches, 0)
+    bad_p = [p for p in args.p if not 1 <= p <= args.n]
+    if bad_p:
+        raise UsageError(f"--p must lie in 1..n = 1..{args.n}, got {bad_p}.")
+    if len(set(args.p)) != len(args.p):
+        raise UsageError(f"--p lists a value twice: {args.p}.")
+    if args.memory_budget is not None and args.memory_budget <= 0:
+        raise UsageError(f"--memory-budget must be positive, got {args.memory_budget}.")
+    if args.output is not None:
+        _check_output(args.output, args.force, "--output")
+
+
+def _check_output(path, force, flag):
+    from .cli import UsageError
+
+    if os.path.islink(path) and not force:
+        raise UsageError(f"{flag} {path} is a symbolic link; genbayes does not write through links. Pass --force to "
+                         "replace the link itself (its target is never written), or choose another name.")
+    if os.path.lexists(path) and not force:
+        raise UsageError(f"{flag} {path} already exists; pass --force to replace it, or choose another name.")
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} {path} is a directory.")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UsageError(f"{flag} {path}: the folder {parent} does not exist.")
+
+
+def _memory_arg(text):
+    """``--memory-budget``: bytes, with an optional K/M/G/T suffix (powers of 1024)."""
+    import argparse
+
+    t = str(text).strip().upper().removesuffix("B").removesuffix("I")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(t[-1:], 1)
+    try:
+        v = float(t[:-1] if mult > 1 else t) * mult
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 2G, 500M, 1e9)") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive size, got {text!r}")
+    return int(v)
 
 
 def _run_cli(args) -> int:
@@ -1365,68 +1875,117 @@ def _run_cli(args) -> int:
 
     from ._config import x64
 
+    _check_cli_args(args)
     with x64() if args.x64 else contextlib.nullcontext():  # scoped: the command may run inside a process
         return _run_cli_body(args)
+
+
+def _as_usage_error(fn, *a, **kw):
+    """Call ``fn``; the library's argument errors (ValueError/TypeError raised while setting up) become UsageError."""
+    from .cli import UsageError
+
+    try:
+        return fn(*a, **kw)
+    except UsageError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise UsageError(str(e)) from e
 
 
 def _run_cli_body(args) -> int:
     import time
 
+    from .cli import UsageError
+
     model, data = cli_model(args.model, args.n, args.seed)
     key = jax.random.PRNGKey(args.seed)
     results = []
     for p in args.p:
-        target = _resolve(model, data, {}, None, args.units)
-        p = _check_p(p, target.n)
-        method = _check_method(args.method, target)
+        target = _as_usage_error(_resolve, model, data, {}, None, args.units)
+        p = _as_usage_error(_check_p, p, target.n)
+        method = _as_usage_error(_check_method, args.method, target)
         if method == "counting" or (method == "exact" and _is_counting(target.family) and args.num_subsets is None):
             res = lpo(model, *data, p=p, method="counting", units=args.units)
             results.append(res)
             print(res, flush=True)
             continue
         default_bs = {"exact": 1 << 16, "refit": 16}.get("exact" if method in ("exact", "enumerate") else method, 256)
-        runner = _Runner(target, p, method, False, args.num_subsets, jax.random.fold_in(key, p), DEFAULT_MAX_SUBSETS,
-                         args.batch_size or default_bs, args.num_warmup, args.num_samples, args.num_chains, 1 << 14)
         config = {"model": args.model, "n": args.n, "seed": args.seed, "p": p, "method": args.method,
-                  "num_subsets": args.num_subsets, "batch_size": runner.plan.batch_size, "num_warmup": args.num_warmup,
+                  "num_subsets": args.num_subsets, "batch_size": args.batch_size, "num_warmup": args.num_warmup,
                   "num_samples": args.num_samples, "num_chains": args.num_chains, "x64": bool(args.x64),
                   "units": args.units}
-        stats = {}
-        path = None
+        path = store = None
+        header_bs = None
         if args.resume:
             path = args.resume if len(args.p) == 1 else f"{args.resume}.p{p}"
-            stats = _read_resume(path, config)
-            if not os.path.exists(path) or os.path.getsize(path) == 0:
-                _append(path, {"config": config})
-        todo = [b for b in range(runner.plan.num_batches) if b not in stats]
-        if stats:
-            print(f"genbayes cv: resuming p={p} from {path}: {len(stats)} of {runner.plan.num_batches} batches done",
-                  flush=True)
-        from tqdm.auto import tqdm
+            store = _ResumeFile(path, config, _run_digest(config, data))
+            store.header_batch_size()  # a foreign file is refused before even a lock file is made beside it
+            store.lock()
+        try:
+            if store is not None:
+                header_bs = store.header_batch_size()  # checks the header before anything runs; None if new
+            # without --batch-size the batches are sized from the memory budget (at most default_bs), and a
+            # resumed run keeps the file's batches, whatever memory this machine has now
+            runner = _as_usage_error(
+                _Runner, target, p, method, False, args.num_subsets, jax.random.fold_in(key, p), DEFAULT_MAX_SUBSETS,
+                args.batch_size or header_bs, args.num_warmup, args.num_samples, args.num_chains, 1 << 14,
+                memory_budget=args.memory_budget, max_batch_size=default_bs)
+            stats = {}
+            if store is not None:
+                expect = {"values": lambda m: m, "mc_se": lambda m: m, "khat": lambda m: m, "refit": lambda m: m,
+                          "checked": lambda m: m, "subsets": lambda m: m}
+                if runner.post is not None:
+                    expect["psi_sum"] = runner.post.num_chains * runner.post.num_samples
+                store.plan, store.expect = runner.plan, expect
+            if store is not None:
+                stats = store.read()
+            todo = [b for b in range(runner.plan.num_batches) if b not in stats]
+            if stats:
+                print(f"genbayes cv: resuming p={p} from {path}: {len(stats)} of {runner.plan.num_batches} batches "
+                      "done", flush=True)
+            from tqdm.auto import tqdm
 
-        t0 = time.perf_counter()
-        done_now = 0
-        for b in tqdm(todo, desc=f"p={p}", disable=not args.progress):
-            if args.max_batches is not None and done_now >= args.max_batches:
-                print(f"genbayes cv: stopped after {done_now} new batches (--max-batches); rerun with the same "
-                      f"--resume file to continue.", flush=True)
-                return 3
-            rec = runner.batch(b)
-            if path:
-                _append(path, rec)
-            stats[b] = rec
-            done_now += 1
-        res = runner.combine(list(stats.values()))
+            t0 = time.perf_counter()
+            done_now = 0
+            try:
+                for b in tqdm(todo, desc=f"p={p}", disable=not args.progress):
+                    if args.max_batches is not None and done_now >= args.max_batches:
+                        print(f"genbayes cv: stopped after {done_now} new batches (--max-batches); rerun with the "
+                              f"same --resume file to continue.", flush=True)
+                        return 3
+                    rec = runner.batch(b)
+                    if store is not None:
+                        store.append(rec)
+                    stats[b] = rec
+                    done_now += 1
+            except KeyboardInterrupt:
+                saved = (f"{len(stats)} of {runner.plan.num_batches} batches of p={p} are saved in {path}; run the "
+                         "same command again to continue." if path else "nothing was saved (use --resume FILE).")
+                raise _Interrupted(f"genbayes cv: interrupted; {saved}") from None
+        finally:
+            if store is not None:
+                store.unlock()
+        res = _checked(runner.combine(list(stats.values())))
         _warn_result(res)
         results.append(res)
         print(f"{res}  [{time.perf_counter() - t0:.1f} s]", flush=True)
     if args.output:
         import pandas as pd
 
-        pd.DataFrame({"p": [r.p for r in results], "value": [r.value for r in results], "se": [r.se for r in results],
-                      "method": [r.method for r in results], "num_subsets": [r.num_subsets for r in results]}
-                     ).to_csv(args.output, index=False)
-    return 0
+        _check_output(args.output, args.force, "--output")
+        csv = pd.DataFrame({"p": [r.p for r in results], "value": [r.value for r in results],
+                            "se": [r.se for r in results], "method": [r.method for r in results],
+                            "num_subsets": [r.num_subsets for r in results], "valid": [r.valid for r in results]}
+                           ).to_csv(index=False)
+        try:
+            _atomic_write(args.output, csv.encode(), replace=bool(args.force))
+        except FileExistsError:
+            raise UsageError(f"--output {args.output} appeared while running; pass --force to replace it.") from None
+    return 0 if all(r.valid for r in results) else 1
+
+
+class _Interrupted(KeyboardInterrupt):
+    """Ctrl-C in ``genbayes cv``: carries the one-line message that says what was saved."""
 
 
 def add_cli(subparsers):
@@ -1459,7 +2018,9 @@ def add_cli(subparsers):
     sp.add_argument("--units", default=None, metavar="PLATE",
                     help="observation units: a plate name of the model (default: the outermost plate of its observed "
                          "sites; see genbayes.units)")
-    sp.add_argument("--resume", metavar="FILE", default=None, help="append finished batches to FILE; resume from it")
+    sp.add_argument("--resume", metavar="FILE", default=None,
+                    help="append finished batches to FILE (created with a genbayes header; any other file is "
+                         "refused, never changed; FILE.lock beside it keeps a second process out); rerun to resume")
     sp.add_argument("--n", type=int, default=40, help="number of observations (default 40)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the data and of the rng_key")
     sp.add_argument("--num-subsets", type=int, default=None)
@@ -1469,7 +2030,11 @@ def add_cli(subparsers):
     sp.add_argument("--num-chains", type=int, default=4)
     sp.add_argument("--max-batches", type=int, default=None, help="stop after this many new batches (exit code 3)")
     sp.add_argument("--x64", action="store_true", help="compute in float64")
-    sp.add_argument("--output", default=None, help="write a CSV summary here")
+    sp.add_argument("--output", default=None, help="write a CSV summary here (an existing file only with --force)")
+    sp.add_argument("--force", action="store_true", help="replace an existing --output file")
+    sp.add_argument("--memory-budget", type=_memory_arg, default=None, metavar="SIZE",
+                    help="memory the run may use, e.g. 4G (default: half the available memory); batches are sized "
+                         "from it")
     sp.add_argument("--no-progress", dest="progress", action="store_false")
     sp.set_defaults(func=_run_cli)
     return sp

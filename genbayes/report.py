@@ -4,14 +4,35 @@ from __future__ import annotations
 
 import base64
 import html
+import os
+import tempfile
 from pathlib import Path
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file in ``path``'s folder, fsync it, and rename it onto ``path``.
+
+    A kill leaves the old file or the new one, never a truncated one; a symbolic link at ``path``
+    is replaced by the file, never followed out of the folder.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
 
 
 def write_report(out: Path, sections, *, quick: bool, seed: int) -> list[Path]:
     """Write ``report.md`` and a self-contained ``index.html`` (PNGs embedded as base64) into ``out``.
 
     Args:
-        out: the report folder (must exist; the sections' PNGs are already there).
+        out: the report folder (must exist; the sections' PNGs are already there). Each file is
+            written to a temporary file and renamed into place (a link there is replaced, not followed).
         sections: the :class:`genbayes.demos.Section` objects, in order.
         quick: whether this was a ``--quick`` run (stated at the top of the report).
         seed: the run's seed (stated at the top of the report).
@@ -36,7 +57,7 @@ def write_report(out: Path, sections, *, quick: bool, seed: int) -> list[Path]:
         md += [f"![{Path(p).stem}]({Path(p).name})\n" for p in s.images]
         md.append(f"Checks: {'passed' if s.ok else 'FAILED'}\n")
     md_path = out / "report.md"
-    md_path.write_text("\n".join(md))
+    _write_text_atomic(md_path, "\n".join(md))
 
     body = []
     for s in sections:
@@ -67,5 +88,5 @@ def write_report(out: Path, sections, *, quick: bool, seed: int) -> list[Path]:
         + "</body></html>"
     )
     html_path = out / "index.html"
-    html_path.write_text(page)
+    _write_text_atomic(html_path, page)
     return [md_path, html_path]

@@ -63,7 +63,7 @@ def test_random_subsets_within_4_se_of_exact(x64):
 
 
 def test_random_subsets_are_uniform(x64):
-    masks = np.asarray(cv._random_masks(jax.random.PRNGKey(0), 20000, 5, 2))
+    masks = np.asarray(cv._random_masks(jax.random.PRNGKey(0), jnp.arange(20000), 5, 2))
     assert np.all(masks.sum(1) == 2)
     # each of the 10 pairs has probability 1/10: counts are Binomial(20000, 0.1), sd 42.4; 4 sd
     codes = masks @ (2 ** np.arange(5))
