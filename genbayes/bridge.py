@@ -350,10 +350,13 @@ def _refuse_fixed(units):
 
 
 def _bridge_evidence(model, args, kwargs, rng_key, *, units, num_warmup=1000, num_samples=2000, num_chains=4,
-                     proposal="normal", maxiter=1000, tol=1e-10, progress=False):
+                     proposal="normal", maxiter=1000, tol=1e-10, dense_mass=True, target_accept_prob=0.8,
+                     progress=False):
     """``log_evidence(method="bridge")``: NUTS draws (:func:`genbayes.batched.run`, C chains), then bridge sampling.
 
-    Returns ``(log_z, se, diag)``; ``diag`` adds ``num_divergent`` and ``mean_accept_prob`` per chain.
+    ``num_chains`` independent chains (one program, weights ``ones((C, 1))``) of ``num_warmup`` +
+    ``num_samples`` iterations; ``dense_mass``/``target_accept_prob`` as in NumPyro's NUTS. Returns
+    ``(log_z, se, diag)``; ``diag`` adds ``num_divergent`` and ``mean_accept_prob`` per chain.
     """
     from . import batched
 
@@ -364,7 +367,8 @@ def _bridge_evidence(model, args, kwargs, rng_key, *, units, num_warmup=1000, nu
     _check_key(rng_key)
     key_mcmc, key_bridge = jax.random.split(rng_key)
     res = batched.run(model, jnp.ones((num_chains, 1)), *args, num_warmup=num_warmup, num_samples=num_samples,
-                      rng_key=key_mcmc, units=units, progress=progress, **kwargs)
+                      rng_key=key_mcmc, units=units, dense_mass=dense_mass,
+                      target_accept_prob=target_accept_prob, progress=progress, **kwargs)
     names = sorted(_program_names(model, args, kwargs))
     draws = {n: res.samples[n] for n in names}
     log_z, se, diag = _bridge_core(model, args, kwargs, key_bridge, draws, units=units, proposal=proposal,
