@@ -1958,6 +1958,7 @@ def _run_cli_body(args) -> int:
                         store.append(rec)
                     stats[b] = rec
                     done_now += 1
+                    _pause("batch")
             except KeyboardInterrupt:
                 saved = (f"{len(stats)} of {runner.plan.num_batches} batches of p={p} are saved in {path}; run the "
                          "same command again to continue." if path else "nothing was saved (use --resume FILE).")
