@@ -443,8 +443,9 @@ def bridge_sampling(model, *args, samples=None, mcmc=None, rng_key, proposal="no
         densities or a non-converged iteration make it invalid (``valid=False``).
 
     Raises:
-        ValueError / TypeError: both or neither of ``samples``/``mcmc``; site names that are not
-        the model's latent sites; missing sites; wrong shapes; non-finite draws; too few draws.
+        ValueError: both or neither of ``samples``/``mcmc``; site names that are not the model's
+            latent sites; missing sites; wrong shapes; non-finite draws; too few draws.
+        TypeError: settings of the wrong type (``rng_key``, ``proposal``, ``maxiter``, ``tol``).
 
     References:
         Meng & Wong (1996), Statistica Sinica 6, 831–860; Meng & Schilling (2002), JCGS 11, 552–586;

@@ -291,7 +291,8 @@ _OPTIONS = {
                       "sites", "progress", "shard"},
     "smc": {"num_particles", "num_runs", "target_ess", "num_mcmc_steps", "num_leapfrog", "max_steps", "sites",
             "shard"},
-    "bridge": {"num_warmup", "num_samples", "num_chains", "proposal", "maxiter", "tol", "sites"},
+    "bridge": {"num_warmup", "num_samples", "num_chains", "proposal", "maxiter", "tol", "dense_mass",
+               "target_accept_prob", "progress", "sites"},
     "nested": {"constructor_kwargs", "termination_kwargs"},
 }
 _OPTIONS["stepping_stone"] = _OPTIONS["thermodynamic"]
