@@ -1762,6 +1762,11 @@ class _ResumeFile:
         return stats
 
     def _validate(self, i, rec):
+        """Types, index range and counts first (clear reasons), then the record's checksum.
+
+        Non-finite numbers are refused unless the checksum shows that this run computed them (a
+        batch whose held-out densities were NaN resumes to the same invalid result).
+        """
         def num(v):
             return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -1773,10 +1778,13 @@ class _ResumeFile:
         m = min(self.plan.batch_size, self.plan.total - b * self.plan.batch_size)
         if rec.get("count") != m or isinstance(rec.get("count"), bool):
             self._fail(i, f"count {rec.get('count')!r} of batch {b}, which has {m} held-out sets")
+        nonfinite = []
         for k in ("sum", "sumsq", "indep_mc_var"):
             v = rec.get(k)
-            if not num(v) or not math.isfinite(v):
-                self._fail(i, f"{k!r} is {v!r}, not a finite number")
+            if not num(v):
+                self._fail(i, f"{k!r} is {v!r}, not a number")
+            if not math.isfinite(v):
+                nonfinite.append(f"{k!r} is {v!r}, not a finite number")
         for k, length in self.expect.items():
             if k not in rec:
                 continue
@@ -1784,17 +1792,18 @@ class _ResumeFile:
             n_ok = length(m) if callable(length) else length
             if not isinstance(v, list) or len(v) != n_ok:
                 self._fail(i, f"{k!r} is not a list of {n_ok} entries")
-            if k in ("values", "mc_se", "psi_sum") and not all(num(x) and math.isfinite(x) for x in v):
-                self._fail(i, f"{k!r} holds a non-number or a non-finite number")
+            if k in ("values", "mc_se", "psi_sum", "khat"):
+                if not all(num(x) for x in v):
+                    self._fail(i, f"{k!r} holds a non-number")
+                if k != "khat" and not all(math.isfinite(x) for x in v):
+                    nonfinite.append(f"{k!r} holds a non-finite number")
             if k in ("refit", "checked") and not all(isinstance(x, bool) for x in v):
                 self._fail(i, f"{k!r} holds a non-boolean")
-            if k == "khat" and not all(num(x) for x in v):
-                self._fail(i, f"{k!r} holds a non-number")
             if k == "subsets" and not all(isinstance(r, list) and len(r) == self.plan.n and sum(r) == self.plan.p
                                           and all(x in (0, 1) and not isinstance(x, bool) for x in r) for r in v):
                 self._fail(i, f"'subsets' rows are not 0/1 masks of {self.plan.n} with {self.plan.p} ones")
         if rec.get("check") != _record_check(self.digest, rec):
-            self._fail(i, "its checksum does not match its contents")
+            self._fail(i, nonfinite[0] if nonfinite else "its checksum does not match its contents")
 
     # -- writing
     def append(self, rec):
@@ -1997,6 +2006,15 @@ def add_cli(subparsers):
 
     Returns:
         The ``cv`` subparser; its ``func`` default runs the command and returns the exit code.
+
+    ``--resume FILE`` is safe to point anywhere: a file that does not start with a genbayes
+    header (format, version, SHA-256 of the model name, data and settings) is refused before it
+    is opened for writing; links are refused; every record carries a checksum and is validated
+    (batch index, count, finite numbers, list lengths), and a bad one is refused naming its line;
+    ``FILE.lock`` (``fcntl.flock``) keeps a second process out; rewrites (dropping a record cut
+    by a kill) go to a temporary file that is fsynced and renamed; Ctrl-C ends with one line
+    saying what was saved (exit 130). ``--output`` never replaces a file or writes through a
+    link without ``--force``. Mistakes in the command line are one-line messages (exit 2).
 
     Example:
         >>> import argparse

@@ -57,29 +57,23 @@ def test_counting_at_n_1e5_is_finite_float64_and_matches_scipy():
 
 
 @pytest.mark.slow
-def test_identity_sum_at_n_1e5_matches_closed_form_evidence():
-    # every S_CV(p), p = 1..10^5, in float64: Σ_p S_CV(p) = log B(a + c1, b + n − c1) − log B(a, b) (SciPy)
+def test_identity_at_n_1e5_is_finite_and_matches_closed_form_evidence():
+    # the issue's case (n = 70,000 gave total = nan, gap = nan with no warning), at n = 10^5 and in
+    # float32 mode: every S_CV(p), p = 1..n, in float64, and Σ_p S_CV(p) = log B(a + c1, b + n − c1) − log B(a, b)
     rng = np.random.default_rng(1)
     n, a, b = 100_000, 1.5, 2.0
     x = rng.binomial(1, 0.3, n).astype(np.int32)
-    s = cv._counting_all_p(gb.conjugate.BetaBernoulli(a, b), x)
-    c1 = int(x.sum())
-    log_z = betaln(a + c1, b + n - c1) - betaln(a, b)
-    assert s.dtype == np.float64 and np.all(np.isfinite(s))
-    assert abs(np.sum(s) - log_z) <= 1e-9 * abs(log_z)
-
-
-@pytest.mark.slow
-def test_identity_at_n_70000_is_finite_and_valid():
-    # the issue's case: returned total = nan, gap = nan with no warning
-    x = np.random.default_rng(0).binomial(1, 0.5, 70_000)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        rep = cv.identity(gb.conjugate.BetaBernoulli(1.0, 1.0), x)
+        rep = cv.identity(gb.conjugate.BetaBernoulli(a, b), x)
     c1 = int(x.sum())
-    log_z = betaln(1 + c1, 1 + len(x) - c1)
-    assert rep.valid and np.all(np.isfinite(rep.s_cv))
-    assert abs(rep.total - log_z) <= 1e-9 * abs(log_z) and abs(rep.log_evidence - log_z) <= 1e-9 * abs(log_z)
+    log_z = betaln(a + c1, b + n - c1) - betaln(a, b)
+    assert rep.valid and rep.method == "counting" and np.all(np.isfinite(rep.s_cv))
+    assert abs(rep.total - log_z) <= 1e-9 * abs(log_z)
+    assert abs(rep.log_evidence - log_z) <= 1e-9 * abs(log_z)
+    for p in (3, n - 3):
+        ref = _s_cv_beta_bernoulli_reference(x, a, b, p)
+        assert abs(rep.s_cv[p - 1] - ref) <= 1e-9 * abs(ref)
 
 
 # ---------------------------------------------------------------- non-finite results are marked invalid
@@ -129,7 +123,8 @@ def _no_programs(monkeypatch):
 def test_n2000_p2_stops_before_allocating_when_over_budget(monkeypatch):
     fam = gb.conjugate.NormalKnownVariance(0.0, 4.0, 1.0)
     x = np.random.default_rng(0).normal(size=2000)
-    cv._resolve(fam, (x,), {})  # the data checks' own eager operations, compiled once
+    cv._resolve(fam, (x,), {})  # the data checks' own eager operations, and the default key, compiled once
+    jax.random.PRNGKey(0)
     _no_programs(monkeypatch)
     with count_compilations() as c:
         with pytest.raises(ValueError, match=r"needs at least .* above memory_budget"):
@@ -211,3 +206,21 @@ def test_identity_enumeration_stops_before_allocating_when_over_budget(monkeypat
     _no_programs(monkeypatch)
     with pytest.raises(ValueError, match=r"2\^20 − 1 held-out sets needs about"):
         cv.identity(fam, x, memory_budget=1_000_000)
+
+
+def test_psis_and_refit_stop_before_sampling_when_over_budget(monkeypatch):
+    fam = gb.conjugate.NormalKnownVariance(0.0, 4.0, 1.0)
+    plain = lambda x: fam.model(x)  # noqa: E731 - a plain NumPyro model: PSIS / refits
+    x = np.random.default_rng(0).normal(size=500)
+
+    def no_nuts(*a, **k):
+        raise AssertionError("NUTS was started")
+
+    monkeypatch.setattr(cv, "_FullPosterior", no_nuts)
+    monkeypatch.setattr(cv, "_refit_batch", no_nuts)
+    # PSIS: 4 chains × 1000 draws × 500 points of log-likelihoods alone are 16 MB
+    with pytest.raises(ValueError, match=r"needs at least .*MiB.* above memory_budget = 9.5 MiB"):
+        cv.lpo(plain, x, p=1, method="psis", rng_key=jax.random.PRNGKey(0), memory_budget=10_000_000)
+    with pytest.raises(ValueError, match=r"batch_size = 32 .* need about"):
+        cv.lpo(plain, x, p=2, method="refit", num_subsets=32, batch_size=32, rng_key=jax.random.PRNGKey(0),
+               memory_budget=50_000_000)

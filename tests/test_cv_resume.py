@@ -298,3 +298,17 @@ def test_cli_user_errors_are_one_line(capsys, args, message):
 def test_logistic_regression_n_beyond_the_data_is_an_error(capsys):
     assert main(["cv", "logistic_regression", "--n", "100000"]) == 2
     assert "more than the 569 rows" in _error_line(capsys)
+
+
+def test_demo_force_replaces_links_never_their_targets(tmp_path):
+    from genbayes import cli
+
+    d = tmp_path / "report"
+    d.mkdir()
+    outside = tmp_path / "precious.png"
+    outside.write_bytes(b"png")
+    (d / "cv_identity.png").symlink_to(outside)
+    (d / "notes.txt").symlink_to(outside)  # not a report file name: left alone
+    cli._check_demo_out(d, force=True)  # --force: no refusal ...
+    cli._unlink_report_links(d)  # ... and the links among report names go before any section writes
+    assert sorted(os.listdir(d)) == ["notes.txt"] and outside.read_bytes() == b"png"
