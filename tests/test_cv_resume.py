@@ -312,3 +312,30 @@ def test_demo_force_replaces_links_never_their_targets(tmp_path):
     cli._check_demo_out(d, force=True)  # --force: no refusal ...
     cli._unlink_report_links(d)  # ... and the links among report names go before any section writes
     assert sorted(os.listdir(d)) == ["notes.txt"] and outside.read_bytes() == b"png"
+
+
+def test_a_computed_nan_batch_resumes_but_an_edited_one_does_not(tmp_path):
+    # a batch whose held-out densities were NaN is written with a valid checksum and read back as it was
+    # (the result is then marked invalid); the same NaN typed in by hand is refused
+    import jax
+
+    from genbayes.cli import UsageError
+
+    plan = cv._Plan(14, 3, 100, False, jax.random.PRNGKey(0), 50)
+    config = {"run": 1}
+    digest = cv._run_digest(config, (np.arange(14.0),))
+    f = tmp_path / "run.jsonl"
+    store = cv._ResumeFile(f, config, digest, plan, {"values": lambda m: m})
+    store.lock()
+    assert store.read() == {}
+    rec = {"batch": 0, "count": 50, "sum": float("nan"), "sumsq": float("nan"), "indep_mc_var": 0.0,
+           "values": [float("nan")] + [0.0] * 49}
+    store.append(rec)
+    got = store.read()
+    assert list(got) == [0] and np.isnan(got[0]["sum"]) and got[0]["values"][1:] == [0.0] * 49
+    lines = f.read_text().splitlines()
+    lines[1] = lines[1].replace('"indep_mc_var": 0.0', '"indep_mc_var": NaN')
+    f.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UsageError, match="line 2: .* not a finite number"):
+        store.read()
+    store.unlock()
