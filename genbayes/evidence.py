@@ -903,12 +903,19 @@ def _cli_main(args) -> int:
 
 def _cli_run(args) -> int:
     model, data, exact, desc = cli_problem(args.model, seed=args.seed)
-    methods = args.methods.split(",") if args.methods else None
-    if methods:
+    from .cli import UsageError
+
+    methods = None
+    if args.methods is not None:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        if not methods:
+            raise UsageError(f"--methods is empty; give a comma-separated subset of {','.join(METHODS)}, or leave "
+                             "it out for all.")
         bad = [m for m in methods if m not in METHODS]
         if bad:
-            print(f"unknown method(s) {bad}; choose from {METHODS}")
-            return 2
+            raise UsageError(f"unknown method(s) {bad} in --methods; choose from {','.join(METHODS)}.")
+        if "nested" in methods and not nested_available():
+            raise UsageError("--methods nested needs the optional extra: pip install 'genbayes[nested]' (jaxns<3).")
     opts = {}
     if args.quick:
         opts = {"smc": {"num_particles": 300, "num_runs": 4},

@@ -93,3 +93,13 @@ def test_fast_compile_flags_only_where_jax_runs_on_the_cpu(monkeypatch):
     assert not cli._cpu_only()
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     assert cli._cpu_only()
+
+
+@pytest.mark.parametrize("methods, msg", [
+    ("", "--methods is empty"),
+    ("smc,bogus", "unknown method(s) ['bogus']"),
+])
+def test_evidence_methods_errors_are_one_line(capsys, methods, msg):
+    assert main(["evidence", "beta_bernoulli", "--methods", methods]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
