@@ -239,8 +239,20 @@ def _power_evidence(method, model, args, kwargs, rng_key, **kw):
     some temperature; a rung whose importance ESS collapsed (below 20 draws of a chain, or 1%).
     Cautions: any divergence, rung ESS below 10% of a chain's draws, a large trapezoid
     correction, chains that disagree (between-replicate SE over 3 times the within-chain SE).
+    Both methods' reasons are kept (``diag["thermodynamic_invalid"]``, ``diag["stepping_stone_invalid"]``)
+    for a caller that reports the other estimator of the same run.
     """
     diag = _power_posteriors(model, args, kwargs, rng_key, **kw)
+    checks = {m: _checks(diag, m) for m in ("thermodynamic", "stepping_stone")}
+    for m, (_, invalid) in checks.items():
+        diag[f"{m}_invalid"] = tuple(invalid)
+    problems, invalid = checks[method]
+    _warn(problems, method, diag, invalid=invalid)
+    return diag[method], diag[f"{method}_se"], diag
+
+
+def _checks(diag, method):
+    """(cautions, invalid reasons) of one estimator of a ladder run."""
     problems, invalid = [], []
     S, R, lad = diag["num_samples"], diag["num_chains"], diag["ladder"]
     if not (np.isfinite(diag[method]) and np.isfinite(diag[f"{method}_se"])):
@@ -277,5 +289,4 @@ def _power_evidence(method, model, args, kwargs, rng_key, **kw):
         problems.append(f"the {R} replicate ladders disagree: between-replicate SE {between:.3g} is "
                         f"{between / within:.1f} times the within-chain SE {within:.3g} (modes or slow mixing); "
                         f"the SE reported is the between-replicate one, with only {R - 1} degrees of freedom")
-    _warn(problems, method, diag, invalid=invalid)
-    return diag[method], diag[f"{method}_se"], diag
+    return problems, invalid
