@@ -35,32 +35,46 @@ def _optim(lr, steps):
 # ---------------------------------------------------------------------------------------------
 # The correlated Gaussian: ELBO under-disperses, VCD reaches the symmetrised-KL optimum
 # ---------------------------------------------------------------------------------------------
-def test_correlated_gaussian_elbo_and_vcd_limits():
-    lam = np.linalg.inv(np.asarray(toy2d.GAUSSIAN_COV))
-    s_elbo = 1 / np.sqrt(np.diag(lam))  # ≈ 0.312
-    s_sym = np.sqrt(np.sqrt(1.0 / np.diag(lam)))  # sqrt(sqrt(Σ_ii/Λ_ii)) with Σ_ii = 1, ≈ 0.559
-    steps = 2500
-    # mean starts at the origin (init_to_feasible): the scales are what is being tested, and along the
-    # ridge the VCD gradient on the mean is weak, so a random start needs many more steps
+_LAM = np.linalg.inv(np.asarray(toy2d.GAUSSIAN_COV))
+S_ELBO = 1 / np.sqrt(np.diag(_LAM))  # ≈ 0.312
+S_SYM = np.sqrt(np.sqrt(1.0 / np.diag(_LAM)))  # sqrt(sqrt(Σ_ii/Λ_ii)) with Σ_ii = 1, ≈ 0.559
+
+
+def test_plain_idiom_reaches_symmetrised_kl_optimum():
+    """The issue's idiom: bare AutoDiagonalNormal (NumPyro's random start), constant Adam, svi.run, defaults."""
+    svi = SVI(_gauss_model, AutoDiagonalNormal(_gauss_model), numpyro.optim.Adam(0.01), loss=V.VCD())
+    run = svi.run(jax.random.key(0), 3000, progress_bar=False)
+    s_v = np.asarray(run.params["auto_scale"])
+    print("plain idiom VCD sds", s_v, "theory", S_SYM)
+    # measured (defaults: t = 3, 8 particles): 0.545, 0.565 at seed 0 and 0.557, 0.558 at seed 1.
+    # Tolerance 0.03 (the issue's): SGD noise of the constant-step final iterate plus the finite-t bias.
+    np.testing.assert_allclose(s_v, S_SYM, atol=0.03)
+    assert np.all(np.isfinite(np.asarray(run.losses)))
+
+
+def test_correlated_gaussian_elbo_and_vcd_fit_diagnostics():
+    steps = 1500
     elbo = SVI(_gauss_model, AutoDiagonalNormal(_gauss_model, init_loc_fn=init_to_feasible), _optim(0.02, steps),
                Trace_ELBO())
     s_e = np.asarray(elbo.run(jax.random.key(0), steps, progress_bar=False).params["auto_scale"])
-    loss = V.VCD(num_mcmc_steps=5, num_leapfrog=5, step_size=0.2, adapt_rate=0.05)
-    guide = AutoDiagonalNormal(_gauss_model, init_loc_fn=init_to_feasible)
-    svi = SVI(_gauss_model, loss.wrap_guide(guide), _optim(0.02, steps), loss=loss)
+    np.testing.assert_allclose(s_e, S_ELBO, atol=0.02)
+    svi = SVI(_gauss_model, AutoDiagonalNormal(_gauss_model), _optim(0.02, steps), loss=V.VCD(num_mcmc_steps=5))
     run = V.fit(svi, jax.random.key(0), steps)
     s_v = np.asarray(run.params["auto_scale"])
-    # tolerance 0.03: SGD noise of the decayed-step final iterate (spread over seeds 0-2 measured ≈ 0.01)
-    # plus the finite-t bias of VCD (t = 5 HMC steps: q^(t) is close to p, not equal)
-    np.testing.assert_allclose(s_e, s_elbo, atol=0.02)
-    np.testing.assert_allclose(s_v, s_sym, atol=0.03)
-    acc = float(np.mean(np.asarray(run.report.accept)[-500:]))
-    assert abs(acc - loss.target_accept) < 0.05, acc  # the step size adapted to the target acceptance
-    assert np.all(np.asarray(run.report.vcd)[-500:].mean() > 0)
+    np.testing.assert_allclose(s_v, S_SYM, atol=0.03)
+    assert run.warmup_losses.shape == (300,) and run.report.accept.shape == (steps,)
+    acc = float(np.mean(np.asarray(run.report.accept)[-300:]))
+    assert 0.3 < acc < 1.0, acc
+    assert float(np.mean(np.asarray(run.report.vcd)[-300:])) > 0  # L_VCD ≥ 0
+    mo = run.moments(jax.random.key(5), num_samples=4000)
+    # q is too narrow along the ridge and too wide across it; t HMC steps move it toward p (sd 1):
+    # the improved marginal sds are larger than the fitted ones, and still below 1
+    assert np.all(mo["improved_sd"].to_numpy() > mo["fitted_sd"].to_numpy() + 0.05), mo
+    assert np.all(mo["improved_sd"].to_numpy() < 1.05), mo
 
 
 # ---------------------------------------------------------------------------------------------
-# t = 0, the control variate, state across steps
+# t = 0, the control variate, no state needed
 # ---------------------------------------------------------------------------------------------
 def _mf_guide():
     loc = numpyro.param("loc", jnp.array([0.3, -0.2]))
@@ -69,26 +83,18 @@ def _mf_guide():
 
 
 def _values_and_grads(loss, params, guide, n, key):
-    """Per-draw (loss, gradient) at ``params`` for n keys, in one compiled program.
-
-    ``params`` may carry the VCD state under ``V.STATE_SITE``; it is an argument of the compiled
-    function, so calls that differ only in the state (e.g. the baseline) reuse one compilation.
-    """
-    params = dict(params)
-    state = params.pop(V.STATE_SITE, None)
-    return _vg_program(loss, guide, state is not None)(params, state, jax.random.split(key, n))
+    """Per-step (loss, gradient) at ``params`` for n keys, in one compiled program."""
+    return _vg_program(loss, guide)(params, jax.random.split(key, n))
 
 
 @functools.lru_cache(maxsize=None)  # keyed by the loss and guide objects: one compilation per pair
-def _vg_program(loss, guide, stateful):
-    def one(p, state, key):
-        extra = {V.STATE_SITE: state} if stateful else {}
-        return jax.value_and_grad(lambda q: loss.loss_with_mutable_state(key, {**q, **extra}, _gauss_model, guide)["loss"])(p)
+def _vg_program(loss, guide):
+    def one(p, key):
+        return jax.value_and_grad(lambda q: loss.loss(key, q, _gauss_model, guide))(p)
 
-    return jax.jit(jax.vmap(one, in_axes=(None, None, 0)))
+    return jax.jit(jax.vmap(one, in_axes=(None, 0)))
 
 
-@pytest.mark.filterwarnings("ignore:VCD. the guide carries no VCD state")
 def test_t0_objective_is_exactly_zero_and_gradient_finite():
     loss = V.VCD(num_mcmc_steps=0)
     params = {"loc": jnp.array([0.3, -0.2]), "scale": jnp.array([0.5, 0.7])}
@@ -101,56 +107,62 @@ def test_t0_objective_is_exactly_zero_and_gradient_finite():
         assert np.all(np.abs(v.mean(0)) < 4 * v.std(0) / np.sqrt(v.shape[0]) + 1e-6)
 
 
-@pytest.mark.parametrize("t", [0, 3])
-def test_control_variate_reduces_gradient_variance(t):
-    """Run VCD for a while so the moving-average baseline has learnt E f(z_t); then compare the per-draw
-    gradient variance with that baseline against b = 0, at the same parameters and keys."""
-    loss = V.VCD(num_mcmc_steps=t, num_leapfrog=5, step_size=0.3)
-    g = loss.wrap_guide(_mf_guide)
-    svi = SVI(_gauss_model, g, numpyro.optim.Adam(0.0), loss=loss)  # lr 0: parameters stay put
-    run = V.fit(svi, jax.random.key(0), 100)
-    state = run.state.mutable_state[V.STATE_SITE]
-    assert bool(state["seen"][0])
-    # b = 0 is the same estimator with the baseline marked unseen (VCD then uses b = 0, exactly what
-    # control_variate=False does), so both variances come from one compiled program, same keys and step size
-    no_cv = {**state, "seen": jnp.zeros_like(state["seen"])}
-    _, g_cv = _values_and_grads(loss, {**run.params, V.STATE_SITE: state}, g, 1000, jax.random.key(3))
-    _, g_no = _values_and_grads(loss, {**run.params, V.STATE_SITE: no_cv}, g, 1000, jax.random.key(3))
-    var_cv = sum(float(np.var(np.asarray(g_cv[k]), axis=0).sum()) for k in ("loc", "scale"))
-    var_no = sum(float(np.var(np.asarray(g_no[k]), axis=0).sum()) for k in ("loc", "scale"))
-    print(f"t={t}: gradient variance with control variate {var_cv:.4g}, without {var_no:.4g}")
-    # variance ratios from 1000 draws have ~6% sampling error; measured ratio ≈ 0.8 at t = 0 (seed-fixed)
-    assert var_cv < var_no
+def _shifted_gauss_model():
+    # the same posterior with log p(x) = -50, as on a real model: f = log p(x, z) - log q(z) is far from 0
+    _gauss_model()
+    numpyro.factor("log_evidence", -50.0)
 
 
-def test_state_survives_svi_update_and_fixed_step_mode():
-    loss = V.VCD(num_mcmc_steps=2, num_leapfrog=3, step_size=2.0, adapt_rate=0.1)
-    svi = SVI(_gauss_model, loss.wrap_guide(_mf_guide), numpyro.optim.Adam(0.01), loss=loss)
-    s = svi.init(jax.random.key(0))
-    eps0 = float(s.mutable_state[V.STATE_SITE]["step_size"])
-    update = jax.jit(svi.update)  # the state must survive a compiled update, as in svi.run
-    for _ in range(5):
-        s, _ = update(s)
-    rep = V.report(s)
-    assert int(s.mutable_state[V.STATE_SITE]["count"]) == 5
-    # step 2.0 is far too large for this target: acceptance is low, so the adapted step must shrink
-    assert float(s.mutable_state[V.STATE_SITE]["step_size"]) < eps0 and float(rep.accept) < 0.7
-    fixed = V.VCD(num_mcmc_steps=2, num_leapfrog=3, step_size=2.0, adapt_step_size=False)
-    svi2 = SVI(_gauss_model, fixed.wrap_guide(_mf_guide), numpyro.optim.Adam(0.01), loss=fixed)
-    s2 = svi2.init(jax.random.key(0))
-    update2 = jax.jit(svi2.update)
-    for _ in range(5):
-        s2, _ = update2(s2)
-    assert float(s2.mutable_state[V.STATE_SITE]["step_size"]) == 2.0
+@pytest.mark.parametrize("t", [1, 3])
+def test_control_variate_is_shift_invariant_and_reduces_gradient_variance(t):
+    """Leave-one-out baselines (and regression on f(z0)) across the step's particles, against b = 0, same keys."""
+    params = {"loc": jnp.array([0.3, -0.2]), "scale": jnp.array([0.5, 0.7])}
+    keys = jax.random.split(jax.random.key(3), 400)
+    grads = {}
+    for cv in (True, False):
+        loss = V.VCD(num_mcmc_steps=t, num_particles=8, control_variate=cv)
+        for name, model in (("shifted", _shifted_gauss_model), ("plain", _gauss_model)):
+            fn = jax.jit(jax.vmap(lambda k: jax.grad(lambda q: loss.loss(k, q, model, _mf_guide))(params)))
+            grads[cv, name] = fn(keys)
+    var = {cv: sum(float(np.var(np.asarray(grads[cv, "shifted"][k]), axis=0).sum()) for k in ("loc", "scale"))
+           for cv in (True, False)}
+    print(f"t={t}: gradient variance with control variate {var[True]:.4g}, without {var[False]:.4g}")
+    # measured: about 1/40 of the variance without the control variate at both t
+    assert var[True] < 0.1 * var[False]
+    # with the control variate the estimator does not see log p(x) at all: same gradients, draw by draw
+    for k in ("loc", "scale"):
+        np.testing.assert_allclose(np.asarray(grads[True, "shifted"][k]), np.asarray(grads[True, "plain"][k]),
+                                   rtol=1e-3, atol=1e-3)
 
 
-def test_unwrapped_guide_warns_and_runs_stateless():
-    loss = V.VCD(num_mcmc_steps=1)
-    svi = SVI(_gauss_model, _mf_guide, numpyro.optim.Adam(0.01), loss=loss)
-    s = svi.init(jax.random.key(0))
-    with pytest.warns(UserWarning, match="wrap_guide"):  # raised while tracing, so also under jit
-        s, val = jax.jit(svi.update)(s)
-    assert s.mutable_state is None and np.isfinite(float(val))
+def test_wrap_guide_only_adds_the_report():
+    """The fit does not depend on the wrapper: same keys give the same losses and parameters."""
+    loss = V.VCD(num_mcmc_steps=2, num_leapfrog=3, num_particles=4)
+    bare = SVI(_gauss_model, _mf_guide, numpyro.optim.Adam(0.01), loss=loss)
+    wrapped = SVI(_gauss_model, loss.wrap_guide(_mf_guide), numpyro.optim.Adam(0.01), loss=loss)
+    out = []
+    for svi in (bare, wrapped):
+        s = svi.init(jax.random.key(0))
+        update = jax.jit(svi.update)
+        vals = []
+        for _ in range(5):
+            s, v = update(s)
+            vals.append(float(v))
+        out.append((vals, svi.get_params(s), s))
+    np.testing.assert_allclose(out[0][0], out[1][0], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(out[0][1]["loc"]), np.asarray(out[1][1]["loc"]), rtol=1e-6)
+    assert out[0][2].mutable_state is None
+    rep = V.report(out[1][2])
+    assert 0.0 <= float(rep.accept) <= 1.0 and float(rep.step_size) > 0
+    with pytest.raises(ValueError, match="wrap_guide"):
+        V.report(out[0][2])
+
+
+def test_divergence_check_stops_a_runaway_fit():
+    # a huge optimiser step makes the fit run away; fit must stop with a clear message
+    svi = SVI(_gauss_model, AutoDiagonalNormal(_gauss_model), numpyro.optim.SGD(50.0), loss=V.VCD(num_mcmc_steps=1))
+    with pytest.raises(V.VCDDivergence, match="diverged in steps"):
+        V.fit(svi, jax.random.key(0), 200, num_warmup=20)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,7 +209,7 @@ def nn_reference():
 @pytest.mark.parametrize("name", list(GUIDES))
 def test_guides_log_q_at_z_t_and_fit(name, nn_reference):
     guide = GUIDES[name]()
-    loss = V.VCD(num_mcmc_steps=3, num_leapfrog=5, step_size=0.2, adapt_rate=0.05, num_particles=4)
+    loss = V.VCD(num_mcmc_steps=3, num_particles=4)
     wrapped = loss.wrap_guide(guide)
     svi = SVI(_nn_model, wrapped, _optim(0.02, 1000), loss=loss)
     state = svi.init(jax.random.key(1))
@@ -212,7 +224,7 @@ def test_guides_log_q_at_z_t_and_fit(name, nn_reference):
                      jax.random.key(8))).get_trace()
     lq2 = sum(jnp.sum(V._site_log_prob(s)) for s in tr2.values() if s["type"] == "sample")
     np.testing.assert_allclose(float(lq2), float(lq), rtol=1e-5, atol=1e-5)
-    run = V.fit(svi, None, 1000, init_state=state)
+    run = V.fit(svi, None, 1000, init_state=state, check=False)
     assert np.all(np.isfinite(np.asarray(run.losses)))
     # VCD's optimum is not the posterior: it is mass-covering (between KL(q||p) and KL(p||q)), so on the
     # right-skewed sigma posterior it is wider and shifted right. Measured over seeds 0-2 (4 particles,
@@ -256,15 +268,12 @@ def test_amortised_vae_uses_per_datapoint_mode_and_trains():
     data = vae.load_digits()
     net = vae.VAE(latent_dim=2, hidden=(16,), rng_key=jax.random.key(0))
     x = jnp.asarray(data.x_train[:200])
-    loss = V.VCD(num_mcmc_steps=2, num_leapfrog=3, step_size=0.1, target_accept=0.9)
-    svi = SVI(net.model, loss.wrap_guide(net.guide), numpyro.optim.Adam(1e-2), loss=loss)
+    loss = V.VCD(num_mcmc_steps=2, num_leapfrog=3, num_particles=4)
+    svi = SVI(net.model, net.guide, numpyro.optim.Adam(1e-2), loss=loss)
     state = svi.init(jax.random.key(1), x, subsample_size=50)
-    st = state.mutable_state[V.STATE_SITE]
-    assert st["baseline"].shape == (200,)  # one baseline per datapoint
     ll0 = net.test_log_likelihood(svi.get_params(state), x[:50], num_samples=100, rng_key=jax.random.key(2))
     run = V.fit(svi, jax.random.key(3), 200, x, subsample_size=50, init_state=state)
-    st = run.state.mutable_state[V.STATE_SITE]
-    assert int(np.sum(np.asarray(st["seen"]))) == 200  # 200 minibatches of 50 from 200 points: all visited
+    assert loss._last_local  # one HMC chain and one baseline per datapoint
     assert np.all(np.isfinite(np.asarray(run.report.vcd)))
     ll1 = net.test_log_likelihood(run.params, x[:50], num_samples=100, rng_key=jax.random.key(2))
     assert float(ll1.mean()) > float(ll0.mean()) + 5.0
@@ -282,10 +291,11 @@ def test_amortised_vae_uses_per_datapoint_mode_and_trains():
         ({"step_size": -0.1}, "step_size"),
         ({"step_size": float("nan")}, "step_size"),
         ({"num_leapfrog": 0}, "num_leapfrog"),
-        ({"target_accept": 1.0}, "target_accept"),
         ({"kernel": "nuts"}, "kernel"),
         ({"num_particles": 0}, "num_particles"),
-        ({"baseline_decay": 1.0}, "baseline_decay"),
+        ({"mass": "dense"}, "mass"),
+        ({"advantage_clip": 0.5}, "advantage_clip"),
+        ({"curvature_limit": 2.5}, "curvature_limit"),
     ],
 )
 def test_bad_arguments(kw, match):
@@ -356,9 +366,11 @@ def test_logistic_regression_vcd_lpd_at_least_elbo(lr_comparison):
 def test_surrogate_gradient_is_the_derivative_of_the_vcd_objective(x64):
     """Unbiasedness of the gradient (Ruiz & Titsias 2019, eq. 12): the mean of the surrogate's gradient
     equals the derivative of the VCD objective, here its central finite difference with common random
-    numbers (same keys, so the MCMC accept/reject boundaries move with the parameters). Fixed step size,
-    baseline b = 0 (the control variate only changes the variance)."""
-    loss = V.VCD(num_mcmc_steps=3, num_leapfrog=5, step_size=0.3, num_particles=2000, adapt_step_size=False)
+    numbers (same keys, so the MCMC accept/reject boundaries move with the parameters). Fixed step size;
+    the leave-one-out control variate only changes the variance."""
+    # fixed kernel: unit mass and no curvature limit, so the kernel does not move with θ (eq. 12 treats it as fixed)
+    loss = V.VCD(num_mcmc_steps=3, num_leapfrog=5, step_size=0.3 * 2 ** 0.25, num_particles=2000, mass="identity",
+                 curvature_limit=None)
     g = loss.wrap_guide(_mf_guide)
     state = SVI(_gauss_model, g, numpyro.optim.Adam(0.0), loss=loss).init(jax.random.key(0)).mutable_state[V.STATE_SITE]
     params = {"loc": jnp.array([0.3, -0.2]), "scale": jnp.array([0.5, 0.7])}
