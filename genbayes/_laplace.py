@@ -156,18 +156,22 @@ def _laplace(model, args, kwargs, rng_key, *, max_iter=1000, tol=1e-6, num_start
     pd = bool(np.all(np.isfinite(eig)) and eig[0] > 100 * d * np.finfo(H.dtype).eps * eig[-1])
     if not pd or (not converged and extreme):
         k = int(np.nanargmax(np.abs(vec[:, 0])))
-        why = (f"the Hessian of the log joint is not (numerically) positive definite there (eigenvalues "
+        why = (f"the Hessian of the log joint is not positive definite there, numerically (eigenvalues "
                f"{eig[0]:.3g} .. {eig[-1]:.3g}, the smallest mostly along {labels[k]!r})" if not pd else
                "the log joint is still increasing there, towards a boundary of the support")
         where = ("; at the boundary: " + ", ".join(
             f"{labels[i]!r} unconstrained {x[i]:.3g} (e^{x[i]:.3g} = {np.exp(x[i]):.3g})" for i in extreme)
             if extreme else "")
+        flat = bool(np.all(np.isfinite(eig)) and abs(eig[0]) <= 1e-8 * max(abs(eig[-1]), 1.0))
+        cause = (f"The log joint is (nearly) flat along {labels[k]!r}: a latent it does not depend on (no proper "
+                 "prior, e.g. an imputed masked value) or a parameter the data and prior do not identify"
+                 if flat and not extreme else
+                 "Typically a funnel, a scale parameter heading to 0 (its log to -inf) as in a centred hierarchical "
+                 "model, where the density grows without bound, or another boundary of the support")
         raise LaplaceError(
             f"method='laplace': no mode for the Laplace approximation: at the best of {num_starts} L-BFGS "
             f"starts (gradient max-norm {gmax[best]:.3g} after {int(its[best])} iterations{where}) {why}. "
-            "Typically a funnel, a scale parameter heading to 0 (its log to -inf) as in a centred hierarchical "
-            "model, where the density grows without bound, or another boundary of the support. The Laplace "
-            f"approximation does not exist for this model; use {_alternatives()}.")
+            f"{cause}. The Laplace approximation does not exist for this model; use {_alternatives()}.")
     log_z = float(-fx[best] + 0.5 * d * np.log(2 * np.pi) - 0.5 * np.sum(np.log(eig)))
     problems, invalid = [], []
     if not converged:
