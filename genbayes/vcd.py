@@ -26,8 +26,13 @@ they learn from the MCMC-improved samples.
   step. Both are deterministic functions of the current parameters (held constant in the
   gradient, as z_t is), so no step size has to be adapted or stored.
 - *Control variate*: leave-one-out baselines across the ``num_particles`` particles of the current
-  step, b_k = mean_{j≠k} f_θ(z_t^j) (per datapoint in the amortised mode): independent of particle
-  k, so the estimator stays unbiased, and it follows the current parameters exactly.
+  step, b_k = mean_{j≠k} [f_θ(z_t^j) − c_k f_θ(z0^j)] (per datapoint in the amortised mode), with
+  c_k ∈ [0, 1] the least-squares coefficient of f(z_t) on f(z0) over the other particles; the
+  c_k f_θ(z0^k) part is added back exactly as c_k ∇_θ E_q[f_θ̄(z0)] by reparameterisation (θ̄ held
+  fixed). Everything is independent of particle k, so the estimator stays unbiased, and it follows
+  the current parameters exactly. The step size ε is also capped at 1/√λ_max, λ_max the largest
+  curvature of the target in the preconditioned coordinates at an independent draw from q (power
+  iteration), so a guide much wider than the posterior does not make every HMC move rejected.
 - *Robustness*: the score term's advantage f_θ(z_t) − b is clipped to ``advantage_clip`` times the
   median absolute advantage of the step (a guard against one exploding particle; inactive when the
   particles agree to within that factor).
@@ -244,9 +249,12 @@ def fit(svi, rng_key, num_steps: int, *args, num_warmup: int | None = None, num_
     runs ``Trace_ELBO`` with the same guide and optimiser (the optimiser state carries over), since
     the score-function term of the VCD gradient (Ruiz & Titsias 2019, eq. 12)
     ∇_θ L = −∇_θ E_q[f_θ(z0)] − E[∇_θ log q_θ(z_t)] + E[(f_θ(z_t) − b) ∇_θ log q_θ(z0)] is noisy far from
-    the posterior. The VCD phase runs in ``num_chunks`` compiled chunks; after each, a divergence
-    check stops the run with :class:`VCDDivergence` if parameters or objective are non-finite or the
-    chunk's mean ELBO fell more than 10 (|ELBO_warm-up| + 10) ... see ``_diverged``.
+    the posterior. The VCD phase runs in ``num_chunks`` compiled chunks (one compilation); after each,
+    a divergence check stops the run with :class:`VCDDivergence` if parameters or objective are
+    non-finite or the chunk's mean ELBO fell below the warm-up's by more than
+    max(50, 10 sd, |ELBO|/2) nats. The returned parameters are the average of the unconstrained
+    parameters over the last ``average`` fraction of the VCD steps (Polyak & Juditsky 1992), which
+    removes most of the final iterate's SGD noise; ``state`` is the last iterate.
 
     Example:
         >>> import jax, numpyro, numpyro.distributions as dist
@@ -267,6 +275,8 @@ def fit(svi, rng_key, num_steps: int, *args, num_warmup: int | None = None, num_
         num_warmup: ELBO steps first (default ``min(500, num_steps // 5)``; 0 for none; ignored
             with ``init_state``).
         num_chunks: the VCD steps run in this many compiled chunks, checked in between.
+        average: fraction of the VCD steps (whole chunks, from the end) whose parameters are
+            averaged into ``params`` (0: the last iterate).
         init_state: an ``SVIState`` to continue from (no warm-up then).
         check: run the divergence check.
 
@@ -424,6 +434,12 @@ class VCD(ELBO):
             unconstrained coordinates).
         control_variate: use leave-one-out baselines (else b = 0).
         advantage_clip: clip f(z_t) − b to this many median absolute advantages (``None``: no clip).
+        curvature_limit: cap ε at curvature_limit / √λ_max, λ_max the largest curvature of the target in
+            the preconditioned coordinates at an independent draw from q (10 power iterations);
+            leapfrog is unstable beyond 2. ``None``: no cap.
+        regression: also regress f(z_t) on f(z0) across the other particles (leave-one-out
+            coefficient c ∈ [0, 1]) and give c ∇E_q[f(z0)] back by reparameterisation; this cuts the
+            score-term noise when z_t is still correlated with z0 (few or short HMC moves).
         per_datapoint: ``None`` (auto: per-datapoint HMC and baselines when every site lies in
             one plate), ``True`` (require it) or ``False`` (one joint chain).
 
