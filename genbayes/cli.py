@@ -259,4 +259,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # `python -m genbayes.cli`: run the imported module's main, so that the UsageError the library
+    # raises (genbayes.cli.UsageError) is the class main catches, not a copy made for __main__
+    from genbayes.cli import main as _main
+
+    sys.exit(_main())

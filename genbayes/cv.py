@@ -1825,7 +1825,19 @@ class _ResumeFile:
 
 def _check_cli_args(args):
     """CLI options that the library would accept silently or fail on deep inside: one-line errors first."""
+    from . import _cli_models
     from .cli import UsageError
+
+    _cli_models.check_spec(args.model, CLI_MODELS)
+    own = _cli_models.is_own_model(args.model, CLI_MODELS)
+    if own and args.n is not None:
+        raise UsageError(f"--n sets the size of a bundled model's simulated data; {args.model} takes its data from "
+                         "--data, so leave --n out.")
+    if not own and args.data is not None:
+        raise UsageError(f"--data is for your own model (PATH.py:FUNCTION); the bundled {args.model} makes its own "
+                         "data (size --n).")
+    if not own and args.n is None:
+        args.n = 40
 
     def positive(name, v, lo=1):
         if v is not None and v < lo:
@@ -1838,7 +1850,7 @@ def _check_cli_args(args):
     positive("num-samples", args.num_samples)
     positive("num-chains", args.num_chains)
     positive("max-batches", args.max_batches, 0)
-    bad_p = [p for p in args.p if not 1 <= p <= args.n]
+    bad_p = [p for p in args.p if not 1 <= p <= (args.n or p)]  # own data: checked against its units later
     if bad_p:
         raise UsageError(f"--p must lie in 1..n = 1..{args.n}, got {bad_p}.")
     if len(set(args.p)) != len(args.p):
@@ -1901,20 +1913,38 @@ def _as_usage_error(fn, *a, **kw):
         raise UsageError(str(e)) from e
 
 
+def _cli_problem(args):
+    """``(model, args, kwargs, config)`` of the command: a bundled model (:func:`cli_model`) or the user's own.
+
+    The user's model file and data (``genbayes._cli_models``) are fingerprinted into the resume
+    ``config``: editing either makes an old resume file refuse to continue.
+    """
+    from . import _cli_models
+
+    if not _cli_models.is_own_model(args.model, CLI_MODELS):
+        model, data = cli_model(args.model, args.n, args.seed)
+        return model, data, {}, {}
+    prob = _cli_models.load(args.model, args.data)
+    _cli_models.check_model(prob, args.units)
+    print(f"genbayes cv: {prob.description}", flush=True)
+    return prob.model, prob.args, prob.kwargs, {"data": args.data, "source_sha256": prob.source_digest,
+                                                "keywords": sorted(prob.kwargs)}
+
+
 def _run_cli_body(args) -> int:
     import time
 
     from .cli import UsageError
 
-    model, data = cli_model(args.model, args.n, args.seed)
+    model, data, model_kwargs, own_config = _cli_problem(args)
     key = jax.random.PRNGKey(args.seed)
     results = []
     for p in args.p:
-        target = _as_usage_error(_resolve, model, data, {}, None, args.units)
+        target = _as_usage_error(_resolve, model, data, model_kwargs, None, args.units)
         p = _as_usage_error(_check_p, p, target.n)
         method = _as_usage_error(_check_method, args.method, target)
         if method == "counting" or (method == "exact" and _is_counting(target.family) and args.num_subsets is None):
-            res = lpo(model, *data, p=p, method="counting", units=args.units)
+            res = lpo(model, *data, p=p, method="counting", units=args.units, **model_kwargs)
             results.append(res)
             print(res, flush=True)
             continue
@@ -1922,12 +1952,12 @@ def _run_cli_body(args) -> int:
         config = {"model": args.model, "n": args.n, "seed": args.seed, "p": p, "method": args.method,
                   "num_subsets": args.num_subsets, "batch_size": args.batch_size, "num_warmup": args.num_warmup,
                   "num_samples": args.num_samples, "num_chains": args.num_chains, "x64": bool(args.x64),
-                  "units": args.units}
+                  "units": args.units, **own_config}
         path = store = None
         header_bs = None
         if args.resume:
             path = args.resume if len(args.p) == 1 else f"{args.resume}.p{p}"
-            store = _ResumeFile(path, config, _run_digest(config, data))
+            store = _ResumeFile(path, config, _run_digest(config, [*data, *(model_kwargs[k] for k in sorted(model_kwargs))]))
             store.header_batch_size()  # a foreign file is refused before even a lock file is made beside it
             store.lock()
         try:
@@ -1999,7 +2029,13 @@ class _Interrupted(KeyboardInterrupt):
 
 
 def add_cli(subparsers):
-    """Add ``genbayes cv MODEL [--p ...] [--method ...] [--resume FILE]`` to an argparse subparsers object.
+    """Add ``genbayes cv MODEL [--data FILE] [--p ...] [--method ...] [--resume FILE]`` to an argparse subparsers object.
+
+    MODEL is a bundled name (``CLI_MODELS``) or your own NumPyro model, ``PATH.py:FUNCTION`` or
+    ``package.module:FUNCTION``, with its arguments from ``--data`` (a CSV or NPZ file matched to
+    the model's parameters by name, or ``PATH.py:FUNCTION`` / ``:FUNCTION`` returning them; rules
+    in ``genbayes._cli_models``). Its observation units are found as :func:`genbayes.units.find`
+    finds them (``--units PLATE`` to choose a plate).
 
     Args:
         subparsers: the object returned by ``argparse.ArgumentParser.add_subparsers()``.
@@ -2027,11 +2063,19 @@ def add_cli(subparsers):
     """
     sp = subparsers.add_parser(
         "cv", help="Bayesian leave-p-out cross-validation S_CV(p) (resumable)",
-        description="Leave-p-out cross-validation S_CV(p) for a bundled model. Conjugate families run on simulated "
-                    "data; logistic_regression on scikit-learn's breast cancer data. With --resume FILE each "
+        description="Leave-p-out cross-validation S_CV(p) for your own NumPyro model (MODEL = PATH.py:FUNCTION or "
+                    "package.module:FUNCTION, data from --data FILE.csv|FILE.npz|PATH.py:FUNCTION|:FUNCTION, "
+                    "matched to the model's parameters by name; a 2-D argument X is the CSV columns X[0], X[1], ...) "
+                    "or for a bundled model: conjugate families on simulated data, logistic_regression on "
+                    "scikit-learn's breast cancer data. With --resume FILE each "
                     "finished batch of held-out sets is appended to FILE, and rerunning the same command continues "
                     "where a killed run stopped, with nothing lost or counted twice.")
-    sp.add_argument("model", choices=CLI_MODELS, metavar="MODEL", help=f"one of {', '.join(CLI_MODELS)}")
+    sp.add_argument("model", metavar="MODEL",
+                    help=f"PATH.py:FUNCTION or package.module:FUNCTION (your model), or one of {', '.join(CLI_MODELS)}")
+    sp.add_argument("--data", default=None, metavar="FILE",
+                    help="your model's arguments: FILE.csv (a column per parameter, X[0], X[1], ... for a 2-D X), "
+                         "FILE.npz (an array per parameter), PATH.py:FUNCTION or :FUNCTION (a function in the model's "
+                         "file returning a dict or tuple of arguments)")
     sp.add_argument("--p", type=int, nargs="+", default=[1], help="held-out set sizes (default 1)")
     sp.add_argument("--method", default="auto", choices=_METHODS)
     sp.add_argument("--units", default=None, metavar="PLATE",
@@ -2040,8 +2084,9 @@ def add_cli(subparsers):
     sp.add_argument("--resume", metavar="FILE", default=None,
                     help="append finished batches to FILE (created with a genbayes header; any other file is "
                          "refused, never changed; FILE.lock beside it keeps a second process out); rerun to resume")
-    sp.add_argument("--n", type=int, default=40, help="number of observations (default 40)")
-    sp.add_argument("--seed", type=int, default=0, help="seed of the data and of the rng_key")
+    sp.add_argument("--n", type=int, default=None,
+                    help="number of observations of a bundled model's simulated data (default 40)")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the rng_key (and of a bundled model's data)")
     sp.add_argument("--num-subsets", type=int, default=None)
     sp.add_argument("--batch-size", type=int, default=None, help="held-out sets per saved batch")
     sp.add_argument("--num-warmup", type=int, default=300)

@@ -863,9 +863,27 @@ CLI_MODELS = ("radiata_density", "radiata_adjusted", "beta_bernoulli", "normal_k
               "dirichlet_categorical", "normal_gamma_regression", "logistic_regression")
 
 
-def cli_problem(name: str, seed: int = 0):
-    """(model or family, args, exact log Z or None, description) for a CLI model name."""
-    from . import conjugate
+def cli_problem(name: str, seed: int = 0, data: str | None = None):
+    """(model or family, args, exact log Z or None, description) for a CLI model name.
+
+    ``name`` may also be the user's model, ``PATH.py:FUNCTION`` or ``package.module:FUNCTION``, with
+    ``data`` (``--data``) its arguments (rules in ``genbayes._cli_models``); the arguments are then
+    ``(args, kwargs)`` and there is no exact value.
+    """
+    from . import _cli_models, conjugate
+    from .cli import UsageError
+
+    _cli_models.check_spec(name, CLI_MODELS)
+    if _cli_models.is_own_model(name, CLI_MODELS):
+        prob = _cli_models.load(name, data)
+        _cli_models.check_model(prob)
+        try:  # no observed or no latent site: the library's one-line reason, before anything compiles
+            _observed_sites(prob.model, prob.args, prob.kwargs)
+        except ValueError as e:
+            raise UsageError(f"{prob.description}: {e}") from None
+        return prob.model, (prob.args, prob.kwargs), None, prob.description
+    if data is not None:
+        raise UsageError(f"--data is for your own model (PATH.py:FUNCTION); the bundled {name} brings its own data.")
     from .models import logistic_regression, radiata_pine
 
     rng = np.random.default_rng(seed)
@@ -902,8 +920,12 @@ def _cli_main(args) -> int:
 
 
 def _cli_run(args) -> int:
-    model, data, exact, desc = cli_problem(args.model, seed=args.seed)
     from .cli import UsageError
+
+    model, data, exact, desc = cli_problem(args.model, seed=args.seed, data=args.data)
+    from ._cli_models import is_own_model
+
+    data, model_kwargs = data if is_own_model(args.model, CLI_MODELS) else (data, {})
 
     methods = None
     if args.methods is not None:
@@ -923,7 +945,8 @@ def _cli_run(args) -> int:
                 "stepping_stone": {"num_samples": 500, "num_warmup": 300}}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
-        res = compare(model, *data, methods=methods, rng_key=jax.random.PRNGKey(args.seed), options=opts)
+        res = compare(model, *data, methods=methods, rng_key=jax.random.PRNGKey(args.seed), options=opts,
+                      **model_kwargs)
     df = to_dataframe(res, exact=exact)
     print(f"log evidence: {desc}" + (f"; exact log Z = {exact:.4f}" if exact is not None else ""))
     import pandas as pd
@@ -937,14 +960,36 @@ def _cli_run(args) -> int:
 
 
 def add_cli(subparsers):
-    """Add ``genbayes evidence MODEL``: every applicable method's log Z, SE and time side by side."""
+    """Add ``genbayes evidence MODEL [--data FILE]``: every applicable method's log Z, SE and time side by side.
+
+    MODEL is a bundled name (``CLI_MODELS``) or your own NumPyro model, ``PATH.py:FUNCTION`` or
+    ``package.module:FUNCTION``, with its arguments from ``--data`` (CSV or NPZ matched to the
+    model's parameters by name, or ``PATH.py:FUNCTION`` / ``:FUNCTION`` returning them; rules in
+    ``genbayes._cli_models``).
+
+    Example:
+        >>> import argparse
+        >>> from genbayes import evidence
+        >>> parser = argparse.ArgumentParser(prog="genbayes")
+        >>> _ = evidence.add_cli(parser.add_subparsers(dest="command"))
+        >>> args = parser.parse_args(["evidence", "mymodel.py:model", "--data", "y.csv", "--methods", "laplace"])
+        >>> args.model, args.data, args.methods
+        ('mymodel.py:model', 'y.csv', 'laplace')
+    """
     p = subparsers.add_parser(
         "evidence",
         help="compare log marginal likelihood estimators on a model",
-        description="Estimate log Z of a bundled model by every applicable method and print them side by side "
+        description="Estimate log Z of your own NumPyro model (MODEL = PATH.py:FUNCTION or package.module:FUNCTION, "
+                    "data from --data FILE.csv|FILE.npz|PATH.py:FUNCTION|:FUNCTION, matched to the model's parameters "
+                    "by name) or of a bundled model by every applicable method and print them side by side "
                     "(with the exact value and the error where one is known).",
     )
-    p.add_argument("model", choices=CLI_MODELS)
+    p.add_argument("model", metavar="MODEL",
+                   help=f"PATH.py:FUNCTION or package.module:FUNCTION (your model), or one of {', '.join(CLI_MODELS)}")
+    p.add_argument("--data", default=None, metavar="FILE",
+                   help="your model's arguments: FILE.csv (a column per parameter, X[0], X[1], ... for a 2-D X), "
+                        "FILE.npz (an array per parameter), PATH.py:FUNCTION or :FUNCTION (a function in the model's "
+                        "file returning a dict or tuple of arguments)")
     p.add_argument("--methods", default=None, help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="fewer particles and draws")
