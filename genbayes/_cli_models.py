@@ -103,7 +103,7 @@ def check_spec(spec: str, bundled, flag: str = "MODEL") -> None:
 def _split(spec: str, flag: str):
     """``(source, function)``: source a .py path or a module name; the function after the last colon."""
     src, colon, fn = spec.rpartition(":")
-    if not colon:
+    if not colon or spec.endswith(".py"):  # no function named (a Windows drive's colon is no separator)
         src, fn = spec, ""
     if src.endswith(".py") and not fn:
         fn = "model" if flag == "MODEL" else ""

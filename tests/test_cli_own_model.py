@@ -212,3 +212,19 @@ def test_usage_error_is_the_cli_class():
     # the library raises genbayes.cli.UsageError, which `main` turns into one line and exit code 2
     with pytest.raises(UsageError):
         _cli_models.load("/nonexistent/model.py:model")
+
+
+def test_resume_file_of_an_own_model_refuses_an_edited_model_and_continues_the_same_one(files, monkeypatch, capsys):
+    monkeypatch.chdir(files)
+    run = ["cv", "regression.py:model", "--data", "data.csv", "--units", "obs", "--method", "psis", "--x64",
+           "--num-warmup", "100", "--num-samples", "200", "--num-chains", "1", "--batch-size", "5", "--no-progress",
+           "--resume", "loo.jsonl"]
+    assert main(run + ["--max-batches", "1"]) == 3  # 1 of the 4 batches of 5 held-out points saved
+    original = (files / "regression.py").read_text()
+    (files / "regression.py").write_text(original.replace("TAU, SIGMA = 2.0", "TAU, SIGMA = 3.0"))
+    capsys.readouterr()
+    assert main(run) == 2
+    assert "was written for a different run" in _one_error_line(capsys, "cv")
+    (files / "regression.py").write_text(original)
+    assert main(run) == 0
+    assert "resuming p=1 from loo.jsonl: 1 of 4 batches done" in capsys.readouterr().out
