@@ -10,7 +10,14 @@ import time
 from pathlib import Path
 
 class UsageError(ValueError):
-    """A mistake in the command line or in the files it names: ``main`` prints it as one line and exits with 2."""
+    """A mistake in the command line or in the files it names: ``main`` prints it as one line and exits with 2.
+
+    Example:
+        >>> main(["evidence", "missing.py:model", "--data", "y.csv"])  # stderr: "... the file missing.py does not exist."
+        2
+        >>> str(UsageError("--n must be a positive integer, got 0."))
+        '--n must be a positive integer, got 0.'
+    """
 
 
 # modules that contribute a subcommand through ``add_cli(subparsers)``
