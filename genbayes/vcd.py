@@ -721,7 +721,9 @@ class VCD(ELBO):
 
         def particle(key):
             k_guide, k_mcmc = jax.random.split(key)
-            tr_gk = trace(seed(substitute(guide, data=param_map), k_guide)).get_trace(*args, **kwargs)
+            # the reference trace's plate values (minibatch indices) are shared by every particle, so the
+            # particles see the same datapoints (and the per-datapoint baselines compare like with like)
+            tr_gk = trace(seed(substitute(guide, data={**param_map, **plates}), k_guide)).get_trace(*args, **kwargs)
             z0 = {n: tr_gk[n]["value"] for n in latents}  # live in θ (reparameterised)
             u0 = {n: transforms[n].inv(sg(z0[n])) for n in latents}
             Z0 = sg(flatten(u0))
