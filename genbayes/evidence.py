@@ -286,9 +286,9 @@ def _nested(model, args, kwargs, rng_key, *, constructor_kwargs=None, terminatio
 
 _OPTIONS = {
     "exact": set(),
-    "laplace": {"max_iter", "tol", "sites"},
-    "thermodynamic": {"ladder", "num_warmup", "num_samples", "num_batches", "dense_mass", "target_accept_prob",
-                      "sites", "progress", "shard"},
+    "laplace": {"max_iter", "tol", "num_starts", "sites"},
+    "thermodynamic": {"ladder", "num_warmup", "num_samples", "num_chains", "num_batches", "dense_mass",
+                      "target_accept_prob", "sites", "progress", "shard"},
     "smc": {"num_particles", "num_runs", "target_ess", "num_mcmc_steps", "num_leapfrog", "max_steps", "sites",
             "shard"},
     "bridge": {"num_warmup", "num_samples", "num_chains", "proposal", "maxiter", "tol", "dense_mass",
@@ -318,12 +318,15 @@ def _check_not_options(model, kwargs, method):
 def log_evidence(model, *args, method: str, rng_key=None, options: dict | None = None, **kwargs) -> Evidence:
     r"""Estimate the log marginal likelihood :math:`\log p(x) = \log\int p(x\mid\theta)\pi(\theta)\,d\theta`.
 
-    Methods (formulas in REFERENCES.md):
+    Methods (a guide to choosing one: the documentation page "Evidence of your own model"):
 
     - ``"exact"``: a :mod:`genbayes.conjugate` family's closed form.
     - ``"laplace"``: :math:`\log p(x, \hat z) + \tfrac d2 \log 2\pi - \tfrac12\log|H|` at the mode
       :math:`\hat z` of the unconstrained log joint (log-Jacobian included), H its negative Hessian
-      (Tierney & Kadane 1986). Found with Optax L-BFGS. ``se`` is 0: its bias is not Monte Carlo error.
+      (Tierney & Kadane 1986). Found with Optax L-BFGS from ``num_starts`` starts at once (a valid point
+      and prior draws), keeping the highest mode; other optima are reported. ``se`` is 0: its bias is
+      not Monte Carlo error. Without a strict mode (a funnel whose scale runs to 0, an unidentified
+      direction) it raises :class:`EstimatorFailure` naming the coordinate.
     - ``"thermodynamic"``: :math:`\log Z = \int_0^1 E_{\pi_\beta}[\log p(x\mid\theta)]\,d\beta`
       (Friel & Pettitt 2008, eq. 6) by the trapezoid rule with the curvature correction
       :math:`-\sum_k \tfrac{(\Delta\beta_k)^2}{12}(V_k - V_{k-1})`, V the variance of the log-likelihood
@@ -331,8 +334,13 @@ def log_evidence(model, *args, method: str, rng_key=None, options: dict | None =
     - ``"stepping_stone"``: :math:`\sum_k \log \tfrac1S\sum_s p(x\mid\theta_s^{(k-1)})^{\beta_k-\beta_{k-1}}`
       (Xie et al. 2011, eq. 9).
       Both power-posterior methods draw all K + 1 temperatures with NUTS as one vmapped program
-      (:func:`genbayes.batched.run`, constant weights β); the standard error is by batch means (the whole
-      estimator recomputed on ``num_batches`` contiguous blocks of every chain).
+      (:func:`genbayes.batched.run`, constant weights β), ``num_chains`` independent chains per
+      temperature (replicate ladders). The estimate pools them; the standard error is the larger of the
+      spread of the per-replicate estimates over :math:`\sqrt{R}` and the within-chain batch-means SE
+      (``num_batches`` contiguous blocks), so chains that disagree widen it. More than 1% divergent
+      draws in a rung, or a rung whose importance ESS collapsed, make the estimate invalid.
+    - ``"bridge"``: bridge sampling (Meng & Wong 1996; Gronau et al. 2017) from ``num_chains`` NUTS
+      chains run here; see :func:`bridge_sampling` to use draws you already have.
     - ``"smc"``: adaptive tempered SMC from prior to posterior (BlackJAX ``adaptive_tempered_smc``, the
       next temperature chosen so the ESS is ``target_ess`` of the particles; HMC moves with the particles'
       covariance as inverse mass matrix; Del Moral, Doucet & Jasra 2006). :math:`\log\hat Z = \sum_t \log
@@ -356,20 +364,26 @@ def log_evidence(model, *args, method: str, rng_key=None, options: dict | None =
             approximate methods).
         *args, **kwargs: the model's arguments (data), as for ``MCMC.run``.
         method: one of ``"exact"``, ``"laplace"``, ``"thermodynamic"``, ``"stepping_stone"``, ``"smc"``,
-            ``"nested"``.
+            ``"bridge"``, ``"nested"``.
         rng_key: JAX PRNG key (required except for ``"exact"``).
         options: method settings, e.g. ``{"ladder": 32, "num_samples": 1000}`` (power posteriors:
             ``ladder`` (K or an increasing array from 0 to 1), ``num_warmup``, ``num_samples``,
-            ``num_batches``, ``dense_mass``, ``target_accept_prob``, ``sites``, ``progress``; smc:
+            ``num_chains``, ``num_batches``, ``dense_mass``, ``target_accept_prob``, ``sites``, ``progress``;
+            bridge: ``num_warmup``, ``num_samples``, ``num_chains``, ``proposal``, ``maxiter``, ``tol``,
+            ``dense_mass``, ``target_accept_prob``, ``progress``; smc:
             ``num_particles``, ``num_runs``, ``target_ess``, ``num_mcmc_steps``, ``num_leapfrog``,
-            ``max_steps``, ``sites``; laplace: ``max_iter``, ``tol``). ``shard`` (power posteriors
+            ``max_steps``, ``sites``; laplace: ``max_iter``, ``tol``, ``num_starts``). ``shard`` (power posteriors
             and smc): split temperatures, runs or particles across all visible devices (default
             when more than one is visible; smc also takes ``"runs"`` or ``"particles"``, see
             :func:`prequential`); ``diagnostics["devices"]`` says how many were used.
 
     Returns:
         :class:`Evidence`. Poor ladders, collapsing ESS, low acceptance, divergences or unconverged
-        optimisation are listed in ``diagnostics["warnings"]`` and raised as ``RuntimeWarning``.
+        optimisation are listed in ``diagnostics["warnings"]`` and raised as ``RuntimeWarning``; those
+        that make the number unusable are in ``diagnostics["invalid"]`` and set ``valid=False``.
+
+    Raises:
+        EstimatorFailure: the method cannot produce a value at all (Laplace without a mode).
 
     Example:
         >>> import jax, jax.numpy as jnp, genbayes as gb

@@ -62,6 +62,8 @@ NO_REFERENCE = {
     "genbayes.infomax.Estimate",
     "genbayes.batched.BatchedSamples",
     "genbayes.evidence.Evidence",
+    "genbayes.cli.UsageError",
+    "genbayes.cv.default_memory_budget",
 }
 
 # Example-free by nature: the demo sections (each runs for seconds and writes PNGs; the CLI

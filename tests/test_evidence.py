@@ -186,7 +186,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="conjugate family"):
         log_evidence(_model, y, method="exact")
     with pytest.raises(ValueError, match="method"):
-        log_evidence(_model, y, method="bridge", rng_key=key)
+        log_evidence(_model, y, method="bridges", rng_key=key)
     with pytest.raises(ValueError, match="rng_key"):
         log_evidence(_model, y, method="laplace")
     with pytest.raises(TypeError, match="Unknown option"):
