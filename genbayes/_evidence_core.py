@@ -32,22 +32,31 @@ def _check_int(value, name, minimum):
 
 
 def _template(model, args, kwargs, units, rng_key):
-    """Unconstrained latent values of the model at a valid point (fixes the flat layout)."""
-    from numpyro.infer.initialization import init_to_median
+    """Unconstrained latent values of the model at a valid point (fixes the flat layout).
+
+    Tries the median of 15 prior draws first; with a vague prior (e.g. Gamma(1e-4, 1e-4)) those
+    draws underflow to 0 and the model rejects them, so it falls back to a uniform draw in
+    (-2, 2) of the unconstrained space (always finite), the way NumPyro's MCMC initialises.
+    """
+    from numpyro.infer.initialization import init_to_median, init_to_uniform
     from numpyro.infer.util import initialize_model
 
     def weighted_model(w, *a, **kw):
         with reweight(weights=w, units=units):
             return model(*a, **kw)
 
-    info = initialize_model(
-        jax.random.PRNGKey(0) if rng_key is None else rng_key,
-        weighted_model,
-        init_strategy=init_to_median(num_samples=15),
-        model_args=(jnp.asarray(1.0), *args),
-        model_kwargs=kwargs,
-    )
-    return info.param_info.z
+    key = jax.random.PRNGKey(0) if rng_key is None else rng_key
+    errors = []
+    for strategy in (init_to_median(num_samples=15), init_to_uniform(radius=2.0)):
+        try:
+            info = initialize_model(key, weighted_model, init_strategy=strategy,
+                                    model_args=(jnp.asarray(1.0), *args), model_kwargs=kwargs)
+            return info.param_info.z
+        except (ValueError, RuntimeError) as e:  # invalid distribution parameters / no valid start
+            errors.append(f"{type(e).__name__}: {e}")
+    raise RuntimeError("Could not find a valid starting point of the model's latent values (tried the median "
+                       "of 15 prior draws and uniform draws in (-2, 2) of the unconstrained space): "
+                       + " | ".join(errors) + ". Check that the prior gives the likelihood valid parameters.")
 
 
 class _FlatModel:
@@ -102,7 +111,13 @@ class _FlatModel:
             latent = {n: tr[n]["value"] for n in names}
             # seeded: a discrete site left for enumeration is sampled while the transforms are read
             u = unconstrain_fn(seed(self.model, k), self.args, self.kwargs, latent)
-            return ravel_pytree({n: u[n] for n in names})[0]
+            flat = ravel_pytree({n: u[n] for n in names})[0]
+            # A vague prior's draw can underflow to the edge of its support (a Gamma(1e-4, 1e-4)
+            # precision to 0.0), whose unconstrained value is -inf. Move only infinite values to a
+            # finite one just inside the representable range (exp(-0.9 * 709) ~ 1e-277 in float64);
+            # finite draws are untouched and NaN stays NaN (caught by the estimator's checks).
+            big = 0.9 * float(np.log(np.finfo(flat.dtype).max))
+            return jnp.where(jnp.isinf(flat), jnp.sign(flat) * big, flat)
 
         return jax.vmap(one)(jax.random.split(key, num))
 

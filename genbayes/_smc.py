@@ -134,19 +134,28 @@ def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=
         "shard": mode,
         "devices": devices,
     }
-    problems = []
-    if np.any(final_beta < 1.0):
-        problems.append(f"{int(np.sum(final_beta < 1))} of {R} runs stopped at max_steps={max_steps} before "
-                        f"reaching the posterior (temperature {final_beta.min():.3g}); the estimate is invalid")
-        log_z, se = float("nan"), float("nan")
-    if min_ess < max(0.1 * num_particles, _MIN_ESS_ABS):
+    problems, invalid = [], []
+    # Reasons the estimate must not be used: the number is kept for inspection, Evidence.valid is False.
+    if not np.all(np.isfinite(log_zs)) or not np.isfinite(log_z):
+        invalid.append(f"{int(np.sum(~np.isfinite(log_zs)))} of {R} runs gave a non-finite log evidence "
+                       "(non-finite log weights or log-likelihoods)")
+    if np.any(~(final_beta >= 1.0)):
+        invalid.append(f"{int(np.sum(~(final_beta >= 1.0)))} of {R} runs stopped at max_steps={max_steps} (or on "
+                       f"a non-finite temperature) before reaching the posterior (temperature {np.nanmin(final_beta):.3g})")
+    ess_floor = max(0.1 * num_particles, _MIN_ESS_ABS)
+    if not np.isfinite(min_ess) or min_ess < min(_MIN_ESS_ABS, 0.02 * num_particles):
+        invalid.append(f"the effective sample size degenerated to {min_ess:.1f} of {num_particles} particles")
+    elif min_ess < ess_floor:
         problems.append(f"the effective sample size fell to {min_ess:.1f} of {num_particles} particles; "
                         "use more particles")
-    if min_acc < 0.1:
+    if not np.isfinite(min_acc) or min_acc < 0.01:
+        invalid.append(f"HMC moves accepted only {min_acc:.1%} at some step: the particles did not move, "
+                       "so the tempered targets were not reached")
+    elif min_acc < 0.1:
         problems.append(f"HMC moves accepted only {min_acc:.1%} at some step; the particles barely move")
     if np.std(log_zs) > 1.0:
         problems.append(f"independent runs disagree (sd {np.std(log_zs):.2f} nats); use more particles or moves")
-    _warn(problems, "smc", diag)
+    _warn(problems, "smc", diag, invalid=invalid)
     return log_z, se, diag
 
 
