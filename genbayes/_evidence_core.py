@@ -59,6 +59,31 @@ def _template(model, args, kwargs, units, rng_key):
                        + " | ".join(errors) + ". Check that the prior gives the likelihood valid parameters.")
 
 
+def _layout(model, args, kwargs, units, rng_key):
+    """Zeros in the shape of the model's unconstrained latent values: the flat layout, nothing compiled.
+
+    Read from the abstract trace (:func:`genbayes.units._trace`) and each site's support transform
+    (``inverse_shape``); SMC and prequential SMC start from prior draws, so they need only the layout,
+    not a valid point. A model whose latents cannot be read that way (a discrete site that is not
+    enumerated) falls back to :func:`_template`, which also gives NumPyro's error for it.
+    """
+    from numpyro.distributions.transforms import biject_to
+
+    from .units import _is_enumerated, _trace
+
+    tr = _trace(model, args, kwargs)
+    z = {}
+    dtype = jnp.result_type(float)
+    for name, site in tr.items():
+        if site["type"] != "sample" or site["is_observed"] or _is_enumerated(site):
+            continue
+        if site["fn"].support.is_discrete or site.get("infer", {}).get("reparam") is not None:
+            return _template(model, args, kwargs, units, rng_key)
+        shape = biject_to(site["fn"].support).inverse_shape(jnp.shape(site["value"]))
+        z[name] = jnp.zeros(shape, dtype)
+    return z
+
+
 class _FlatModel:
     """Flat unconstrained-space densities of a unit-weighted model.
 
@@ -175,7 +200,7 @@ def _mapped_program(kind, model, args, kwargs, units, settings, one, num_rows, r
     collectives for weights, ESS, covariances and resampling). Returns ``call(*rows)`` for
     ``num_rows`` row arrays.
     """
-    z0 = _template(model, args, kwargs, units, rng_key)
+    z0 = _layout(model, args, kwargs, units, rng_key)
     dyn, rebuild, static_key = split_args(args, kwargs)
     constrain = particle_constraint() if mode == "particles" else (lambda x: x)
 

@@ -33,62 +33,50 @@ def _adapt_step_size(step_size, acceptance, target=0.65):
     return jnp.clip(step_size * jnp.exp(acceptance - target), 1e-4, 1.5)
 
 
-def _tempered_smc(flat, key, *, constrain, num_particles, target_ess, num_mcmc_steps, num_leapfrog, max_steps):
-    """One adaptive tempered SMC run from the prior to the posterior (vmapped over runs by the caller)."""
+def _smc_init(flat, key, *, constrain, num_particles):
+    """One run's starting state: prior draws, uniform weights, temperature 0 (vmapped over runs)."""
+    k_init, k_run = jax.random.split(key)
+    x = constrain(flat.sample_prior(k_init, num_particles))
+    dtype = x.dtype
+    w = constrain(jnp.full((num_particles,), 1.0 / num_particles, dtype))
+    return {"x": x, "w": w, "beta": jnp.zeros((), dtype), "cov": _weighted_cov(x, w),
+            "step": jnp.asarray(1.0 / flat.dim**0.25, dtype), "log_z": jnp.zeros((), dtype), "key": k_run}
+
+
+def _smc_step(flat, st, scale, *, constrain, target_ess, num_mcmc_steps, num_leapfrog):
+    """One adaptive tempered SMC step of one run (vmapped over runs by the caller).
+
+    The next temperature keeps the ESS at ``target_ess`` (BlackJAX ``adaptive_tempered_smc``); the
+    particles are resampled and moved by HMC, whose inverse mass matrix is the particles' weighted
+    covariance and whose step size is the run's adapted one times ``scale`` (the caller retries a step
+    with a smaller ``scale`` when the moves were rejected). A run at temperature 1 is left as it is.
+    """
     import blackjax
     from blackjax.smc import resampling
+    from blackjax.smc.tempered import TemperedSMCState
 
-    hmc_kernel = blackjax.hmc.build_kernel()
-    d = flat.dim
-    step0 = jnp.asarray(1.0 / d**0.25, dtype=flat.flat0.dtype)
+    key, k = jax.random.split(st["key"])
+    alg = blackjax.adaptive_tempered_smc(
+        flat.log_prior, flat.log_likelihood, blackjax.hmc.build_kernel(), blackjax.hmc.init,
+        _mcmc_params(st["cov"], st["step"] * scale, num_leapfrog), resampling.systematic, target_ess,
+        num_mcmc_steps=num_mcmc_steps)
+    new, info = alg.step(k, TemperedSMCState(st["x"], st["w"], st["beta"]))
+    x, w = constrain(new.particles), constrain(new.weights)
+    acc = jnp.mean(info.update_info.acceptance_rate)
+    step = st["step"] * scale
+    out = {"x": x, "w": w, "beta": new.tempering_param, "cov": _weighted_cov(x, w),
+           "step": _adapt_step_size(step, acc), "log_z": st["log_z"] + info.log_likelihood_increment, "key": key}
+    done = st["beta"] >= 1.0
+    out = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), st, out)
+    rec = {"beta": out["beta"], "ess": _ess(out["w"]), "acceptance": jnp.where(done, jnp.nan, acc),
+           "increment": jnp.where(done, jnp.nan, info.log_likelihood_increment), "step_size": step}
+    return out, rec
 
-    def one(key):
-        k_init, k_loop = jax.random.split(key)
-        x0 = constrain(flat.sample_prior(k_init, num_particles))
-        state = blackjax.adaptive_tempered_smc.init(x0)
-        n_f = jnp.asarray(num_particles, x0.dtype)
-        cov0 = _weighted_cov(x0, jnp.full((num_particles,), 1.0 / n_f))
-        records = {
-            "beta": jnp.full((max_steps,), jnp.nan, x0.dtype),
-            "ess": jnp.full((max_steps,), jnp.nan, x0.dtype),
-            "acceptance": jnp.full((max_steps,), jnp.nan, x0.dtype),
-            "increment": jnp.full((max_steps,), jnp.nan, x0.dtype),
-        }
 
-        def cond(c):
-            i, state, *_ = c
-            return (state.tempering_param < 1.0) & (i < max_steps)
-
-        def body(c):
-            i, state, cov, step_size, log_z, key, rec = c
-            key, k = jax.random.split(key)
-            alg = blackjax.adaptive_tempered_smc(
-                flat.log_prior,
-                flat.log_likelihood,
-                hmc_kernel,
-                blackjax.hmc.init,
-                _mcmc_params(cov, step_size, num_leapfrog),
-                resampling.systematic,
-                target_ess,
-                num_mcmc_steps=num_mcmc_steps,
-            )
-            state, info = alg.step(k, state)
-            state = state._replace(particles=constrain(state.particles), weights=constrain(state.weights))
-            acc = jnp.mean(info.update_info.acceptance_rate)
-            rec = {
-                "beta": rec["beta"].at[i].set(state.tempering_param),
-                "ess": rec["ess"].at[i].set(_ess(state.weights)),
-                "acceptance": rec["acceptance"].at[i].set(acc),
-                "increment": rec["increment"].at[i].set(info.log_likelihood_increment),
-            }
-            cov = _weighted_cov(state.particles, state.weights)
-            return i + 1, state, cov, _adapt_step_size(step_size, acc), log_z + info.log_likelihood_increment, key, rec
-
-        c0 = (0, state, cov0, step0, jnp.zeros((), x0.dtype), k_loop, records)
-        num_steps, state, _, step_size, log_z, _, rec = jax.lax.while_loop(cond, body, c0)
-        return log_z, num_steps, state.tempering_param, rec
-
-    return one(key)
+# A step whose moves accepted less than this (mean over particles) is redone from the same particles
+# with the step size times _RETRY_SCALE, up to _MAX_RETRIES times: HMC on a funnel-like tempered target
+# (a centred hierarchical model near temperature 1) needs a much smaller step than the previous one.
+_RETRY_BELOW, _RETRY_SCALE, _MAX_RETRIES = 0.2, 0.25, 4
 
 
 def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=8, target_ess=0.5,
@@ -105,20 +93,45 @@ def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=
                                              "posterior given the other sites.")
     mode = _shard_mode(shard, num_runs)
     k_setup, k_run = jax.random.split(rng_key)
-    settings = dict(num_particles=num_particles, target_ess=float(target_ess),
-                    num_mcmc_steps=num_mcmc_steps, num_leapfrog=num_leapfrog, max_steps=max_steps)
-    run = _mapped_program("smc", model, args, kwargs, units, tuple(settings.items()),
-                          partial(_tempered_smc, **settings), 1, k_setup, mode)
-    out = run(jax.random.split(k_run, num_runs))
-    devices = devices_used(out)
-    log_zs, num_steps, final_beta, rec = out
-    log_zs, num_steps, final_beta = np.asarray(log_zs), np.asarray(num_steps), np.asarray(final_beta)
-    rec = {k: np.asarray(v) for k, v in rec.items()}
     R = num_runs
+    init = _mapped_program("smc_init", model, args, kwargs, units, (num_particles,),
+                           partial(_smc_init, num_particles=num_particles), 1, k_setup, mode)
+    step_settings = dict(target_ess=float(target_ess), num_mcmc_steps=num_mcmc_steps, num_leapfrog=num_leapfrog)
+    step = _mapped_program("smc_step", model, args, kwargs, units, tuple(step_settings.items()),
+                           partial(_smc_step, **step_settings), 2, k_setup, mode)
+    # The tempering loop runs here, one compiled step (all runs at once) per call: inside one XLA while
+    # loop, jaxlib 0.10's CPU triangular solve (a MultivariateNormal likelihood, vmapped) deadlocked.
+    state = init(jax.random.split(k_run, R))
+    dtype = state["beta"].dtype
+    ones = jnp.ones(R, dtype)
+    recs, retries = [], []
+    for _ in range(max_steps):
+        new, rec = step(state, ones)
+        acc = np.asarray(rec["acceptance"])
+        scale, tries = np.ones(R), 0
+        while tries < _MAX_RETRIES and np.any(acc < _RETRY_BELOW):  # NaN (finished runs) compares False
+            low = acc < _RETRY_BELOW
+            scale = np.where(low, scale * _RETRY_SCALE, scale)
+            again, rec2 = step(state, jnp.asarray(scale, dtype))
+            pick = jnp.asarray(low)
+            new = jax.tree_util.tree_map(lambda a, b: jnp.where(pick.reshape((R,) + (1,) * (a.ndim - 1)), a, b),
+                                         again, new)
+            rec = jax.tree_util.tree_map(lambda a, b: jnp.where(pick, a, b), rec2, rec)
+            acc = np.where(low, np.asarray(rec2["acceptance"]), acc)
+            tries += 1
+        state = new
+        recs.append({k: np.asarray(v) for k, v in rec.items()})
+        retries.append(tries)
+        if np.all(np.asarray(state["beta"]) >= 1.0) or not np.all(np.isfinite(np.asarray(state["beta"]))):
+            break
+    devices = devices_used(state["x"])
+    rec = {k: np.stack([r[k] for r in recs], axis=1) for k in recs[0]}  # (R, num_steps)
+    log_zs, final_beta = np.asarray(state["log_z"]), np.asarray(state["beta"])
+    num_steps = np.sum(np.isfinite(rec["acceptance"]), axis=1)
     log_z = float(logsumexp(log_zs) - np.log(R))  # log of the mean of the unbiased Z estimates
     se = float(np.std(log_zs, ddof=1) / np.sqrt(R))
     min_ess = float(np.nanmin(rec["ess"]))
-    min_acc = float(np.nanmin(rec["acceptance"]))
+    min_acc = float(np.nanmin(rec["acceptance"])) if np.any(np.isfinite(rec["acceptance"])) else float("nan")
     diag = {
         "log_z_runs": log_zs,
         "num_steps": num_steps,
@@ -127,6 +140,8 @@ def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=
         "ess": rec["ess"],
         "acceptance": rec["acceptance"],
         "increments": rec["increment"],
+        "step_size": rec["step_size"],
+        "num_retries": np.asarray(retries),
         "min_ess": min_ess,
         "min_acceptance": min_acc,
         "num_particles": num_particles,

@@ -73,7 +73,7 @@ SCRIPT = textwrap.dedent(
     out["gpc"] = {"learning_rate": p["learning_rate"], "coverage": p["coverage"], "source": p["source"],
                   "runs": runs[-1]}
 
-    # (c) power posteriors: 5 temperatures as one batch
+    # (c) power posteriors: 5 temperatures x 4 replicate chains as one batch
     ev = evidence.log_evidence(fam, y, method="stepping_stone", rng_key=jax.random.PRNGKey(4),
                                options={"ladder": 4, "num_batches": 2, **nuts})
     d = ev.diagnostics
@@ -121,7 +121,7 @@ def results():
 def test_nuts_batches_use_all_devices(results):
     """Folds, bootstrap replicates and temperatures: the draws of every batch live on 4 devices."""
     four, one = results[4], results[1]
-    for name, B in (("cv", 6), ("gpc", 6), ("ladder", 5)):
+    for name, B in (("cv", 6), ("gpc", 6), ("ladder", 5 * 4)):  # ladder: 4 replicate chains per temperature
         assert four[name]["runs"] == {"B": B, "devices": 4}, (name, four[name]["runs"])
         assert one[name]["runs"] == {"B": B, "devices": 1}, (name, one[name]["runs"])
     assert four["ladder"]["devices"] == 4 and one["ladder"]["devices"] == 1
