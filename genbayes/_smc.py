@@ -99,8 +99,10 @@ def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=
     step_settings = dict(target_ess=float(target_ess), num_mcmc_steps=num_mcmc_steps, num_leapfrog=num_leapfrog)
     step = _mapped_program("smc_step", model, args, kwargs, units, tuple(step_settings.items()),
                            partial(_smc_step, **step_settings), 2, k_setup, mode)
-    # The tempering loop runs here, one compiled step (all runs at once) per call: inside one XLA while
-    # loop, jaxlib 0.10's CPU triangular solve (a MultivariateNormal likelihood, vmapped) deadlocked.
+    # The tempering loop runs here, one compiled step (all runs at once) per call, so that a step whose
+    # moves were rejected can be redone with a smaller step size. (It does not cure a hang seen with
+    # jaxlib 0.10 on CPU: a factor model's MultivariateNormal likelihood, 100 particles x 100
+    # observations, never returns from the first step with num_leapfrog >= 2; with 1 it runs.)
     state = init(jax.random.split(k_run, R))
     dtype = state["beta"].dtype
     ones = jnp.ones(R, dtype)
