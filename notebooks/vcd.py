@@ -2,8 +2,8 @@
 # # VCD: variational inference improved by MCMC
 #
 # Ruiz & Titsias (2019): L_VCD(θ) = E_{q^(t)}[f_θ(z_t)] − E_{q_θ}[f_θ(z0)], f_θ = log p(x, z) − log q_θ(z),
-# with z_t from t HMC steps started at z0 ~ q_θ. `genbayes.vcd.VCD` is a NumPyro ELBO; wrap the guide
-# once so the HMC step size and the control-variate baseline persist between `svi.update` calls.
+# with z_t from t HMC steps started at z0 ~ q_θ. `genbayes.vcd.VCD` is a NumPyro ELBO: the plain SVI idiom
+# is enough; `gb.vcd.fit` adds an ELBO warm-up and diagnostics.
 
 # %%
 import os
