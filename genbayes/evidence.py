@@ -520,7 +520,8 @@ def compare(model, *args, methods=None, rng_key, options: dict | None = None, **
     """Every applicable method's :class:`Evidence`, side by side, with a statement of whether they agree.
 
     ``methods`` defaults to all available ones: ``"exact"`` only for conjugate families, ``"nested"``
-    only when ``jaxns<3`` is installed. ``options`` maps a method name to its options dict.
+    only when ``jaxns<3`` is installed. ``options`` maps a method name to its options dict
+    (settings for a method that is not in ``methods`` are ignored; an unknown name is an error).
     Side by side, as in Friel & Wyse (2012): thermodynamic integration and stepping stone share one
     ladder run when their options agree. A method that fails at run time (e.g. Laplace without a
     positive-definite Hessian) is listed in ``failed`` instead of stopping the comparison; bad
@@ -555,9 +556,12 @@ def compare(model, *args, methods=None, rng_key, options: dict | None = None, **
         raise TypeError(f"`options` must be a dict method -> settings dict, e.g. {{'smc': {{'num_runs': 4}}}}, "
                         f"got {options!r}.")
     options = options or {}
-    unknown = sorted(set(options) - set(methods))
+    # settings for a known method that is not run are ignored (one settings dict serves several
+    # calls); a name that is no method at all is a typo
+    unknown = sorted(set(options) - set(METHODS))
     if unknown:
-        raise ValueError(f"`options` has settings for {unknown}, which are not in `methods` {list(methods)}.")
+        raise ValueError(f"`options` has settings for {unknown}, which are not methods; the methods are "
+                         f"{METHODS}.")
     out, failed = {}, {}
     for i, m in enumerate(methods):
         if m in out:
