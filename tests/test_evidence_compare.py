@@ -53,8 +53,11 @@ def test_compare_bad_methods_and_options():
     y = np.array([1, 0, 1], np.int32)
     with pytest.raises(ValueError, match="`methods` must be a subset"):
         compare(fam, y, methods=["exact", "bridges"], rng_key=jax.random.PRNGKey(0))
-    with pytest.raises(ValueError, match="`options` has settings for \\['smc'\\]"):
-        compare(fam, y, methods=["exact"], rng_key=jax.random.PRNGKey(0), options={"smc": {"num_runs": 4}})
+    with pytest.raises(ValueError, match="`options` has settings for \\['smcc'\\], which are not methods"):
+        compare(fam, y, methods=["exact"], rng_key=jax.random.PRNGKey(0), options={"smcc": {"num_runs": 4}})
+    # one settings dict serves several calls: settings of a known method that is not run are ignored
+    res = compare(fam, y, methods=["exact"], rng_key=jax.random.PRNGKey(0), options={"smc": {"num_runs": 4}})
+    assert list(res) == ["exact"]
 
 
 def test_compare_exact_and_laplace_on_a_conjugate_family(x64):
@@ -81,12 +84,18 @@ def _published(model):
 @pytest.mark.slow
 @pytest.mark.parametrize("model", [1, 2])
 def test_pima_smc_and_stepping_stone_match_friel_wyse(x64, model):
-    """SMC and stepping stone within 3 combined SE of the published Chib–Jeliazkov value."""
+    """SMC and stepping stone within 3 combined SE of the published Chib–Jeliazkov value.
+
+    SMC runs 4 x 500 particles, a quarter of the default 8 x 1000 (125 s alone on 2 cores, 13 min
+    beside the rest of the suite): its SE is about twice the default's (0.045 against 0.022 nats), still
+    a tenth of the gap between the two models. The defaults are checked on radiata pine (test_evidence).
+    """
     X, y = pima.design(model)
     ref, ref_se = _published(model)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no caution on a well-behaved model
-        res = compare(pima.model, X, y, methods=["smc", "stepping_stone"], rng_key=jax.random.PRNGKey(model))
+        res = compare(pima.model, X, y, methods=["smc", "stepping_stone"], rng_key=jax.random.PRNGKey(model),
+                      options={"smc": {"num_particles": 500, "num_runs": 4}})
     for m, ev in res.items():
         assert ev.valid, (m, ev)
         assert abs(ev.log_z - ref) <= 3 * math.hypot(ev.se, ref_se), (m, ev, ref)
