@@ -93,12 +93,14 @@ class _FlatModel:
     Built inside a compiled program: ``args``/``kwargs`` may be traced.
     """
 
-    def __init__(self, model, args, kwargs, z0, units):
+    def __init__(self, model, args, kwargs, z0, units, one_at_a_time=False):
         self.model, self.args, self.kwargs, self.units = model, args, kwargs, units
         self.z0 = z0
         self.flat0, self.unravel = ravel_pytree(z0)
         self.dim = self.flat0.shape[0]
         self._enum = None
+        # evaluate log_prior / log_likelihood one particle at a time under vmap (see _one_at_a_time)
+        self.one_at_a_time = one_at_a_time
 
     def _weighted_model(self, w, *a, **kw):
         with reweight(weights=w, units=self.units):
@@ -118,11 +120,29 @@ class _FlatModel:
         return lambda x: -potential_energy(m, args, self.kwargs, self.unravel(x), enumerated=enumerated)
 
     def log_prior(self, x):
+        if self.one_at_a_time:
+            return self._sequential(_FlatModel.log_prior, x)
         return self.log_density(jnp.asarray(0.0))(x)
 
     def log_likelihood(self, x):
+        if self.one_at_a_time:
+            return self._sequential(_FlatModel.log_likelihood, x)
         # Two potentials rather than a private NumPyro helper: the prior terms cancel exactly in x64.
         return self.log_density(jnp.asarray(1.0))(x) - self.log_density(jnp.asarray(0.0))(x)
+
+    def _sequential(self, method, x):
+        """``method(self, x)`` with the model's array arguments passed explicitly (no traced closure)."""
+        leaves, tree = jax.tree_util.tree_flatten((self.args, self.kwargs))
+        is_array = [isinstance(leaf, (jax.Array, np.ndarray)) for leaf in leaves]
+
+        z0 = jax.tree_util.tree_map(lambda z: np.zeros(np.shape(z), z.dtype), self.z0)  # layout only, untraced
+
+        def f(x, arrays):
+            it = iter(arrays)
+            a, kw = jax.tree_util.tree_unflatten(tree, [next(it) if m else v for v, m in zip(leaves, is_array)])
+            return method(_FlatModel(self.model, a, kw, z0, self.units), x)
+
+        return _one_at_a_time(f, x, [v for v, m in zip(leaves, is_array) if m])
 
     def sample_prior(self, key, num):
         """(num, d) prior draws in the flat unconstrained space."""
@@ -145,6 +165,85 @@ class _FlatModel:
             return jnp.where(jnp.isinf(flat), jnp.sign(flat) * big, flat)
 
         return jax.vmap(one)(jax.random.split(key, num))
+
+
+# jaxlib 0.10's CPU LAPACK kernels (Cholesky, triangular solve, eigh, ...) split a batched call into
+# chunks on XLA's intra-op thread pool and block that pool thread until the chunks are done. When the
+# thunk executor runs as many such calls at once as the pool has threads (2 on a 2-core machine: two
+# independent triangular solves in the gradient of a MultivariateNormal), every thread waits for
+# chunks no thread is left to run: the program never returns, at 0 % CPU. Seen as SMC hanging on a
+# factor model; a native stack shows each pool thread in jax::ParallelBatchMap under lapack_dtrsm_ffi.
+# (jaxlib 0.11.2 builds that parallel path out of open-source builds.)
+_LAPACK_PRIMITIVES = frozenset({"cholesky", "triangular_solve", "eigh", "eig", "lu", "qr", "geqrf", "geqp3",
+                                "householder_product", "svd", "schur", "hessenberg", "tridiagonal",
+                                "tridiagonal_solve", "lu_pivots_to_permutation"})
+
+
+def _batched_lapack_may_deadlock() -> bool:
+    import jaxlib
+
+    version = tuple(int(p) for p in jaxlib.__version__.split(".")[:2] if p.isdigit())
+    return jax.default_backend() == "cpu" and version < (0, 11)
+
+
+def _primitives(jaxpr):
+    """Names of every primitive in a (closed) jaxpr, sub-jaxprs (jit, cond, scan, custom rules) included."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    names = set()
+    for eqn in jaxpr.eqns:
+        names.add(eqn.primitive.name)
+        for v in eqn.params.values():
+            for sub in (v if isinstance(v, (tuple, list)) else (v,)):
+                if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
+                    names |= _primitives(sub)
+    return names
+
+
+def _one_at_a_time(f, x, consts):
+    """``f(x, consts)`` (a scalar log density), computed one batch element at a time under ``vmap``.
+
+    Value and gradient are one :func:`jax.lax.map` over the batch (a ``custom_vmap`` rule under a
+    ``custom_vjp``), so a LAPACK call inside ``f`` is never batched and cannot hit the jaxlib 0.10
+    thread-pool deadlock described at ``_LAPACK_PRIMITIVES``. First derivatives only (HMC moves).
+    """
+    from jax.custom_batching import custom_vmap
+
+    vg = jax.value_and_grad(f)
+
+    @custom_vmap
+    def value_and_grad(x, consts):
+        return vg(x, consts)
+
+    @value_and_grad.def_vmap
+    def _rule(axis_size, in_batched, x, consts):
+        x_batched, c_batched = in_batched
+        flags = jax.tree_util.tree_leaves(c_batched)
+        batched = [c for c, b in zip(consts, flags) if b]
+
+        def body(row):
+            xi, bi = row
+            it = iter(bi)
+            return vg(xi, [next(it) if b else c for c, b in zip(consts, flags)])
+
+        xs = x if x_batched else jnp.broadcast_to(x, (axis_size, *jnp.shape(x)))
+        return jax.lax.map(body, (xs, batched)), (True, True)
+
+    @jax.custom_vjp
+    def value(x, consts):
+        return value_and_grad(x, consts)[0]
+
+    def fwd(x, consts):
+        v, g = value_and_grad(x, consts)
+        return v, (g, consts)
+
+    def bwd(res, ct):
+        g, consts = res
+        zero = [jnp.zeros_like(c) if jnp.issubdtype(jnp.result_type(c), jnp.inexact)
+                else np.zeros(jnp.shape(c), jax.dtypes.float0) for c in consts]
+        return ct * g, zero
+
+    value.defvjp(fwd, bwd)
+    return value(x, list(consts))
 
 
 _PROGRAMS = ProgramCache(maxsize=64)
@@ -207,7 +306,11 @@ def _mapped_program(kind, model, args, kwargs, units, settings, one, num_rows, r
     def build():
         def per_row(dyn_leaves, z0, *row):
             a, kw = rebuild(dyn_leaves)
-            return one(_FlatModel(model, a, kw, z0, units), *row, constrain=constrain)
+            flat = _FlatModel(model, a, kw, z0, units)
+            if _batched_lapack_may_deadlock():
+                flat.one_at_a_time = bool(_primitives(jax.make_jaxpr(flat.log_likelihood)(flat.flat0))
+                                          & _LAPACK_PRIMITIVES)
+            return one(flat, *row, constrain=constrain)
 
         in_axes = (None, None) + (0,) * num_rows
         mapped = jax.vmap(per_row, in_axes=in_axes)

@@ -100,9 +100,9 @@ def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=
     step = _mapped_program("smc_step", model, args, kwargs, units, tuple(step_settings.items()),
                            partial(_smc_step, **step_settings), 2, k_setup, mode)
     # The tempering loop runs here, one compiled step (all runs at once) per call, so that a step whose
-    # moves were rejected can be redone with a smaller step size. (It does not cure a hang seen with
-    # jaxlib 0.10 on CPU: a factor model's MultivariateNormal likelihood, 100 particles x 100
-    # observations, never returns from the first step with num_leapfrog >= 2; with 1 it runs.)
+    # moves were rejected can be redone with a smaller step size. (A hang on a factor model's
+    # MultivariateNormal likelihood was jaxlib 0.10's batched-LAPACK thread-pool deadlock, avoided in
+    # _mapped_program: see _evidence_core._LAPACK_PRIMITIVES.)
     state = init(jax.random.split(k_run, R))
     dtype = state["beta"].dtype
     ones = jnp.ones(R, dtype)

@@ -100,3 +100,71 @@ def test_second_call_with_new_data_compiles_nothing(x64):
         log_evidence(two_sites, TWO_Z + 0.5, TWO_Y - 0.3, method="smc", rng_key=jax.random.PRNGKey(1), options=opts)
     assert second.count == 0
     assert first.count <= 40  # the init and step programs plus a few eager operations (226 before)
+
+
+# --------------------------------------------------------- the jaxlib 0.10 batched-LAPACK deadlock
+
+
+def test_one_at_a_time_gives_the_batched_values_and_gradients(x64):
+    """Under vmap, _one_at_a_time (one lax.map over the particles) equals the plain batched density."""
+    from genbayes._evidence_core import _LAPACK_PRIMITIVES, _FlatModel, _layout, _primitives
+    from genbayes.evidence import _evidence_units
+
+    Y = jnp.asarray(factor_data(n=40))
+    units = _evidence_units(factor_model, (Y, 2), {}, None)
+    z0 = _layout(factor_model, (Y, 2), {}, units, None)
+    x = 0.3 * jax.random.normal(jax.random.PRNGKey(0), (5, ravel_dim(z0)))
+
+    def both(Y, x):  # data traced, as inside the SMC program
+        out = []
+        for seq in (False, True):
+            flat = _FlatModel(factor_model, (Y, 2), {}, z0, units, one_at_a_time=seq)
+            for f in (flat.log_prior, flat.log_likelihood):
+                out.append(jax.vmap(jax.value_and_grad(f))(x))
+        return out
+
+    plain_p, plain_l, seq_p, seq_l = jax.jit(both)(Y, x)
+    for a, b in ((plain_p, seq_p), (plain_l, seq_l)):
+        np.testing.assert_allclose(a[0], b[0], rtol=1e-12)
+        np.testing.assert_allclose(a[1], b[1], rtol=1e-10, atol=1e-10)
+    flat = _FlatModel(factor_model, (Y, 2), {}, z0, units)
+    assert {"cholesky", "triangular_solve"} <= _primitives(jax.make_jaxpr(flat.log_likelihood)(flat.flat0))
+    # a model without linear algebra keeps the batched evaluation
+    u2 = _evidence_units(two_sites, (TWO_Z, TWO_Y), {}, None)
+    flat2 = _FlatModel(two_sites, (TWO_Z, TWO_Y), {}, _layout(two_sites, (TWO_Z, TWO_Y), {}, u2, None), u2)
+    assert not _primitives(jax.make_jaxpr(flat2.log_likelihood)(flat2.flat0)) & _LAPACK_PRIMITIVES
+
+
+def ravel_dim(z0):
+    return sum(int(np.size(v)) for v in z0.values())
+
+
+FACTOR_SMC = """
+import numpyro; numpyro.enable_x64()
+import jax, numpy as np
+from genbayes.evidence import log_evidence
+from tests.evidence_models import factor_data, factor_model
+ev = log_evidence(factor_model, factor_data(n=100), 1, method="smc", rng_key=jax.random.PRNGKey(0),
+                  options={"num_particles": 100, "num_runs": 2, "num_mcmc_steps": 5, "num_leapfrog": 5})
+print("RESULT", ev.log_z, ev.se, ev.valid)
+"""
+
+
+def test_factor_model_smc_returns_within_a_time_bound():
+    """The issue's hang: with jaxlib 0.10 on CPU this configuration never returned from its first or
+    second tempering step (two batched triangular solves at once deadlock XLA's 2-thread pool). It now
+    finishes in about 30 s on 2 busy cores; run in a subprocess so that a hang fails instead of
+    stalling the suite."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, "-c", FACTOR_SMC], capture_output=True, text=True, timeout=300,
+                         cwd=root, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = [s for s in out.stdout.splitlines() if s.startswith("RESULT")][-1].split()
+    log_z, se = float(line[1]), float(line[2])
+    assert np.isfinite(log_z) and 0 < se < 1.0 and line[3] == "True", line
