@@ -77,6 +77,50 @@ def _smc_step(flat, st, scale, *, constrain, target_ess, num_mcmc_steps, num_lea
 # with the step size times _RETRY_SCALE, up to _MAX_RETRIES times: HMC on a funnel-like tempered target
 # (a centred hierarchical model near temperature 1) needs a much smaller step than the previous one.
 _RETRY_BELOW, _RETRY_SCALE, _MAX_RETRIES = 0.2, 0.25, 4
+_RECORDS = ("beta", "ess", "acceptance", "increment", "step_size")
+
+
+def _smc_run(flat, key, *, constrain, num_particles, max_steps, **step_settings):
+    """One whole adaptive tempered SMC run, prior to posterior, in one ``while_loop`` (vmapped over runs).
+
+    Each tempering step is one :func:`_smc_step`, redone from the same particles with a smaller step
+    size while its moves are rejected (``_RETRY_*``). Per-step records are kept in arrays of length
+    ``max_steps`` (NaN after the run's last step) with the number of retries.
+    """
+    st = _smc_init(flat, key, constrain=constrain, num_particles=num_particles)
+    dtype = st["beta"].dtype
+
+    def step_with_retries(st):
+        # the first attempt is the loop's first pass (scale 1): one copy of the step in the program
+        def again(c):
+            _, rec, _, tries = c
+            return (tries < 0) | ((tries < _MAX_RETRIES) & (rec["acceptance"] < _RETRY_BELOW))  # NaN: done
+
+        def attempt(c):
+            _, _, scale, tries = c
+            scale = jnp.where(tries < 0, jnp.ones((), dtype), scale * _RETRY_SCALE)
+            new, rec = _smc_step(flat, st, scale, constrain=constrain, **step_settings)
+            return new, rec, scale, tries + 1
+
+        rec0 = {k: jnp.zeros((), dtype) for k in _RECORDS}
+        new, rec, _, tries = jax.lax.while_loop(again, attempt, (st, rec0, jnp.ones((), dtype), jnp.asarray(-1)))
+        return new, rec, tries
+
+    def going(c):
+        st, _, _, i = c
+        return (i < max_steps) & (st["beta"] < 1.0)  # a NaN temperature stops the run too
+
+    def one_step(c):
+        st, recs, retries, i = c
+        new, rec, tries = step_with_retries(st)
+        recs = {k: recs[k].at[i].set(rec[k]) for k in _RECORDS}
+        return new, recs, retries.at[i].set(tries), i + 1
+
+    recs = {k: jnp.full((max_steps,), jnp.nan, dtype) for k in _RECORDS}
+    st, recs, retries, n = jax.lax.while_loop(going, one_step, (st, recs, jnp.zeros(max_steps, jnp.int32),
+                                                                jnp.asarray(0)))
+    return {"log_z": st["log_z"], "beta": st["beta"], "x": st["x"], "records": recs, "retries": retries,
+            "num_steps": n}
 
 
 def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=8, target_ess=0.5,
@@ -94,42 +138,21 @@ def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=
     mode = _shard_mode(shard, num_runs)
     k_setup, k_run = jax.random.split(rng_key)
     R = num_runs
-    init = _mapped_program("smc_init", model, args, kwargs, units, (num_particles,),
-                           partial(_smc_init, num_particles=num_particles), 1, k_setup, mode)
-    step_settings = dict(target_ess=float(target_ess), num_mcmc_steps=num_mcmc_steps, num_leapfrog=num_leapfrog)
-    step = _mapped_program("smc_step", model, args, kwargs, units, tuple(step_settings.items()),
-                           partial(_smc_step, **step_settings), 2, k_setup, mode)
-    # The tempering loop runs here, one compiled step (all runs at once) per call, so that a step whose
-    # moves were rejected can be redone with a smaller step size. (A hang on a factor model's
-    # MultivariateNormal likelihood was jaxlib 0.10's batched-LAPACK thread-pool deadlock, avoided in
-    # _mapped_program: see _evidence_core._LAPACK_PRIMITIVES.)
-    state = init(jax.random.split(k_run, R))
-    dtype = state["beta"].dtype
-    ones = jnp.ones(R, dtype)
-    recs, retries = [], []
-    for _ in range(max_steps):
-        new, rec = step(state, ones)
-        acc = np.asarray(rec["acceptance"])
-        scale, tries = np.ones(R), 0
-        while tries < _MAX_RETRIES and np.any(acc < _RETRY_BELOW):  # NaN (finished runs) compares False
-            low = acc < _RETRY_BELOW
-            scale = np.where(low, scale * _RETRY_SCALE, scale)
-            again, rec2 = step(state, jnp.asarray(scale, dtype))
-            pick = jnp.asarray(low)
-            new = jax.tree_util.tree_map(lambda a, b: jnp.where(pick.reshape((R,) + (1,) * (a.ndim - 1)), a, b),
-                                         again, new)
-            rec = jax.tree_util.tree_map(lambda a, b: jnp.where(pick, a, b), rec2, rec)
-            acc = np.where(low, np.asarray(rec2["acceptance"]), acc)
-            tries += 1
-        state = new
-        recs.append({k: np.asarray(v) for k, v in rec.items()})
-        retries.append(tries)
-        if np.all(np.asarray(state["beta"]) >= 1.0) or not np.all(np.isfinite(np.asarray(state["beta"]))):
-            break
+    settings = dict(num_particles=num_particles, max_steps=max_steps, target_ess=float(target_ess),
+                    num_mcmc_steps=num_mcmc_steps, num_leapfrog=num_leapfrog)
+    # One compiled program runs every run to the posterior (runs vmapped, or sharded across devices).
+    # (A hang on a factor model's MultivariateNormal likelihood was jaxlib 0.10's batched-LAPACK
+    # thread-pool deadlock, avoided in _mapped_program: see _evidence_core._LAPACK_PRIMITIVES.)
+    run = _mapped_program("smc", model, args, kwargs, units, tuple(settings.items()),
+                          partial(_smc_run, **settings), 1, k_setup, mode)
+    out = run(jax.random.split(k_run, R))
+    used = max(int(np.max(np.asarray(out["num_steps"]))), 1)
+    rec = {k: np.asarray(v)[:, :used] for k, v in out["records"].items()}  # (R, steps)
+    state = {"x": out["x"], "log_z": out["log_z"], "beta": out["beta"]}
+    retries = np.asarray(out["retries"])[:, :used]
     devices = devices_used(state["x"])
-    rec = {k: np.stack([r[k] for r in recs], axis=1) for k in recs[0]}  # (R, num_steps)
     log_zs, final_beta = np.asarray(state["log_z"]), np.asarray(state["beta"])
-    num_steps = np.sum(np.isfinite(rec["acceptance"]), axis=1)
+    num_steps = np.asarray(out["num_steps"])
     log_z = float(logsumexp(log_zs) - np.log(R))  # log of the mean of the unbiased Z estimates
     se = float(np.std(log_zs, ddof=1) / np.sqrt(R))
     min_ess = float(np.nanmin(rec["ess"]))
@@ -143,7 +166,7 @@ def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=
         "acceptance": rec["acceptance"],
         "increments": rec["increment"],
         "step_size": rec["step_size"],
-        "num_retries": np.asarray(retries),
+        "num_retries": retries,  # (R, steps): redone attempts of each step
         "min_ess": min_ess,
         "min_acceptance": min_acc,
         "num_particles": num_particles,

@@ -168,3 +168,24 @@ def test_factor_model_smc_returns_within_a_time_bound():
     line = [s for s in out.stdout.splitlines() if s.startswith("RESULT")][-1].split()
     log_z, se = float(line[1]), float(line[2])
     assert np.isfinite(log_z) and 0 < se < 1.0 and line[3] == "True", line
+
+
+def test_one_program_per_call_and_none_on_a_second_call(x64):
+    """The whole tempering loop (retries included) is one compiled program: the first call compiles a
+    small fixed number of programs (21 here, most of them small eager set-up ops; the issue measured 226
+    on radiata pine), a second call with new data of the same shapes compiles nothing."""
+    from genbayes._programs import count_compilations
+
+    counts, evs = [], []
+    for y in (TWO_Y, TWO_Y + 0.1):
+        with count_compilations() as c, warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            evs.append(log_evidence(two_sites, TWO_Z, y, method="smc", rng_key=jax.random.PRNGKey(0),
+                                    options={"num_particles": 200, "num_runs": 4}))
+        counts.append(c.count)
+    assert counts[1] == 0 and 1 <= counts[0] <= 25, counts
+    assert evs[0].log_z != evs[1].log_z  # the new data were used
+    d = evs[1].diagnostics
+    steps = int(np.max(d["num_steps"]))
+    assert d["acceptance"].shape == (4, steps) and d["num_retries"].shape == (4, steps)
+    assert np.all(np.isfinite(d["acceptance"][np.arange(4), d["num_steps"] - 1]))
