@@ -60,6 +60,10 @@ def default_ladder(K: int = 32, power: float = 5.0) -> np.ndarray:
         [0.0, 0.25, 0.5, 0.75, 1.0]
     """
     _check_int(K, "K", 1)
+    if isinstance(power, bool) or not isinstance(power, (int, float, np.integer, np.floating)) or not (
+            np.isfinite(power) and power > 0):
+        raise ValueError(f"`power` must be a finite number > 0 (5 puts most rungs near the prior, 1 spaces them "
+                         f"evenly), got {power!r}: with power <= 0 the rungs are not an increasing ladder from 0 to 1.")
     return (np.arange(K + 1) / K) ** power
 
 

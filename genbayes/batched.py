@@ -29,7 +29,7 @@ from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import initialize_model
 
 from ._programs import ProgramCache, devices_used, family_as_argument, resolve_shard, shard_leading, split_args
-from ._validation import check_args_finite, check_nonnegative_finite, is_concrete
+from ._validation import check_args_finite, check_key, check_nonnegative_finite, is_concrete
 from .handlers import _as_site_set, reweight
 
 __all__ = ["run", "posterior_samples", "BatchedSamples"]
@@ -171,7 +171,13 @@ def run(
     """
     if rng_key is None:
         raise ValueError("`rng_key` is required: pass e.g. jax.random.PRNGKey(0).")
+    check_key(rng_key)
     _check_positive_int(num_samples, "num_samples")
+    depths = max_tree_depth if isinstance(max_tree_depth, tuple) else (max_tree_depth,)
+    if len(depths) not in (1, 2) or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1
+                                        for d in depths):
+        raise ValueError(f"`max_tree_depth` must be a positive integer (or a (warm-up, sampling) pair of them, as "
+                         f"in numpyro.infer.NUTS), got {max_tree_depth!r}; the default is 10.")
     if isinstance(num_warmup, bool) or not isinstance(num_warmup, (int, np.integer)) or num_warmup < 0:
         raise ValueError(f"`num_warmup` must be a non-negative integer, got {num_warmup!r}.")
     if is_concrete(weights):

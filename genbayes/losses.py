@@ -223,6 +223,12 @@ def tukey_biweight(c=4.685) :
 
 def _signed(y):
     # labels in {0, 1} or {-1, 1}: both map 0/-1 -> -1 and 1 -> +1
+    if is_concrete(y):  # checked whenever the labels are known at trace time (data passed to the model)
+        bad = np.setdiff1d(np.unique(_real_array(y, "labels")), [-1, 0, 1])
+        if bad.size:
+            raise ValueError(f"hinge/logistic labels must be in {{0, 1}} or {{-1, 1}} (0 and -1 both mean the "
+                             f"negative class), got other values {bad[:5].tolist()}; recode them, e.g. y = (y == "
+                             f"positive_class).astype(int).")
     return jnp.where(jnp.asarray(y) > 0, 1.0, -1.0)
 
 

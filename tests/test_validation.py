@@ -21,6 +21,12 @@ def loss_model(y):
         numpyro.sample("y", gb.Loss(gb.losses.squared, mu), obs=y)
 
 
+def margin_model(y):
+    f = numpyro.sample("f", dist.Normal(0.0, 1.0))
+    with numpyro.plate("n", y.shape[0]):
+        numpyro.sample("y", gb.Loss(gb.losses.logistic, f), obs=y)
+
+
 CASES = {
     "keyword data with NaN (calibrate)": (
         lambda: gb.calibrate(loss_model, y=jnp.array([1.0, jnp.nan, 2.0]), method="llb", rng_key=KEY),
@@ -43,6 +49,24 @@ CASES = {
         ValueError, "`order` must be a permutation"),
     "complex data (units)": (lambda: gb.batched.run(loss_model, jnp.ones((2, 3)), jnp.ones(3) + 0j, rng_key=KEY),
                              TypeError, "is complex"),
+    # these three used to fail inside JAX (an unclear PRNG or IndexError) or return a ladder of ones
+    "integer rng_key (batched.run)": (lambda: gb.batched.run(loss_model, jnp.ones((2, 3)), jnp.ones(3), rng_key=42),
+                                      TypeError, "`rng_key` must be a JAX PRNG key"),
+    "max_tree_depth=0 (batched.run)": (
+        lambda: gb.batched.run(loss_model, jnp.ones((2, 3)), jnp.ones(3), rng_key=KEY, max_tree_depth=0),
+        ValueError, "`max_tree_depth` must be a positive integer"),
+    "default_ladder(power=0)": (lambda: gb.evidence.default_ladder(8, power=0), ValueError, "`power` must be"),
+    "laplace max_iter=0": (
+        lambda: gb.evidence.log_evidence(loss_model, jnp.ones(3), method="laplace", rng_key=KEY,
+                                         options={"max_iter": 0}), ValueError, "`max_iter` must be an integer >= 1"),
+    # labels 2 used to count silently as the positive class
+    "hinge labels outside {0, 1}": (lambda: gb.losses.hinge(jnp.zeros(3), jnp.array([1, 2, 0])), ValueError,
+                                    r"labels must be in \{0, 1\} or \{-1, 1\}.*\[2"),
+    # in NumPyro's own MCMC (data passed as constants) the check runs while the model is traced
+    "logistic labels in a model": (
+        lambda: numpyro.infer.MCMC(numpyro.infer.NUTS(margin_model), num_warmup=5, num_samples=5,
+                                   progress_bar=False).run(KEY, jnp.array([0.5, 1.0, 0.0])),
+        ValueError, r"labels must be in .*\[0.5\]"),
 }
 
 
