@@ -1168,6 +1168,11 @@ def train(
 
     if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
         raise ValueError(f"`num_steps` must be a positive int, got {num_steps!r}.")
+    if optim is None and not isinstance(learning_rate, jax.core.Tracer):
+        lr = np.asarray(learning_rate)
+        if lr.ndim or lr.dtype.kind not in "fiu" or not (np.isfinite(lr) and lr > 0):
+            raise ValueError(f"`learning_rate` must be a finite number > 0 (Adam's step size, default 1e-3), "
+                             f"got {learning_rate!r}.")
     svi = SVI(model, guide, optim if optim is not None else numpyro.optim.Adam(learning_rate), loss=loss)
     state = svi.init(rng_key, *args, init_params=init_params, **kwargs)
     scheduled = isinstance(loss, CapacityELBO) and callable(loss.capacity)
@@ -1177,6 +1182,14 @@ def train(
         return svi.update(state, *args, **kw)
 
     state, losses = jax.lax.scan(body, state, jnp.arange(int(num_steps)))
+    if not isinstance(losses, jax.core.Tracer):  # under vmap/jit the caller checks (rate_distortion warns)
+        bad = ~np.isfinite(np.asarray(losses))
+        if bad.any():
+            raise FloatingPointError(
+                f"infomax.train: the loss became non-finite at step {int(np.argmax(bad))} of {int(num_steps)} "
+                f"({int(bad.sum())} non-finite losses), so the parameters are not a fit. Lower the learning rate "
+                f"(now {'a custom optim' if optim is not None else learning_rate}), or check the data and the "
+                f"initial parameters.")
     return svi.get_params(state), losses
 
 

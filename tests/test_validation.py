@@ -27,6 +27,20 @@ def margin_model(y):
         numpyro.sample("y", gb.Loss(gb.losses.logistic, f), obs=y)
 
 
+def z_model(x):
+    z = numpyro.sample("z", dist.Normal(0.0, 1.0))
+    numpyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
+def z_guide(x):
+    numpyro.sample("z", dist.Normal(numpyro.param("m", 0.0), numpyro.param("s", 0.5, constraint=dist.constraints.positive)))
+
+
+def _train(lr):
+    return gb.infomax.train(z_model, z_guide, gb.infomax.BetaELBO(1.0), 2.0, num_steps=100, rng_key=KEY,
+                            learning_rate=lr)
+
+
 CASES = {
     "keyword data with NaN (calibrate)": (
         lambda: gb.calibrate(loss_model, y=jnp.array([1.0, jnp.nan, 2.0]), method="llb", rng_key=KEY),
@@ -59,6 +73,9 @@ CASES = {
     "laplace max_iter=0": (
         lambda: gb.evidence.log_evidence(loss_model, jnp.ones(3), method="laplace", rng_key=KEY,
                                          options={"max_iter": 0}), ValueError, "`max_iter` must be an integer >= 1"),
+    # 100 % NaN losses used to come back without a word
+    "infomax.train learning_rate=nan": (lambda: _train(float("nan")), ValueError, "`learning_rate` must be a finite"),
+    "infomax.train diverging": (lambda: _train(1e8), FloatingPointError, "loss became non-finite at step"),
     # labels 2 used to count silently as the positive class
     "hinge labels outside {0, 1}": (lambda: gb.losses.hinge(jnp.zeros(3), jnp.array([1, 2, 0])), ValueError,
                                     r"labels must be in \{0, 1\} or \{-1, 1\}.*\[2"),
