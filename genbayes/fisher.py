@@ -569,6 +569,15 @@ def sandwich(model, params, *args, sites=None, bandwidth="auto", units=None, **k
     flat, _, f, _, _ = _flat_log_density(model, args, kwargs, params, sel, units=units)
     g = jax.jacfwd(f)(flat)
     n = g.shape[0]
+    if is_concrete(g):
+        # a unit whose loss is NaN can still have a finite (zero) gradient: check both
+        ok = np.all(np.isfinite(np.asarray(g)), axis=1) & np.isfinite(np.asarray(f(flat)))
+        bad = np.flatnonzero(~ok)
+        if bad.size:  # a NaN-loss unit used to enter I with score 0, as if it were information
+            raise FloatingPointError(
+                f"sandwich: the per-unit loss or its gradient is not finite for {bad.size} of {n} observation units "
+                f"(first: unit {int(bad[0])}) at these parameters; check the data there and the loss (a NaN or "
+                f"infinite loss value, or a parameter outside the loss's domain).")
     I = jnp.atleast_2d(jnp.cov(g, rowvar=False))
     if bws:
         _, _, f, _, _ = _flat_log_density(

@@ -27,6 +27,12 @@ def margin_model(y):
         numpyro.sample("y", gb.Loss(gb.losses.logistic, f), obs=y)
 
 
+def nan_loss_model(y):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    with numpyro.plate("n", y.shape[0]):
+        numpyro.sample("y", gb.Loss(lambda p, y: jnp.where(y > 5, jnp.nan, (y - p) ** 2), mu), obs=y)
+
+
 def z_model(x):
     z = numpyro.sample("z", dist.Normal(0.0, 1.0))
     numpyro.sample("x", dist.Normal(z, 1.0), obs=x)
@@ -73,6 +79,10 @@ CASES = {
     "laplace max_iter=0": (
         lambda: gb.evidence.log_evidence(loss_model, jnp.ones(3), method="laplace", rng_key=KEY,
                                          options={"max_iter": 0}), ValueError, "`max_iter` must be an integer >= 1"),
+    # the NaN-loss unit used to enter the score covariance with score 0
+    "sandwich with a NaN-loss unit": (
+        lambda: gb.fisher.sandwich(nan_loss_model, {"mu": jnp.array(0.0)}, jnp.array([1.0, 2.0, 9.0, 3.0])),
+        FloatingPointError, r"not finite for 1 of 4 observation units \(first: unit 2\)"),
     # 100 % NaN losses used to come back without a word
     "infomax.train learning_rate=nan": (lambda: _train(float("nan")), ValueError, "`learning_rate` must be a finite"),
     "infomax.train diverging": (lambda: _train(1e8), FloatingPointError, "loss became non-finite at step"),
