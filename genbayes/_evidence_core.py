@@ -22,8 +22,9 @@ _MIN_ESS_ABS = 20.0
 
 
 def _check_key(rng_key):
-    if rng_key is None:
-        raise ValueError("`rng_key` is required: pass e.g. jax.random.PRNGKey(0).")
+    from ._validation import check_key
+
+    check_key(rng_key)  # None: "required"; anything but a PRNG key: TypeError naming `rng_key`
 
 
 def _check_int(value, name, minimum):

@@ -36,8 +36,18 @@ _MIXING_RATIO = 3.0
 def check_ladder(ladder, name="ladder"):
     """Validate a temperature ladder: 1-D, finite, within [0, 1], strictly increasing, 0 first, 1 last."""
     if isinstance(ladder, (int, np.integer)) and not isinstance(ladder, bool):
+        if ladder < 1:
+            raise ValueError(f"`{name}` as a number of steps must be an integer >= 1 (the default ladder has 32), "
+                             f"got {ladder!r}.")
         return default_ladder(int(ladder))
-    arr = np.asarray(ladder, dtype=float)
+    if isinstance(ladder, (str, bytes, bool)) or np.iscomplexobj(ladder):
+        raise TypeError(f"`{name}` must be a number of steps or an increasing array of temperatures from 0 to 1, "
+                        f"got {ladder!r}.")
+    try:
+        arr = np.asarray(ladder, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"`{name}` must be a number of steps or an increasing array of temperatures from 0 to 1, "
+                        f"got {ladder!r}.") from None
     if arr.ndim != 1 or arr.shape[0] < 2:
         raise ValueError(f"`{name}` must be a 1-D array of at least two temperatures, got shape {arr.shape}.")
     if not np.all(np.isfinite(arr)):

@@ -130,7 +130,8 @@ def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=
     _check_int(num_mcmc_steps, "num_mcmc_steps", 1)
     _check_int(num_leapfrog, "num_leapfrog", 1)
     _check_int(max_steps, "max_steps", 1)
-    if not 0.0 < float(target_ess) < 1.0:
+    if (isinstance(target_ess, bool) or not isinstance(target_ess, (int, float, np.integer, np.floating))
+            or not 0.0 < float(target_ess) < 1.0):
         raise ValueError(f"`target_ess` is a fraction of the particles and must lie in (0, 1), got {target_ess!r}.")
     _starts_at_prior(units, "method='smc'", "Drop `sites` (estimate the evidence of all observed sites), or use "
                                              "'stepping_stone'/'thermodynamic', whose ladder starts from the "

@@ -189,8 +189,10 @@ def run(
         )
     check_nonnegative_finite(weights, "weights", hint=" Use 0 to drop an observation.")
     check_args_finite(args, kwargs)
-    if not 0 < target_accept_prob < 1:
-        raise ValueError(f"`target_accept_prob` must lie in (0, 1), got {target_accept_prob!r}.")
+    if (isinstance(target_accept_prob, bool) or not isinstance(target_accept_prob, (int, float, np.integer, np.floating))
+            or not 0 < target_accept_prob < 1):
+        raise ValueError(f"`target_accept_prob` must be a number in (0, 1) (NumPyro's default 0.8), "
+                         f"got {target_accept_prob!r}.")
     weights = jnp.asarray(weights, dtype=jnp.result_type(float))
     B = weights.shape[0]
     if sites is not None and units is not None:

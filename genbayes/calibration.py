@@ -49,7 +49,7 @@ from numpyro.infer.util import constrain_fn, initialize_model
 from numpyro.primitives import Messenger
 
 from . import batched
-from ._validation import check_args_finite, is_concrete
+from ._validation import check_args_finite, check_key, is_concrete
 from .fisher import _observed_sites, _trace, sandwich
 
 __all__ = ["calibrate", "Calibration", "loss_minimizer", "METHODS"]
@@ -741,8 +741,7 @@ def calibrate(model, *args, method: str = "llb", rng_key, progress: bool = True,
         (2000, True)
     """
     _check_choice(method, "method", METHODS)
-    if rng_key is None:
-        raise ValueError("`rng_key` is required: pass e.g. jax.random.PRNGKey(0).")
+    check_key(rng_key)
     options = {
         "llb": {"bandwidth", "num_steps", "step_size"},
         "gpc": {"alpha", "B", "num_warmup", "num_samples", "max_iter", "tol", "init", "step_size", "region",

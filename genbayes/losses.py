@@ -86,6 +86,8 @@ def _real_array(x, argname):
 def _positive_scalar(x, argname, what):
     if is_concrete(x):
         arr = _real_array(x, argname)
+        if arr.ndim:
+            raise TypeError(f"`{argname}` must be a single number ({what}), got {x!r}.")
         if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
             raise ValueError(f"`{argname}` must be finite and > 0 ({what}), got {x!r}.")
     return x
