@@ -21,12 +21,6 @@ from .handlers import reweight
 _MIN_ESS_ABS = 20.0
 
 
-def _check_key(rng_key):
-    from ._validation import check_key
-
-    check_key(rng_key)  # None: "required"; anything but a PRNG key: TypeError naming `rng_key`
-
-
 def _check_int(value, name, minimum):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")

@@ -26,6 +26,7 @@ from jax.scipy.special import logsumexp
 from . import batched
 from ._evidence_core import _MIN_ESS_ABS, _check_int, _warn
 from ._programs import ProgramCache, family_as_argument, split_args
+from ._validation import check_positive_scalar
 
 # A rung is unusable when more than this fraction of its draws diverged.
 _MAX_DIVERGENT_FRACTION = 0.01
@@ -70,10 +71,8 @@ def default_ladder(K: int = 32, power: float = 5.0) -> np.ndarray:
         [0.0, 0.25, 0.5, 0.75, 1.0]
     """
     _check_int(K, "K", 1)
-    if isinstance(power, bool) or not isinstance(power, (int, float, np.integer, np.floating)) or not (
-            np.isfinite(power) and power > 0):
-        raise ValueError(f"`power` must be a finite number > 0 (5 puts most rungs near the prior, 1 spaces them "
-                         f"evenly), got {power!r}: with power <= 0 the rungs are not an increasing ladder from 0 to 1.")
+    check_positive_scalar(power, "power", hint=" 5 puts most rungs near the prior, 1 spaces them evenly; with "
+                          "power <= 0 the rungs are not an increasing ladder from 0 to 1.")
     return (np.arange(K + 1) / K) ** power
 
 

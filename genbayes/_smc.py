@@ -16,6 +16,7 @@ from jax.scipy.special import logsumexp
 from ._evidence_core import (_MIN_ESS_ABS, _check_int, _ess, _mapped_program, _shard_mode, _starts_at_prior, _warn,
                              _weighted_cov)
 from ._programs import devices_used
+from ._validation import check_open_unit_interval
 
 def _mcmc_params(cov, step_size, num_leapfrog):
     return {
@@ -130,9 +131,7 @@ def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=
     _check_int(num_mcmc_steps, "num_mcmc_steps", 1)
     _check_int(num_leapfrog, "num_leapfrog", 1)
     _check_int(max_steps, "max_steps", 1)
-    if (isinstance(target_ess, bool) or not isinstance(target_ess, (int, float, np.integer, np.floating))
-            or not 0.0 < float(target_ess) < 1.0):
-        raise ValueError(f"`target_ess` is a fraction of the particles and must lie in (0, 1), got {target_ess!r}.")
+    check_open_unit_interval(target_ess, "target_ess", hint=" It is the fraction of the particles kept effective.")
     _starts_at_prior(units, "method='smc'", "Drop `sites` (estimate the evidence of all observed sites), or use "
                                              "'stepping_stone'/'thermodynamic', whose ladder starts from the "
                                              "posterior given the other sites.")

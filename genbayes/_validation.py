@@ -105,6 +105,13 @@ def check_positive_scalar(x, name: str, *, hint: str = "") -> None:
         raise ValueError(f"`{name}` must be a finite number > 0, got {float(arr)!r}.{hint}")
 
 
+def check_open_unit_interval(x, name: str, *, hint: str = "") -> None:
+    """Raise ``ValueError`` unless a concrete ``x`` is a number in (0, 1) (``TypeError`` if not a scalar number)."""
+    arr = _concrete_scalar(x, name)
+    if arr is not None and not 0.0 < arr < 1.0:
+        raise ValueError(f"`{name}` must be a number in (0, 1), got {float(arr)!r}.{hint}")
+
+
 def check_nonnegative_scalar(x, name: str, *, hint: str = "") -> None:
     """Raise ``ValueError`` unless a concrete ``x`` is a finite number >= 0 (``TypeError`` if not a scalar)."""
     if _concrete_scalar(x, name) is not None:

@@ -29,7 +29,7 @@ from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import initialize_model
 
 from ._programs import ProgramCache, devices_used, family_as_argument, resolve_shard, shard_leading, split_args
-from ._validation import check_args_finite, check_key, check_nonnegative_finite, is_concrete
+from ._validation import check_args_finite, check_key, check_nonnegative_finite, check_open_unit_interval, is_concrete
 from .handlers import _as_site_set, reweight
 
 __all__ = ["run", "posterior_samples", "BatchedSamples"]
@@ -169,8 +169,6 @@ def run(
         >>> res.samples["mu"].shape
         (5, 100)
     """
-    if rng_key is None:
-        raise ValueError("`rng_key` is required: pass e.g. jax.random.PRNGKey(0).")
     check_key(rng_key)
     _check_positive_int(num_samples, "num_samples")
     depths = max_tree_depth if isinstance(max_tree_depth, tuple) else (max_tree_depth,)
@@ -189,10 +187,7 @@ def run(
         )
     check_nonnegative_finite(weights, "weights", hint=" Use 0 to drop an observation.")
     check_args_finite(args, kwargs)
-    if (isinstance(target_accept_prob, bool) or not isinstance(target_accept_prob, (int, float, np.integer, np.floating))
-            or not 0 < target_accept_prob < 1):
-        raise ValueError(f"`target_accept_prob` must be a number in (0, 1) (NumPyro's default 0.8), "
-                         f"got {target_accept_prob!r}.")
+    check_open_unit_interval(target_accept_prob, "target_accept_prob", hint=" NumPyro's default is 0.8.")
     weights = jnp.asarray(weights, dtype=jnp.result_type(float))
     B = weights.shape[0]
     if sites is not None and units is not None:

@@ -36,8 +36,9 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.scipy.special import logsumexp
 
-from ._evidence_core import _PROGRAMS, _check_int, _check_key, _FlatModel, _warn
+from ._evidence_core import _PROGRAMS, _check_int, _FlatModel, _warn
 from ._programs import split_args
+from ._validation import check_key
 
 __all__ = ["bridge_sampling", "PROPOSALS"]
 
@@ -364,7 +365,7 @@ def _bridge_evidence(model, args, kwargs, rng_key, *, units, num_warmup=1000, nu
     _check_settings(proposal, maxiter, tol)
     _check_int(num_chains, "num_chains", 1)
     _check_int(num_samples, "num_samples", 2 * _MIN_PER_HALF)
-    _check_key(rng_key)
+    check_key(rng_key)
     key_mcmc, key_bridge = jax.random.split(rng_key)
     res = batched.run(model, jnp.ones((num_chains, 1)), *args, num_warmup=num_warmup, num_samples=num_samples,
                       rng_key=key_mcmc, units=units, dense_mass=dense_mass,
@@ -467,7 +468,7 @@ def bridge_sampling(model, *args, samples=None, mcmc=None, rng_key, proposal="no
     from .evidence import Evidence, _evidence_units, _observed_sites, _resolve
 
     t0 = time.perf_counter()
-    _check_key(rng_key)
+    check_key(rng_key)
     _check_settings(proposal, maxiter, tol)
     if (samples is None) == (mcmc is None):
         raise TypeError("Pass exactly one of `samples` (a dict of posterior draws) or `mcmc` (a finished "

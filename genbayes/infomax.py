@@ -1168,11 +1168,8 @@ def train(
 
     if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
         raise ValueError(f"`num_steps` must be a positive int, got {num_steps!r}.")
-    if optim is None and not isinstance(learning_rate, jax.core.Tracer):
-        lr = np.asarray(learning_rate)
-        if lr.ndim or lr.dtype.kind not in "fiu" or not (np.isfinite(lr) and lr > 0):
-            raise ValueError(f"`learning_rate` must be a finite number > 0 (Adam's step size, default 1e-3), "
-                             f"got {learning_rate!r}.")
+    if optim is None:
+        check_positive_scalar(learning_rate, "learning_rate", hint=" It is Adam's step size (default 1e-3).")
     svi = SVI(model, guide, optim if optim is not None else numpyro.optim.Adam(learning_rate), loss=loss)
     state = svi.init(rng_key, *args, init_params=init_params, **kwargs)
     scheduled = isinstance(loss, CapacityELBO) and callable(loss.capacity)
