@@ -26,6 +26,7 @@ import inspect
 import logging
 import re
 import sys
+import tomllib
 from pathlib import Path
 
 import griffe
@@ -141,6 +142,19 @@ def _runtime_function(attr, loader):
     return func
 
 
+def _mapped_subpackages(package: str, root: Path) -> dict[str, str]:
+    """``{"models": "models"}`` for ``[tool.setuptools.package-dir] "genbayes.models" = "models"``."""
+    pyproject = root / "pyproject.toml"
+    if not pyproject.is_file():
+        return {}
+    mapping = tomllib.loads(pyproject.read_text()).get("tool", {}).get("setuptools", {}).get("package-dir", {})
+    return {
+        name.split(".", 1)[1]: folder
+        for name, folder in mapping.items()
+        if name.startswith(package + ".") and name.count(".") == 1
+    }
+
+
 class _DropUnknownParams(logging.Filter):
     """Drop griffe's "Parameter ... does not appear in the function signature" for given lines."""
 
@@ -177,6 +191,12 @@ class RstToMarkdown(griffe.Extension):
         root = str(Path(pkg.filepath).resolve().parent.parent)
         if root not in sys.path:
             sys.path.insert(0, root)
+        for name, folder in _mapped_subpackages(pkg.name, Path(root)).items():
+            # e.g. genbayes.models, installed from the top-level models/ folder (pyproject's package-dir)
+            if name not in pkg.members:
+                sub = loader.load(folder, find_stubs_package=False)
+                pkg.set_member(name, sub)
+                sub.name = name
         if pkg.docstring is not None:
             pkg.docstring.value = rst_to_markdown(pkg.docstring.value)
         self._walk(pkg, loader)

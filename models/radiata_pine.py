@@ -18,7 +18,7 @@ from importlib import resources
 
 import numpy as np
 
-from ..conjugate import NormalGammaRegression
+from genbayes.conjugate import NormalGammaRegression
 
 COVARIATES = {"density": "density", "adjusted_density": "adjusted_density", "x": "density", "z": "adjusted_density"}
 

@@ -17,7 +17,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from ..losses import Loss, huber
+from genbayes.losses import Loss, huber
 
 
 def model(X, y, delta: float = 1.345, learning_rate=1.0, prior_scale: float = 10.0, loss=None):

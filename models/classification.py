@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
-from ..losses import Loss, hinge, logistic
+from genbayes.losses import Loss, hinge, logistic
 from .logistic_regression import breast_cancer  # noqa: F401  (re-exported: the data loader)
 
 LOSSES = {"hinge": hinge, "logistic": logistic}

@@ -17,7 +17,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from ..losses import Loss, absolute
+from genbayes.losses import Loss, absolute
 
 
 def model(y, learning_rate=1.0, prior_loc: float = 0.0, prior_scale: float = 100.0):

@@ -18,7 +18,7 @@ import numpyro
 import numpyro.distributions as dist
 from scipy.stats import norm
 
-from ..losses import Loss, check
+from genbayes.losses import Loss, check
 
 
 def model(X, y, taus=(0.1, 0.5, 0.9), learning_rate=1.0, prior_scale: float = 10.0):
