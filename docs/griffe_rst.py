@@ -142,6 +142,27 @@ def _runtime_function(attr, loader):
     return func
 
 
+_ATTRIBUTES_TITLE = re.compile(r"^(\s*)Attributes:\s*$")
+
+
+def _documented_attributes(text: str) -> set[str]:
+    """Names listed in a Google-style ``Attributes:`` section."""
+    names, indent = set(), None
+    for line in text.split("\n"):
+        m = _ATTRIBUTES_TITLE.match(line)
+        if m:
+            indent = len(m.group(1))
+            continue
+        if indent is None or not line.strip():
+            continue
+        depth = len(line) - len(line.lstrip())
+        if depth <= indent:
+            indent = None
+        elif entry := re.match(r"^\s*(\w+)\s*(?:\([^)]*\))?:", line):
+            names.add(entry.group(1))
+    return names
+
+
 def _mapped_subpackages(package: str, root: Path) -> dict[str, str]:
     """``{"models": "models"}`` for ``[tool.setuptools.package-dir] "genbayes.models" = "models"``."""
     pyproject = root / "pyproject.toml"
@@ -211,8 +232,14 @@ class RstToMarkdown(griffe.Extension):
                 logging.getLogger(name).addFilter(_DropUnknownParams(spans))
 
     def _walk(self, obj, loader) -> None:
+        in_table = _documented_attributes(obj.docstring.value) if obj.is_class and obj.docstring else set()
         for name, member in list(obj.members.items()):
             if member.is_alias:
+                continue
+            if member.is_attribute and member.docstring is None and name in in_table:
+                # described in the class's Attributes table; on its own it would render as an
+                # empty box holding just its name
+                obj.del_member(name)
                 continue
             if member.is_module or member.is_class:
                 self._walk(member, loader)
