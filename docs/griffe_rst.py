@@ -142,14 +142,15 @@ def _runtime_function(attr, loader):
     return func
 
 
-_ATTRIBUTES_TITLE = re.compile(r"^(\s*)Attributes:\s*$")
+_TABLE_TITLE = re.compile(r"^(\s*)(?:Attributes|Args|Arguments|Parameters):\s*$")
 
 
 def _documented_attributes(text: str) -> set[str]:
-    """Names listed in a Google-style ``Attributes:`` section."""
+    """Names listed in a Google-style ``Attributes:`` or ``Args:`` section (a class's fields and
+    constructor arguments, rendered in the class's tables)."""
     names, indent = set(), None
     for line in text.split("\n"):
-        m = _ATTRIBUTES_TITLE.match(line)
+        m = _TABLE_TITLE.match(line)
         if m:
             indent = len(m.group(1))
             continue
@@ -161,6 +162,18 @@ def _documented_attributes(text: str) -> set[str]:
         elif entry := re.match(r"^\s*(\w+)\s*(?:\([^)]*\))?:", line):
             names.add(entry.group(1))
     return names
+
+
+def _foreign_override(cls, name: str) -> bool:
+    """Whether ``name`` is defined by a base class of ``cls`` that comes from another package."""
+    try:
+        runtime = getattr(importlib.import_module(cls.module.path), cls.name)
+    except (ImportError, AttributeError):
+        return False
+    own = cls.module.path.split(".", 1)[0]
+    return any(
+        name in vars(base) for base in runtime.__mro__[1:] if base.__module__.split(".", 1)[0] not in (own, "builtins")
+    )
 
 
 def _mapped_subpackages(package: str, root: Path) -> dict[str, str]:
@@ -236,9 +249,12 @@ class RstToMarkdown(griffe.Extension):
         for name, member in list(obj.members.items()):
             if member.is_alias:
                 continue
-            if member.is_attribute and member.docstring is None and name in in_table:
-                # described in the class's Attributes table; on its own it would render as an
-                # empty box holding just its name
+            if member.docstring is None and (
+                (member.is_attribute and name in in_table) or (obj.is_class and not name.startswith("_") and _foreign_override(obj, name))
+            ):
+                # described in the class's Attributes/Args table, or an undocumented override of
+                # NumPyro's own API (Messenger.process_message, Distribution.log_prob, ELBO.loss):
+                # on its own it would render as an empty box holding just its name
                 obj.del_member(name)
                 continue
             if member.is_module or member.is_class:

@@ -30,3 +30,33 @@ def x64():
     finally:
         jax.config.update("jax_enable_x64", prev)
         jax.clear_caches()
+
+
+@pytest.fixture
+def chromium():
+    """A headless Chromium WebDriver (Debian's ``chromium`` and ``chromium-driver``), closed afterwards.
+
+    Skips with the reason when the browser is missing; with ``GENBAYES_REQUIRE_BROWSER=1`` (set by
+    ``.ci/run``) a missing browser fails the test instead.
+    """
+    import shutil
+
+    browser = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+    driver_path = shutil.which("chromedriver")
+    if browser is None or driver_path is None:
+        msg = "headless browser check needs Chromium and ChromeDriver (apt install chromium chromium-driver)"
+        if os.environ.get("GENBAYES_REQUIRE_BROWSER") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (in the test extra)")
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        opts.add_argument(a)
+    drv = webdriver.Chrome(service=Service(driver_path), options=opts)
+    try:
+        yield drv
+    finally:
+        drv.quit()

@@ -201,3 +201,39 @@ def test_notebooks_page_lists_every_notebook():
     text = (ROOT / "docs" / "notebooks.md").read_text()
     missing = [p.name for p in sorted((ROOT / "notebooks").glob("*.py")) if f"notebooks/{p.name}" not in text]
     assert not missing, f"docs/notebooks.md does not list {missing}"
+
+
+def test_pages_render_offline_in_headless_chromium(site, chromium):
+    """Every page, opened from disk with no network: no raw LaTeX, math as MathML, no empty boxes.
+
+    Math is rendered at build time (docs/hooks/mathml.py), so a page showing ``\\(`` or ``\\[``
+    means a formula escaped the converter. An object entry whose only content is its own name
+    (an undocumented attribute rendered as an empty "attr / value" box) fails too, as does a
+    signature wider than its box.
+    """
+    pages = sorted(site.rglob("index.html"))
+    assert len(pages) > 20
+    problems, maths = [], 0
+    for page in pages:
+        chromium.get(page.resolve().as_uri())
+        state = chromium.execute_script("""
+            const text = document.querySelector('article').innerText;
+            const raw = [...text.matchAll(/\\\\[\\(\\[]/g)].map(m => text.slice(Math.max(0, m.index - 30), m.index + 40));
+            const math = [...document.querySelectorAll('math')];
+            const unrendered = math.filter(m => m.getBoundingClientRect().width === 0).length;
+            const empty = [...document.querySelectorAll('.doc-object')].filter(o => {
+                const c = o.querySelector(':scope > .doc-contents');
+                return c && c.innerText.trim() === '' && !o.classList.contains('doc-module');
+            }).map(o => (o.querySelector('[id]') || o).id || o.innerText.slice(0, 40));
+            const wide = [...document.querySelectorAll('.doc-signature')].filter(
+                s => s.scrollWidth > s.clientWidth + 2).map(s => s.innerText.slice(0, 60));
+            return {raw, maths: math.length, unrendered, empty, wide};""")
+        maths += state["maths"]
+        rel = page.relative_to(site)
+        for key in ("raw", "empty", "wide"):
+            if state[key]:
+                problems.append(f"{rel}: {key}: {state[key][:5]}")
+        if state["unrendered"]:
+            problems.append(f"{rel}: {state['unrendered']} <math> elements with no width (not rendered)")
+    assert maths > 200, f"only {maths} formulas rendered as MathML"
+    assert not problems, "\n".join(problems)
