@@ -159,21 +159,39 @@ def _documented_attributes(text: str) -> set[str]:
         depth = len(line) - len(line.lstrip())
         if depth <= indent:
             indent = None
-        elif entry := re.match(r"^\s*(\w+)\s*(?:\([^)]*\))?:", line):
-            names.add(entry.group(1))
+        elif entry := re.match(r"^\s*(\w+(?:, \w+)*)\s*(?:\([^)]*\))?:", line):
+            names.update(entry.group(1).split(", "))
     return names
 
 
 def _foreign_override(cls, name: str) -> bool:
     """Whether ``name`` is defined by a base class of ``cls`` that comes from another package."""
-    try:
-        runtime = getattr(importlib.import_module(cls.module.path), cls.name)
-    except (ImportError, AttributeError):
+    runtime = _runtime_class(cls)
+    if runtime is None:
         return False
     own = cls.module.path.split(".", 1)[0]
     return any(
         name in vars(base) for base in runtime.__mro__[1:] if base.__module__.split(".", 1)[0] not in (own, "builtins")
     )
+
+
+def _runtime_class(cls):
+    try:
+        return getattr(importlib.import_module(cls.module.path), cls.name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _inherited_doc(cls, name: str) -> str | None:
+    """The docstring ``inspect.getdoc`` finds for ``cls.name`` on a base class of the same package."""
+    runtime = _runtime_class(cls)
+    if runtime is None or name not in vars(runtime):
+        return None
+    own = cls.module.path.split(".", 1)[0]
+    for base in runtime.__mro__[1:]:
+        if base.__module__.split(".", 1)[0] == own and name in vars(base):
+            return inspect.getdoc(getattr(base, name))
+    return None
 
 
 def _mapped_subpackages(package: str, root: Path) -> dict[str, str]:
@@ -257,6 +275,9 @@ class RstToMarkdown(griffe.Extension):
                 # on its own it would render as an empty box holding just its name
                 obj.del_member(name)
                 continue
+            if member.docstring is None and obj.is_class and (inherited := _inherited_doc(obj, name)):
+                # an undocumented override of a documented method (as Sphinx's autodoc_inherit_docstrings)
+                member.docstring = griffe.Docstring(inherited, parent=member)
             if member.is_module or member.is_class:
                 self._walk(member, loader)
             if (

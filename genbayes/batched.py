@@ -62,10 +62,12 @@ class BatchedSamples:
 
     @property
     def num_replicates(self) -> int:
+        """B, the number of weighted posteriors (rows of ``weights``)."""
         return int(np.shape(self.weights)[0])
 
     @property
     def num_samples(self) -> int:
+        """Draws per replicate (0 when no site was recorded)."""
         return int(np.shape(next(iter(self.samples.values())))[1]) if self.samples else 0
 
     @property

@@ -43,6 +43,8 @@ from ._validation import check_key
 __all__ = ["bridge_sampling", "PROPOSALS"]
 
 PROPOSALS = ("normal", "warp3")
+"""The proposal densities ``proposal=`` accepts: a multivariate normal fitted to the first half of
+the draws, or that normal made symmetric about the draws' mean ("warp3", Meng & Schilling 2002)."""
 
 # at least this many draws per chain in each half (fit and bridge)
 _MIN_PER_HALF = 4

@@ -20,8 +20,8 @@ class UsageError(ValueError):
     """
 
 
-# modules that contribute a subcommand through ``add_cli(subparsers)``
 SUBCOMMAND_MODULES: list[str] = ["genbayes.cv", "genbayes.evidence"]
+"""Modules that add a subcommand to ``genbayes`` through their ``add_cli(subparsers)``."""
 
 
 # rough single-process cost of each section in quick mode (s, 2-core CPU, mostly JAX compilation):
@@ -41,6 +41,8 @@ FAST_COMPILE_FLAGS = {
     # compiling one small eager operation (62 -> 32 ms)
     "--xla_cpu_use_fusion_emitters": "false",
 }
+"""XLA CPU options the demo and the test suite add to ``XLA_FLAGS`` (each unless already set): they
+trade run-time speed for compile time (see :func:`fast_compile_xla_flags`)."""
 
 
 # XLA aborts the process on a flag it does not know ("Unknown flag in XLA_FLAGS"), and the emitter

@@ -92,7 +92,9 @@ class ConjugateFamily:
     """
 
     num_data_args: int = 1
+    """How many data arrays the family takes (``x``; 2 for ``X, y`` in the regression)."""
     site: str = "y"
+    """Name of the observed site in :meth:`model`."""
 
     def _check_data(self, *data):  # pragma: no cover - overridden
         raise NotImplementedError
@@ -199,7 +201,9 @@ class BetaBernoulli(ConjugateFamily):
     """
 
     a: jax.Array
+    """Prior pseudo-count of ones (> 0)."""
     b: jax.Array
+    """Prior pseudo-count of zeros (> 0)."""
 
     def __init__(self, a=1.0, b=1.0):
         object.__setattr__(self, "a", _positive(a, "a"))
@@ -232,6 +236,7 @@ class BetaBernoulli(ConjugateFamily):
             numpyro.sample("y", dist.Bernoulli(probs=p), obs=x)
 
     def marginals(self):
+        """The prior of each latent site, as ``{site: numpyro distribution}``."""
         return {"p": dist.Beta(self.a, self.b)}
 
 
@@ -255,8 +260,11 @@ class NormalKnownVariance(ConjugateFamily):
     """
 
     prior_mean: jax.Array
+    """m0, the prior mean of μ."""
     prior_var: jax.Array
+    """v0, the prior variance of μ (> 0)."""
     noise_var: jax.Array
+    """σ², the known observation variance (> 0)."""
 
     def __init__(self, prior_mean=0.0, prior_var=1.0, noise_var=1.0):
         if is_concrete(prior_mean) and not np.all(np.isfinite(np.asarray(prior_mean, dtype=float))):
@@ -294,6 +302,7 @@ class NormalKnownVariance(ConjugateFamily):
             numpyro.sample("y", dist.Normal(mu, jnp.sqrt(self.noise_var)), obs=x)
 
     def marginals(self):
+        """The prior of each latent site, as ``{site: numpyro distribution}``."""
         return {"mu": dist.Normal(self.prior_mean, jnp.sqrt(self.prior_var))}
 
 
@@ -316,7 +325,9 @@ class GammaPoisson(ConjugateFamily):
     """
 
     shape: jax.Array
+    """Gamma prior shape of the Poisson rate (> 0)."""
     rate: jax.Array
+    """Gamma prior rate (inverse scale) of the Poisson rate (> 0)."""
 
     def __init__(self, shape=1.0, rate=1.0):
         object.__setattr__(self, "shape", _positive(shape, "shape"))
@@ -358,6 +369,7 @@ class GammaPoisson(ConjugateFamily):
             numpyro.sample("y", dist.Poisson(lam), obs=x)
 
     def marginals(self):
+        """The prior of each latent site, as ``{site: numpyro distribution}``."""
         return {"rate": dist.Gamma(self.shape, self.rate)}
 
 
@@ -379,6 +391,7 @@ class DirichletCategorical(ConjugateFamily):
     """
 
     alpha: jax.Array
+    """(K,) Dirichlet concentrations (> 0)."""
 
     def __init__(self, alpha):
         alpha = _positive(alpha, "alpha")
@@ -419,6 +432,7 @@ class DirichletCategorical(ConjugateFamily):
             numpyro.sample("y", dist.Categorical(probs=probs), obs=x)
 
     def marginals(self):
+        """The prior of each latent site, as ``{site: numpyro distribution}``."""
         return {"probs": dist.Dirichlet(self.alpha)}
 
 
@@ -454,9 +468,13 @@ class NormalGammaRegression(ConjugateFamily):
     """
 
     mean: jax.Array
+    """μ0, the (d,) prior mean of the coefficients."""
     precision: jax.Array
+    """Λ0, the (d, d) prior precision of the coefficients in units of the noise precision τ."""
     shape: jax.Array
+    """a0, the Gamma prior shape of τ (> 0)."""
     rate: jax.Array
+    """b0, the Gamma prior rate of τ (> 0)."""
 
     def __init__(self, mean, precision, shape=1.0, rate=1.0):
         mean = jnp.asarray(mean, dtype=jnp.result_type(float))
@@ -534,6 +552,7 @@ class NormalGammaRegression(ConjugateFamily):
             numpyro.sample("y", dist.Normal(X @ beta, 1.0 / jnp.sqrt(tau)), obs=y)
 
     def marginals(self):
+        """The prior of each latent site, as ``{site: numpyro distribution}``."""
         cov = jnp.linalg.inv(self.precision) * (self.rate / self.shape)
         return {
             "tau": dist.Gamma(self.shape, self.rate),
@@ -542,6 +561,7 @@ class NormalGammaRegression(ConjugateFamily):
 
 
 FAMILIES = (BetaBernoulli, NormalKnownVariance, GammaPoisson, DirichletCategorical, NormalGammaRegression)
+"""Every conjugate family genbayes knows in closed form."""
 
 
 def is_conjugate(obj) -> bool:

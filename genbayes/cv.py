@@ -52,7 +52,9 @@ from ._validation import check_args_finite
 __all__ = ["lpo", "cumulative", "identity", "LPOResult", "IdentityReport", "add_cli", "default_memory_budget"]
 
 DEFAULT_MAX_SUBSETS = 2**22
+"""Exhaustive leave-p-out enumerates at most this many subsets by default (``max_subsets``)."""
 DEFAULT_MEMORY_FRACTION = 0.5
+"""Enumeration is refused when it would need more than this fraction of the machine's memory."""
 _MAX_RANK = 2**31 - 1  # subsets are ranked in int32 on device
 _METHODS = ("auto", "exact", "counting", "enumerate", "psis", "refit")
 _DEFAULT_RANDOM = {"exact": 4096, "psis": 1000, "refit": 32}
@@ -195,6 +197,7 @@ class IdentityReport:
 
     @property
     def n(self) -> int:
+        """The number of observation units (n in S_CV(p))."""
         return int(np.shape(self.s_cv)[0])
 
     def __repr__(self):
@@ -1510,6 +1513,7 @@ def identity(model, *args, units=None, site=None, method="auto", rng_key=None, n
 
 CLI_MODELS = ("beta_bernoulli", "normal_known_variance", "gamma_poisson", "dirichlet_categorical",
               "normal_gamma_regression", "logistic_regression")
+"""The bundled model names ``genbayes cv`` accepts (besides ``PATH.py:FUNCTION``)."""
 
 
 _BREAST_CANCER_ROWS = 569

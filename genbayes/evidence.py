@@ -67,6 +67,7 @@ __all__ = [
 ]
 
 METHODS = ("exact", "laplace", "thermodynamic", "stepping_stone", "smc", "bridge", "nested")
+"""The estimators :func:`log_evidence` knows (``method=``)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,6 +157,7 @@ class Prequential:
 
     @property
     def num_permutations(self) -> int:
+        """R, the number of orderings."""
         return int(self.terms.shape[0])
 
     @property
@@ -165,6 +167,7 @@ class Prequential:
 
     @property
     def log_z_se(self) -> float:
+        """Standard error of :attr:`log_z_mean`: sd of the per-ordering estimates / √R (NaN for R = 1)."""
         R = self.num_permutations
         return float(np.std(self.log_z, ddof=1) / np.sqrt(R)) if R > 1 else float("nan")
 
@@ -457,6 +460,7 @@ class Comparison(dict):
         disagreements: tuple of ``(method_a, method_b, difference, z)`` for every disagreeing pair,
             ``z`` the difference over the combined standard error (``inf`` when that is 0).
         agreement: a plain statement of the above, printed by ``repr``.
+        failed: ``{method: error message}`` for the methods that raised instead of returning.
 
     Example:
         >>> from genbayes.evidence import Comparison, Evidence
@@ -879,6 +883,7 @@ def prequential(model, *args, num_permutations: int, rng_key, units=None, order=
 
 CLI_MODELS = ("radiata_density", "radiata_adjusted", "beta_bernoulli", "normal_known_variance", "gamma_poisson",
               "dirichlet_categorical", "normal_gamma_regression", "logistic_regression")
+"""The bundled model names ``genbayes evidence`` accepts (besides ``PATH.py:FUNCTION``)."""
 
 
 def cli_problem(name: str, seed: int = 0, data: str | None = None):

@@ -765,7 +765,9 @@ class Estimate(NamedTuple):
     """
 
     value: float
+    """The estimate."""
     se: float
+    """Its standard error."""
 
     def __repr__(self):
         return f"{self.value:.4f} ± {self.se:.4f}"
@@ -810,6 +812,7 @@ class Decomposition:
 
     @property
     def log_num_data(self) -> float:
+        """log N, the upper bound of the mutual information on N data points."""
         return math.log(self.num_data)
 
     def identity_gap(self) -> Estimate:
@@ -819,6 +822,7 @@ class Decomposition:
         return Estimate(g, se)
 
     def to_dataframe(self):
+        """The five information terms as a pandas DataFrame (columns term, value, se)."""
         import pandas as pd
 
         rows = {
@@ -1019,10 +1023,15 @@ class RateDistortion(NamedTuple):
     """
 
     rate: float
+    """R, nats per data point."""
     rate_se: float
+    """Standard error of R."""
     distortion: float
+    """D, nats per data point."""
     distortion_se: float
+    """Standard error of D."""
     num_data: int
+    """N, the number of data points averaged over."""
 
     def __repr__(self):
         return (

@@ -352,6 +352,7 @@ class Loss(dist.Distribution):
 
     @property
     def name(self) -> str:
+        """The loss's name (``"check(tau=0.5)"``, ``"huber(delta=1.0)"``, ...), as :func:`loss_name` gives it."""
         return loss_name(self.loss_fn)
 
     def sample(self, key, sample_shape=()):

@@ -155,13 +155,21 @@ class VCDRun(NamedTuple):
     """
 
     params: dict
+    """The fitted guide parameters (constrained), averaged over the last iterates."""
     state: object
+    """The final ``SVIState`` (to continue training)."""
     losses: jax.Array
+    """(steps,) the VCD-phase losses SVI minimised."""
     report: VCDReport
+    """Per-step VCD, ELBO, HMC acceptance rate and step size."""
     warmup_losses: jax.Array
+    """(warm-up steps,) the negative ELBOs of the ELBO warm-up."""
     svi: object
+    """The ``SVI`` object that was run."""
     args: tuple
+    """The model's positional arguments."""
     kwargs: dict
+    """The model's keyword arguments."""
 
     def __repr__(self) -> str:
         r = self.report

@@ -18,6 +18,7 @@ from genbayes.losses import Loss, hinge, logistic
 from .logistic_regression import breast_cancer  # noqa: F401  (re-exported: the data loader)
 
 LOSSES = {"hinge": hinge, "logistic": logistic}
+"""The classification losses :func:`model` accepts, by name."""
 
 
 def model(X, y, loss: str = "hinge", learning_rate=1.0, prior_scale: float = 1.0):

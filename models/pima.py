@@ -22,15 +22,16 @@ import numpy as np
 from . import logistic_regression
 
 COVARIATES = {1: ("npreg", "glu", "bmi", "ped"), 2: ("npreg", "glu", "bmi", "ped", "age")}
+"""The covariates of Friel & Wyse's (2012) models 1 and 2 (an intercept is added)."""
 
-#: Friel & Wyse (2012), Table 3: log evidence, mean and sd over 10 runs, per model and method.
 PUBLISHED = {
     1: {"chib_jeliazkov": (-257.222, 0.023), "power_posteriors": (-257.265, 0.075)},
     2: {"chib_jeliazkov": (-259.870, 0.028), "power_posteriors": (-259.908, 0.052)},
 }
+"""Friel & Wyse (2012), Table 3: log evidence, mean and sd over 10 runs, per model and method."""
 
-#: The prior sd of every coefficient (variance 100).
 PRIOR_SCALE = 10.0
+"""The prior sd of every coefficient (variance 100)."""
 
 
 def load() -> dict[str, np.ndarray]:

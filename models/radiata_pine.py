@@ -21,6 +21,7 @@ import numpy as np
 from genbayes.conjugate import NormalGammaRegression
 
 COVARIATES = {"density": "density", "adjusted_density": "adjusted_density", "x": "density", "z": "adjusted_density"}
+"""The covariate names :func:`design` accepts (x and z are Friel & Wyse's names) and the column each reads."""
 
 
 def load() -> dict[str, np.ndarray]:

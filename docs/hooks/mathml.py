@@ -29,7 +29,8 @@ def tex_to_mathml(tex: str, display: str) -> str:
         tex = pattern.sub(replacement, tex)
     mathml = convert(tex.strip(), display=display)
     # latex2mathml keeps a command it does not know as text: that would show raw LaTeX
-    leftover = re.search(r">[^<]*\\[A-Za-z]+[^<]*<", mathml)
+    # (an alignment ``&`` outside an environment it knows comes out as a literal "&")
+    leftover = re.search(r">[^<]*(?:\\[A-Za-z]+|&(?!#?\w+;))[^<]*<", mathml)
     if leftover:
         raise ValueError(f"unsupported LaTeX {leftover.group(0)[1:-1]!r}")
     return mathml
