@@ -15,8 +15,8 @@ Each family is a small immutable record (a JAX pytree, so it can be ``vmap``-ed)
 - ``marginals()``: the family's distribution of each latent site, as NumPyro distributions.
 
 Data are passed positionally exactly as to ``family.model``: ``x`` for the four i.i.d.
-families and ``X, y`` for the regression. The formulas are collected in ``REFERENCES.md``;
-see Bernardo & Smith (1994), *Bayesian Theory*, Appendix A, for all five.
+families and ``X, y`` for the regression. The formulas are collected on the Formulas page of the
+documentation (``docs/formulas.md``); see Bernardo & Smith (1994), *Bayesian Theory*, Appendix A, for all five.
 """
 
 from __future__ import annotations

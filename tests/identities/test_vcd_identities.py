@@ -3,7 +3,7 @@
 For p = N(0, Σ) the kernel z' = a z + sqrt(1 − a²) L ε (L Lᵀ = Σ) leaves p invariant, and started at
 q = N(m, S) it gives q^(t) = N(aᵗ m, a^{2t} S + (1 − a^{2t}) Σ). So L_VCD = E_{q^(t)}[f] − E_q[f] has a
 closed form (Gaussian expectations of Gaussian log densities), which for m = 0 reduces to
-(1 − a^{2t}) [KL(q‖p) + KL(p‖q)] (Ruiz & Titsias 2019; REFERENCES.md).
+(1 − a^{2t}) [KL(q‖p) + KL(p‖q)] (Ruiz & Titsias 2019; docs/formulas.md, section 5).
 """
 
 import jax
