@@ -89,7 +89,7 @@ class LPOResult:
         problems: the reasons, as sentences.
 
     :math:`S_{CV}(p) = \binom{n}{p}^{-1} \sum_{|S|=p} \frac1p \sum_{i \in S} \log p(x_i \mid x_{-S})`
-    (Fong & Holmes 2020, eq. 4); ``to_dataframe()`` gives one row per evaluated held-out set.
+    (Fong & Holmes 2020); ``to_dataframe()`` gives one row per evaluated held-out set.
 
     Example:
         >>> import jax.numpy as jnp, genbayes as gb
@@ -1071,7 +1071,7 @@ def lpo(model, *args, p, units=None, site=None, method="auto", num_subsets=None,
 
     .. math:: S_{CV}(p) = \binom{n}{p}^{-1} \sum_{|S|=p} \frac1p \sum_{i \in S} \log p(x_i \mid x_{-S})
 
-    (Fong & Holmes 2020, Biometrika 107(2), eq. 5). ``p = 1`` is Bayesian leave-one-out
+    (Fong & Holmes 2020, Biometrika 107(2)). ``p = 1`` is Bayesian leave-one-out
     (``elpd_loo / n`` in ArviZ's terms).
 
     Args:
@@ -1135,7 +1135,7 @@ def cumulative(model, *args, P, units=None, site=None, method="auto", num_subset
 
     .. math:: S_{CCV}(P) = \binom{n}{P}^{-1} \sum_{|T| = n-P} \log p(x_{-T} \mid x_T)
 
-    (Fong & Holmes 2020, eq. 6; for conjugate families by the chain rule inside the held-out set,
+    (Fong & Holmes 2020; for conjugate families by the chain rule inside the held-out set,
     for PSIS with importance ratios :math:`1/p(x_{-T} \mid \theta)`, for refits as
     :math:`\log \frac1S \sum_s p(x_{-T} \mid \theta_s)`). Arguments as in :func:`lpo`, with ``P``
     for ``p``; ``value`` is not divided by P.

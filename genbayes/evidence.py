@@ -17,7 +17,7 @@ for any NumPyro model by one of
 (:mod:`genbayes.units`; one vmapped program); the log mean incremental weight when unit
 :math:`x_{\sigma(k)}` enters estimates :math:`\log p(x_{\sigma(k)} \mid x_{\sigma(<k)})`, so averaging
 position k over random orderings estimates every leave-p-out score :math:`S_{CV}(p)` at once and each
-ordering's sum estimates :math:`\log Z` (Fong & Holmes 2020, Prop. 2); in the data's own order
+ordering's sum estimates :math:`\log Z` (Fong & Holmes 2020, Prop. 1); in the data's own order
 (``order="data"``) the terms are the one-step-ahead (leave-future-out) scores of a time series
 (Bürkner, Gabry & Vehtari 2020).
 
@@ -136,7 +136,7 @@ class Prequential:
 
     The identity behind ``s_cv``: by the chain rule along any ordering, the terms of one ordering
     sum to :math:`\log p(x)`, and averaging the k-th term over orderings gives
-    :math:`S_{CV}(n-k+1)`, so :math:`\sum_p S_{CV}(p) = \log p(x)` (Fong & Holmes 2020, Prop. 2).
+    :math:`S_{CV}(n-k+1)`, so :math:`\sum_p S_{CV}(p) = \log p(x)` (Fong & Holmes 2020, Prop. 1).
 
     Example:
         >>> import numpy as np
@@ -747,7 +747,7 @@ def prequential(model, *args, num_permutations: int, rng_key, units=None, order=
 
     - ``order=None``: uniformly random orderings. Position k of a random ordering has k training
       units, so :math:`\hat S_{CV}(p) = \tfrac1R\sum_r` ``terms[r, n - p]`` estimates every
-      leave-p-out score in one sweep (Fong & Holmes 2020, Prop. 2). This treats the units as
+      leave-p-out score in one sweep (Fong & Holmes 2020, Prop. 1). This treats the units as
       conditionally exchangeable given the parameters (i.i.d. given θ); for dependent units (time
       series) random orderings still sum to :math:`\log p(x)` but their terms are not predictions.
     - ``order="data"`` (alias ``"time"``): the units in the data's own order (plate index, or group

@@ -7,7 +7,7 @@ A Gibbs (generalized) posterior replaces the likelihood by a loss :math:`\ell(\t
 (Bissiri, Holmes & Walker 2016, eq. 1). Every loss here has the signature
 ``loss(prediction, observation) -> array`` of the broadcast shape of its two arguments (one
 value per observation, never summed), is differentiable in ``prediction`` (a subgradient where
-it has a kink) and carries three attributes that the calibration code reads:
+it has a kink) and carries attributes that the calibration code reads:
 
 - ``name``: a readable name, e.g. ``"check(tau=0.9)"`` (stored in ArviZ attrs);
 - ``smooth``: ``False`` when the second derivative in ``prediction`` is zero almost everywhere
