@@ -98,10 +98,10 @@ def section(outdir: Path, *, quick: bool, seed: int) -> Section:
         rows["slope (true)"].append(float(truth[1]))
         rows["slope (posterior mean)"].append(mean)
         rows["90% interval"].append(f"[{lo:.2f}, {hi:.2f}]")
-        rows["(mean − true)/sd"].append(float(z))
+        rows["(mean − true)/sd"].append(round(float(z), 1))
         rows["sd (posterior)"].append(sd)
         rows["sd (sandwich)"].append(float(ref))
-        rows["sd ratio"].append(float(sd.value / ref))
+        rows["sd ratio"].append(round(float(sd.value / ref), 2))
         rows["checks"].append("ok" if sd_ok and cover_ok else
                               ("FAIL: sd" if not sd_ok else "") + (" FAIL: coverage" if not cover_ok else ""))
 

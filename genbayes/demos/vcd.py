@@ -208,7 +208,8 @@ def _contours(ax, target, fits):
     ax.set_xlabel("θ₁")
     ax.set_ylabel("θ₂")
     ax.set_aspect("equal")
-    ax.legend(handles=handles, fontsize=7, loc="upper left")
+    # below the panel: inside, it would cover the contours on some targets
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     ax.set_title(target.name)
 
 
@@ -237,7 +238,7 @@ def section(outdir: Path, *, quick: bool, seed: int) -> Section:
     rows = []  # one dict per row; a cell a row does not have is shown as "-", as in the other sections
     lam = np.linalg.inv(np.asarray(toy2d.GAUSSIAN_COV))
     theory = {"elbo": float(1 / np.sqrt(lam[0, 0])), "vcd": float(np.sqrt(np.sqrt(1 / lam[0, 0])))}
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 4.8), squeeze=False)
     ok = True
     for ax, name in zip(axes[0], names):
         fits = [fit_2d(name, m, steps, seed) for m in ("elbo", "vcd")]
