@@ -130,7 +130,7 @@ def write_report(out: Path, sections, *, quick: bool, seed: int, run_seconds: fl
         status = "passed" if s.ok else "FAILED"
         body.append(
             f'<section><h2>{html.escape(s.title)}</h2><p>{html.escape(s.text)}</p>'
-            f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{imgs}"
+            f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>{imgs}"
             f'<p class="{status}">Checks: {status}.{html.escape(timing(t))}</p></section>'
         )
     meta = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in header)
@@ -138,8 +138,8 @@ def write_report(out: Path, sections, *, quick: bool, seed: int, run_seconds: fl
         "<!doctype html><html><head><meta charset='utf-8'><title>genbayes demo report</title>"
         "<style>body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
         "table{border-collapse:collapse;font-size:0.85em}td,th{border:1px solid #ccc;padding:3px 6px}"
-        "td{text-align:right;font-variant-numeric:tabular-nums}table.meta th{text-align:left}"
-        "table.meta td{text-align:left}"
+        "td{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}table.meta th{text-align:left}"
+        "table.meta td{text-align:left}.scroll{overflow-x:auto}"
         "img{max-width:100%;display:block;margin:1em 0}.FAILED{color:#b00;font-weight:bold}</style></head>"
         f"<body><h1>genbayes demo report</h1><table class='meta'>{meta}</table>"
         + "".join(body)
