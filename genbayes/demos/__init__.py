@@ -82,6 +82,10 @@ class Estimate:
     The SE is rounded to two significant digits and the value to the same decimal place; with
     ``se == 0`` (an exact or deterministic value) the value is shown to 6 significant digits.
 
+    Attributes:
+        value: the estimate.
+        se: its Monte Carlo standard error (0 for an exact value).
+
     Example:
         >>> from genbayes.demos import Estimate
         >>> str(Estimate(-310.0964, 0.0732)), str(Estimate(0.0308227, 0.00122382)), str(Estimate(-310.12834, 0.0))

@@ -72,7 +72,7 @@ def section(outdir: Path, *, quick: bool = True, seed: int = 0) -> Section:
 
 # |z| above this fails a check: z is an error in its own Monte Carlo standard errors (for the NUTS mean,
 # sd and interval coverage), so a correct sampler fails one of the 3 x 5 checks with probability ~ 0.1 %
-Z_MAX = 4.0
+_Z_MAX = 4.0
 
 
 def _section(outdir: Path, *, quick: bool, seed: int) -> Section:
@@ -120,7 +120,7 @@ def _section(outdir: Path, *, quick: bool, seed: int) -> Section:
             cov = coverage(draws, lo, hi, 0.9)
             zs = [z_score(mean_nuts, mean_exact), z_score(sd_nuts, sd_exact), z_score(cov, 0.9)]
             zmax = round(float(np.max(np.abs(zs))), 1)
-            good = identity_ok and zmax <= Z_MAX
+            good = identity_ok and zmax <= _Z_MAX
             ok &= good
             cells = [name, m, Estimate(exact), Estimate(chain), abs(exact - chain), label, Estimate(mean_exact),
                      mean_nuts, Estimate(sd_exact), sd_nuts, cov, zmax, "ok" if good else "FAIL"]
@@ -144,7 +144,7 @@ def _section(outdir: Path, *, quick: bool, seed: int) -> Section:
         "posterior agrees with NUTS on gb.reweight(model) with random Bayesian-bootstrap weights. NUTS values "
         "are shown ± their Monte Carlo SE (from the effective sample size; for the sd, that of the squared "
         "deviations); the checks are that the NUTS mean, the NUTS sd and the NUTS mass inside the exact central "
-        f"90% interval are each within {Z_MAX:g} Monte Carlo SEs of the exact value (max |z| is the largest of "
+        f"90% interval are each within {_Z_MAX:g} Monte Carlo SEs of the exact value (max |z| is the largest of "
         f"the three), at {num_samples} draws after {num_warmup} warm-up steps."
     )
     if quick:

@@ -23,7 +23,7 @@ from . import Estimate, Section, image_path, save_figure
 
 
 # |error| / SE above this fails the check (as in the other sections)
-Z_MAX = 4.0
+_Z_MAX = 4.0
 
 
 def exact_integrand(fam, X, y, betas):
@@ -109,7 +109,7 @@ def _section(outdir: Path, *, quick: bool, seed: int) -> Section:
     for m, ev in res.items():
         err = ev.log_z - exact
         z = abs(err) / ev.se if ev.se > 0 else float("nan")
-        good = not (ev.se > 0 and not z <= Z_MAX) and ev.valid
+        good = not (ev.se > 0 and not z <= _Z_MAX) and ev.valid
         ok &= good
         table["method"].append(m)
         table["log Z ± SE"].append(Estimate(ev.log_z, ev.se))
@@ -159,7 +159,7 @@ def _section(outdir: Path, *, quick: bool, seed: int) -> Section:
     text = (
         "Each row is one estimator of the log evidence of the radiata pine density model; 'error' is its distance "
         "from the closed form and '|error|/SE' that distance in its own standard errors (Monte Carlo methods "
-        f"should mostly be below 2; the check is below {Z_MAX:g} and a valid run; Laplace is deterministic and its error "
+        f"should mostly be below 2; the check is below {_Z_MAX:g} and a valid run; Laplace is deterministic and its error "
         "is bias). Times are wall-clock seconds of the method's first call, which includes compiling its JAX "
         "program; thermodynamic integration and stepping stone share one ladder run (NUTS at every temperature), "
         "timed once. The right panel is the curve whose area is log Z, against its exact value (the power "

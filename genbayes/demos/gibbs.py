@@ -10,10 +10,10 @@ from . import Section, image_path, mc_summary, save_figure
 
 
 # coverage: the truth inside the central 99% credible interval
-Z_COVER = 2.576
+_Z_COVER = 2.576
 # calibration: |posterior sd − sandwich sd| at most this fraction of the sandwich sd (plus 4 Monte Carlo SEs).
 # One scalar w per quantile matches the sandwich covariance only on average over the d coefficients.
-SD_RTOL = 0.15
+_SD_RTOL = 0.15
 
 
 def sandwich_sd(X, tau, noise: float = 1.0, hetero: float = 0.5):
@@ -88,10 +88,10 @@ def section(outdir: Path, *, quick: bool, seed: int) -> Section:
         mean, sd = mc_summary(s)
         ref = sandwich_sd(Xn, tau)[1]
         z = (mean.value - truth[1]) / sd.value
-        # calibration: the posterior sd matches the estimator's sampling sd within SD_RTOL plus 4 Monte Carlo SEs;
+        # calibration: the posterior sd matches the estimator's sampling sd within _SD_RTOL plus 4 Monte Carlo SEs;
         # coverage: the truth lies inside the central 99% credible interval (|z| < 2.576)
-        sd_ok = abs(sd.value - ref) <= SD_RTOL * ref + 4 * sd.se
-        cover_ok = abs(z) < Z_COVER
+        sd_ok = abs(sd.value - ref) <= _SD_RTOL * ref + 4 * sd.se
+        cover_ok = abs(z) < _Z_COVER
         ok &= bool(sd_ok and cover_ok)
         rows["τ"].append(float(tau))
         rows["learning rate w"].append(float(rates[k]))
@@ -131,7 +131,7 @@ def section(outdir: Path, *, quick: bool, seed: int) -> Section:
             "coverage (the true slope inside the central 99% credible interval, |mean − true|/sd < 2.576) and "
             "calibration (the posterior sd of the slope against its sandwich sd, the large-sample sampling sd "
             "of the quantile-regression estimator computed with the true error densities, within "
-            f"{SD_RTOL:.0%} plus 4 Monte Carlo SEs; a scalar learning rate matches the sandwich only on "
+            f"{_SD_RTOL:.0%} plus 4 Monte Carlo SEs; a scalar learning rate matches the sandwich only on "
             "average over the coefficients). Posterior values are ± Monte Carlo SE."
         ),
         table=rows,

@@ -180,7 +180,7 @@ def _hpd_levels(dens, masses=(0.9, 0.5)):
     return sorted(float(d[min(np.searchsorted(cum, m), d.size - 1)]) for m in masses)
 
 
-FIT_STYLE = {"elbo": ("tab:blue", "ELBO q (mean field)"), "vcd": ("tab:red", "VCD q (mean field)")}
+_FIT_STYLE = {"elbo": ("tab:blue", "ELBO q (mean field)"), "vcd": ("tab:red", "VCD q (mean field)")}
 
 
 def _contours(ax, target, fits):
@@ -199,7 +199,7 @@ def _contours(ax, target, fits):
     cs.set_label("target")
     handles.append(Line2D([], [], color="tab:green", label="target"))
     for (loc, scale), method in zip(fits, ("elbo", "vcd")):
-        color, name = FIT_STYLE[method]
+        color, name = _FIT_STYLE[method]
         q = np.exp(-0.5 * (((Xg - loc[0]) / scale[0]) ** 2 + ((Yg - loc[1]) / scale[1]) ** 2))
         cs = ax.contour(Xg, Yg, q, _hpd_levels(q), colors=color, linewidths=(1.0, 1.8))
         cs.set_label(name)
