@@ -172,9 +172,11 @@ def _demo(args) -> int:
           flush=True)
     t_all = time.perf_counter()
     done: dict[str, object] = {}
+    secs_of: dict[str, float] = {}
 
     def show(name, sec, secs):
         done[name] = sec
+        secs_of[name] = secs
         print(f"\n## [{len(done)}/{len(names)}] {sec.title}  ({secs:.1f} s, {'ok' if sec.ok else 'CHECK FAILED'})")
         print(sec.table_text())
         print(sec.text + "\n", flush=True)
@@ -193,7 +195,8 @@ def _demo(args) -> int:
             for fut in cf.as_completed(futures):
                 show(futures[fut], *fut.result())
     sections = [done[n] for n in names]
-    paths = write_report(out, sections, quick=args.quick, seed=args.seed)
+    paths = write_report(out, sections, quick=args.quick, seed=args.seed, run_seconds=time.perf_counter() - t_all,
+                         section_seconds=[secs_of[n] for n in names], jobs=jobs)
     print(f"Report written in {time.perf_counter() - t_all:.0f} s: " + ", ".join(str(p) for p in paths))
     failed = [s.title for s in sections if not s.ok]
     if failed:

@@ -9,6 +9,8 @@ Locally, without Chromium, that test skips with the reason; with ``GENBAYES_REQU
 """
 
 import os
+import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -32,8 +34,10 @@ def quick_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "genbayes-report"
     exe = shutil.which("genbayes")
     cmd = [exe] if exe else [sys.executable, "-m", "genbayes.cli"]
+    # the sections also pickle their matplotlib Figures there (genbayes.demos.save_figure), for the figure checks
+    env = {**os.environ, "GENBAYES_DEMO_FIGURES": str(out.parent / "figures")}
     proc = subprocess.run(cmd + ["demo", "--quick", "--out", str(out)], capture_output=True, text=True,
-                          timeout=600, cwd=out.parent)
+                          timeout=600, cwd=out.parent, env=env)
     return out, proc
 
 
@@ -63,6 +67,64 @@ def test_report_files(quick_report):
         assert needle not in html
 
 
+def test_report_header_and_number_style(quick_report):
+    out, _ = quick_report
+    md = (out / "report.md").read_text()
+    head = md.split("\n## ")[0]
+    for needle in ("date: 20", "run: quick", "seed: 0", "genbayes ", "jax ", "numpyro ", "Python ", "run time: "):
+        assert needle in head, (needle, head)
+    tables = [line for line in md.splitlines() if line.startswith("|")]
+    assert tables
+    for line in tables:
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        for c in cells:
+            assert c not in ("True", "False", "nan", "None", ""), line
+            # no raw float reprs: at most 2 significant digits in exponent form (2.84217e-13 was one),
+            # at most 6 anywhere (exact values; estimates are shown to their SE's precision)
+            for num, exp in re.findall(r"(\d+(?:\.\d+)?)(e[-+]?\d+)?", c):
+                digits = len(num.replace(".", "").lstrip("0"))
+                assert digits <= (2 if exp else 6), (num + exp, line)
+    assert "same run as" in md  # the shared ladder run is said, not timed twice
+
+
+def test_every_figure_has_axis_labels_and_a_legend(quick_report):
+    """Every panel with data has x and y labels and a legend naming each line, contour, band and histogram."""
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    from genbayes.demos import figure_problems
+
+    out, _ = quick_report
+    figs = sorted((out.parent / "figures").glob("*.pickle"))
+    assert {f.stem for f in figs} == {p.stem for p in out.glob("*.png")}
+    problems = {}
+    for f in figs:
+        with open(f, "rb") as fh:
+            fig = pickle.load(fh)
+        problems[f.stem] = figure_problems(fig)
+        assert fig.axes and all(ax.get_title() for ax in fig.axes), f.stem
+    assert not any(problems.values()), problems
+
+
+def test_figure_problems_flags_an_unlabelled_panel():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from genbayes.demos import figure_problems
+
+    fig, (a, b) = plt.subplots(1, 2)
+    a.plot([0, 1], [0, 1], label="fit")
+    a.plot([0, 1], [1, 0], "k--")  # e.g. a reference line left out of the legend
+    a.set(xlabel="x", ylabel="y", title="a")
+    a.legend()
+    b.contour([[0, 1], [1, 2]], levels=[0.5])
+    b.set_title("b")
+    got = figure_problems(fig)
+    plt.close(fig)
+    assert got == ["panel 'a': 1 line(s)/set(s) not in the legend (Line2D)", "panel 'b': no x label",
+                   "panel 'b': no y label", "panel 'b': no legend"]
+
+
 def _chromium():
     for name in ("chromium", "chromium-browser", "google-chrome"):
         path = shutil.which(name)
@@ -89,6 +151,8 @@ def test_index_html_renders_in_headless_chromium(quick_report):
     drv = webdriver.Chrome(service=Service(driver_path), options=opts)
     try:
         drv.get((out / "index.html").resolve().as_uri())
+        meta = drv.execute_script(
+            "return [...document.querySelectorAll('table.meta th')].map(t => t.textContent);")
         state = drv.execute_script("""
             const secs = [...document.querySelectorAll('section')];
             return secs.map(s => ({
@@ -101,6 +165,7 @@ def test_index_html_renders_in_headless_chromium(quick_report):
             }));""")
     finally:
         drv.quit()
+    assert {"date", "seed", "versions", "run time"} <= set(meta), meta
     assert len(state) == len(SECTIONS)
     for sec, want in zip(state, [TITLES[n] for n in SECTIONS]):
         assert sec["title"] and want in sec["title"], (sec["title"], want)

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import Section, image_path
+from . import Estimate, Section, image_path, save_figure
 
 BETAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 FACTORIAL_KW = {"image_size": 16, "num_positions": 12, "radii": (2.0, 3.0, 4.0)}  # N = 432 discs
@@ -144,42 +144,45 @@ def section(outdir: Path, *, quick: bool, seed: int) -> Section:
     ok_dist = monotone_within_error(d, dse, decreasing=False)
     ok_mi = bool(np.all(mi <= log_n + 1e-9))
 
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.6))
-    ax[0].errorbar(d, r, xerr=2 * dse, yerr=2 * rse, marker="o")
-    for bi, di, ri in zip(b, d, r):
-        ax[0].annotate(f"β={bi:g}", (di, ri), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax[0].set_xlabel("distortion −E log p(x|z) (nats)")
-    ax[0].set_ylabel("rate E KL[q(z|x)‖p] (nats)")
-    ax[0].set_title("β-VAE rate–distortion (test digits)")
-    ax[1].plot(b, r, "o-", label="rate")
-    ax[1].plot(b, mi, "s--", label="I[X;Z] (exact over test set)")
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.9))
+    ax[0].errorbar(d, r, xerr=2 * dse, yerr=2 * rse, marker="o", label="test-set estimate ± 2 SE")
+    for i, (bi, di, ri) in enumerate(zip(b, d, r)):
+        # alternate above / below: the large-β points sit almost on top of each other
+        ax[0].annotate(f"β={bi:g}", (di, ri), textcoords="offset points", xytext=(4, 5) if i % 2 == 0 else (4, -12),
+                       fontsize=8)
+    ax[0].set_xlabel("distortion −E log p(x|z) (nats per image)")
+    ax[0].set_ylabel("rate E KL[q(z|x)‖p(z)] (nats per image)")
+    ax[0].legend(fontsize=8)
+    ax[0].set_title("β-VAE rate–distortion (test digits)", fontsize=10)
+    ax[1].errorbar(b, r, yerr=2 * rse, fmt="o-", label="rate ± 2 SE")
+    ax[1].errorbar(b, mi, yerr=2 * mise, fmt="s--", label="I[X;Z] ± 2 SE (exact over the test set)")
     ax[1].set_xscale("log", base=2)
     ax[1].set_xticks(b, [f"{v:g}" for v in b])
     ax[1].minorticks_off()
-    ax[1].axhline(log_n, color="grey", lw=0.8, label="log N")
-    ax[1].set_xlabel("β")
-    ax[1].set_ylabel("nats")
+    ax[1].axhline(log_n, color="grey", lw=0.8, label=f"log N = {log_n:.2f} (N = {n_test} test images)")
+    ax[1].set_xlabel("β (log scale)")
+    ax[1].set_ylabel("nats per image")
     ax[1].legend(fontsize=8)
+    ax[1].set_title("rate and mutual information against β", fontsize=10)
     fig.tight_layout()
-    path = image_path(outdir, "infomax_rate_distortion.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, image_path(outdir, "infomax_rate_distortion.png"), dpi=110)
 
     table = {
-        "beta": [float(v) for v in b],
-        "rate": [float(v) for v in r],
-        "rate_se": [float(v) for v in rse],
-        "distortion": [float(v) for v in d],
-        "distortion_se": [float(v) for v in dse],
-        "mutual_info": [float(v) for v in mi],
-        "log_N": [log_n] * len(b),
+        "β": [float(v) for v in b],
+        "rate (nats)": [Estimate(v, e) for v, e in zip(r, rse)],
+        "distortion (nats)": [Estimate(v, e) for v, e in zip(d, dse)],
+        "I[X;Z] (nats)": [Estimate(v, e) for v, e in zip(mi, mise)],
+        "log N": [log_n] * len(b),
+        "I ≤ log N": ["ok" if v <= log_n + 1e-9 else "FAIL" for v in mi],
     }
+    checks = {"rate falls with β": ok_rate, "distortion rises with β": ok_dist}
     text = (
         f"β-VAEs on binarised 8×8 digits, evaluated on {n_test} held-out images. Read down the table: as β grows "
         "the rate (nats of KL per image) should fall and the distortion rise (checked within 2 SE of each "
         "difference), and the mutual information, estimated exactly over the test set, is at most log N; "
         "it saturates near log N at small β, which is a property of a finite data set, not of the encoder. "
         "Disentanglement (not run here, see notebooks/infomax.py): on the synthetic factorial discs at equal "
-        "budget β-TCVAE (β=6) scored MIG 0.154 ± 0.024 against the plain VAE's 0.059 ± 0.008 (12 paired seeds)."
+        "budget β-TCVAE (β=6) scored MIG 0.154 ± 0.024 against the plain VAE's 0.059 ± 0.008 (12 paired seeds). "
+        "Checks: " + "; ".join(f"{k}: {'ok' if v else 'FAIL'}" for k, v in checks.items()) + "."
     )
     return Section("β-VAE rate–distortion (infomax)", text, table, (path,), ok_rate and ok_dist and ok_mi)

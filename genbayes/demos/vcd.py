@@ -18,7 +18,7 @@ from numpyro.infer.autoguide import AutoDiagonalNormal, AutoMultivariateNormal
 from .. import vcd as V
 from ..models import logistic_regression as lr
 from ..models import toy2d
-from . import Section, image_path
+from . import Estimate, Section, image_path, save_figure
 
 
 def _optim(lr_, steps):
@@ -164,17 +164,52 @@ def logistic_regression_comparison(num_steps: int = 2000, seed: int = 0, *, guid
     return out
 
 
+def _hpd_levels(dens, masses=(0.9, 0.5)):
+    """Density levels whose upper sets hold ``masses`` of a density tabulated on a regular grid (increasing levels).
+
+    Example:
+        >>> import numpy as np
+        >>> from genbayes.demos.vcd import _hpd_levels
+        >>> x = np.linspace(-6, 6, 601); d = np.exp(-0.5 * x**2)
+        >>> lo, hi = _hpd_levels(d)        # the 90% and 50% HPD sets of N(0, 1): |x| < 1.645 and |x| < 0.674
+        >>> round(float(np.max(np.abs(x[d >= lo]))), 2), round(float(np.max(np.abs(x[d >= hi]))), 2)
+        (1.64, 0.68)
+    """
+    d = np.sort(np.asarray(dens, float).ravel())[::-1]
+    cum = np.cumsum(d) / d.sum()
+    return sorted(float(d[min(np.searchsorted(cum, m), d.size - 1)]) for m in masses)
+
+
+_FIT_STYLE = {"elbo": ("tab:blue", "ELBO q (mean field)"), "vcd": ("tab:red", "VCD q (mean field)")}
+
+
 def _contours(ax, target, fits):
-    import matplotlib.pyplot as plt  # noqa: F401
+    """The target's and the fits' 50% and 90% highest-density regions, with a legend and labelled axes."""
+    from matplotlib.lines import Line2D
 
     xs = np.linspace(*target.xlim, 200)
     ys = np.linspace(*target.ylim, 200)
     Xg, Yg = np.meshgrid(xs, ys)
     grid = jnp.stack([Xg, Yg], -1)
-    ax.contour(Xg, Yg, np.exp(np.asarray(target.log_density(grid))), 4, colors="tab:green")
-    for (loc, scale), color in zip(fits, ("tab:blue", "tab:red")):
+    # levels at the 50% and 90% highest-density regions: contours of the same probability for every
+    # density (matplotlib's default evenly spaced levels put a near-zero one along the frame's corners)
+    p = np.exp(np.asarray(target.log_density(grid)))
+    handles = []
+    cs = ax.contour(Xg, Yg, p, _hpd_levels(p), colors="tab:green", linewidths=(1.0, 1.8))
+    cs.set_label("target")
+    handles.append(Line2D([], [], color="tab:green", label="target"))
+    for (loc, scale), method in zip(fits, ("elbo", "vcd")):
+        color, name = _FIT_STYLE[method]
         q = np.exp(-0.5 * (((Xg - loc[0]) / scale[0]) ** 2 + ((Yg - loc[1]) / scale[1]) ** 2))
-        ax.contour(Xg, Yg, q, 3, colors=color)
+        cs = ax.contour(Xg, Yg, q, _hpd_levels(q), colors=color, linewidths=(1.0, 1.8))
+        cs.set_label(name)
+        handles.append(Line2D([], [], color=color, label=name))
+    handles.append(Line2D([], [], color="gray", lw=1.0, label="thin: 90% region, thick: 50%"))
+    ax.set_xlabel("θ₁")
+    ax.set_ylabel("θ₂")
+    ax.set_aspect("equal")
+    # below the panel: inside, it would cover the contours on some targets
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     ax.set_title(target.name)
 
 
@@ -203,36 +238,41 @@ def section(outdir: Path, *, quick: bool, seed: int) -> Section:
     rows = []  # one dict per row; a cell a row does not have is shown as "-", as in the other sections
     lam = np.linalg.inv(np.asarray(toy2d.GAUSSIAN_COV))
     theory = {"elbo": float(1 / np.sqrt(lam[0, 0])), "vcd": float(np.sqrt(np.sqrt(1 / lam[0, 0])))}
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 4.8), squeeze=False)
     ok = True
     for ax, name in zip(axes[0], names):
         fits = [fit_2d(name, m, steps, seed) for m in ("elbo", "vcd")]
         _contours(ax, toy2d.get(name), fits)
+        wider = bool(np.all(fits[1][1] > fits[0][1]))  # VCD wider than the under-dispersed ELBO fit, every target
         for m, (loc, sc) in zip(("elbo", "vcd"), fits):
-            rows.append({"target": name, "method": m, "sd_1": float(sc[0]), "sd_2": float(sc[1]),
-                         **({"theory sd": theory[m]} if name == "gaussian" else {})})
-        # VCD must be wider than the under-dispersed ELBO fit on every target
-        ok &= bool(np.all(fits[1][1] > fits[0][1]))
-        if name == "gaussian":
-            ok &= bool(np.all(np.abs(fits[0][1] - theory["elbo"]) < 0.03))
-            ok &= bool(np.all(np.abs(fits[1][1] - theory["vcd"]) < 0.06))
+            row = {"target": name, "method": m, "sd θ₁": float(sc[0]), "sd θ₂": float(sc[1])}
+            good = wider
+            if name == "gaussian":
+                # optimisation results, not Monte Carlo averages: the tolerance is the optimiser's spread over
+                # seeds (ELBO 0.03, VCD 0.06: the VCD gradient is a noisy HMC-based estimate)
+                tol = 0.03 if m == "elbo" else 0.06
+                good &= bool(np.all(np.abs(sc - theory[m]) < tol))
+                row.update({"sd (theory)": theory[m], "tolerance": tol})
+            row["checks"] = "ok" if good else "FAIL"
+            ok &= good
+            rows.append(row)
     fig.tight_layout()
-    png = image_path(outdir, "vcd_2d.png")
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
+    png = save_figure(fig, image_path(outdir, "vcd_2d.png"), dpi=100)
     text = (
-        "Mean-field Gaussian fits (blue: ELBO, red: VCD with 5 guide-preconditioned HMC steps) over the target (green). "
+        "Mean-field Gaussian fits (blue: ELBO, red: VCD with 5 guide-preconditioned HMC steps) over the target (green); "
+        "each density is drawn at its 50% (thick) and 90% (thin) highest-density regions. "
         "ELBO under-disperses (theory 1/sqrt(Λ_ii) ≈ 0.312 on the ρ = 0.95 Gaussian); VCD approaches the "
         "symmetrised-KL width sqrt(sqrt(Σ_ii/Λ_ii)) ≈ 0.559."
     )
     if not quick:
         r = logistic_regression_comparison(num_steps=2000, vcd_steps=1000, seed=seed, guide="multivariate")
         for m in ("elbo", "vcd", "nuts"):
-            rows.append({"target": "breast cancer", "method": m, "held-out lpd": r[f"lpd_{m}"],
-                         "lpd se": r[f"lpd_se_{m}"], **({"mean |sd - sd_nuts|": r[f"sd_err_{m}"]} if m != "nuts" else {})})
+            rows.append({"target": "breast cancer", "method": m,
+                         "held-out lpd (nats)": Estimate(r[f"lpd_{m}"], r[f"lpd_se_{m}"]),
+                         **({"mean |sd − sd NUTS|": r[f"sd_err_{m}"]} if m != "nuts" else {})})
         text += (" Breast cancer logistic regression (full-covariance guide for ELBO and VCD, VCD warm-started "
                  "from the ELBO fit): held-out log predictive density in nats over the test set (higher is better) "
                  "and the mean absolute error of the 31 posterior SDs against NUTS.")
     cols = list(dict.fromkeys(k for row in rows for k in row))
-    table = {c: [row.get(c, "-") for row in rows] for c in cols}
+    table = {c: [row.get(c) for row in rows] for c in cols}
     return Section(title="VCD: variational inference improved by MCMC", text=text, table=table, images=(png,), ok=ok)
