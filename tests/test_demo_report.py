@@ -125,46 +125,22 @@ def test_figure_problems_flags_an_unlabelled_panel():
                    "panel 'b': no y label", "panel 'b': no legend"]
 
 
-def _chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-def test_index_html_renders_in_headless_chromium(quick_report):
-    browser, driver_path = _chromium(), shutil.which("chromedriver")
-    if browser is None or driver_path is None:
-        msg = "headless browser check needs Chromium and ChromeDriver (apt install chromium chromium-driver)"
-        if os.environ.get("GENBAYES_REQUIRE_BROWSER") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (in the test extra)")
-    from selenium.webdriver.chrome.service import Service
-
+def test_index_html_renders_in_headless_chromium(quick_report, chromium):
     out, _ = quick_report
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = browser
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"):
-        opts.add_argument(a)
-    drv = webdriver.Chrome(service=Service(driver_path), options=opts)
-    try:
-        drv.get((out / "index.html").resolve().as_uri())
-        meta = drv.execute_script(
-            "return [...document.querySelectorAll('table.meta th')].map(t => t.textContent);")
-        state = drv.execute_script("""
-            const secs = [...document.querySelectorAll('section')];
-            return secs.map(s => ({
-                title: s.querySelector('h2') ? s.querySelector('h2').textContent : null,
-                text: s.querySelector('p') ? s.querySelector('p').textContent.length : 0,
-                rows: s.querySelectorAll('table tbody tr').length,
-                imgs: [...s.querySelectorAll('img')].map(i => ({
-                    ok: i.complete && i.naturalWidth > 0 && i.naturalHeight > 0,
-                    shown: i.getBoundingClientRect().width > 0 && i.getBoundingClientRect().height > 0})),
-            }));""")
-    finally:
-        drv.quit()
+    drv = chromium   # tests/conftest.py: skips, or fails under GENBAYES_REQUIRE_BROWSER=1, without a browser
+    drv.get((out / "index.html").resolve().as_uri())
+    meta = drv.execute_script(
+        "return [...document.querySelectorAll('table.meta th')].map(t => t.textContent);")
+    state = drv.execute_script("""
+        const secs = [...document.querySelectorAll('section')];
+        return secs.map(s => ({
+            title: s.querySelector('h2') ? s.querySelector('h2').textContent : null,
+            text: s.querySelector('p') ? s.querySelector('p').textContent.length : 0,
+            rows: s.querySelectorAll('table tbody tr').length,
+            imgs: [...s.querySelectorAll('img')].map(i => ({
+                ok: i.complete && i.naturalWidth > 0 && i.naturalHeight > 0,
+                shown: i.getBoundingClientRect().width > 0 && i.getBoundingClientRect().height > 0})),
+        }));""")
     assert {"date", "seed", "versions", "run time"} <= set(meta), meta
     assert len(state) == len(SECTIONS)
     for sec, want in zip(state, [TITLES[n] for n in SECTIONS]):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 SECTIONS = ["conjugate", "gibbs", "cv", "evidence", "vcd", "infomax"]
+"""The demo's sections, in report order (``genbayes demo --sections NAME ...`` picks some)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Section:
         return format_cell(v)
 
     def table_markdown(self) -> str:
+        """The section's table as a Markdown table (for ``report.md``)."""
         cols = list(self.table)
         rows = list(zip(*[self.table[c] for c in cols]))
         # a literal "|" (as in the column "|error|/SE") would split a cell: escape it
@@ -65,6 +67,7 @@ class Section:
         return "\n".join(lines)
 
     def table_text(self) -> str:
+        """The section's table as aligned plain text (printed as the section finishes)."""
         cells = [[c] + [self.cell(v) for v in self.table[c]] for c in self.table]
         widths = [max(len(x) for x in col) for col in cells]
         out = []

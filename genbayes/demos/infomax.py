@@ -24,7 +24,9 @@ import numpy as np
 from . import Estimate, Section, image_path, save_figure
 
 BETAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+"""The β values of the rate–distortion sweep."""
 FACTORIAL_KW = {"image_size": 16, "num_positions": 12, "radii": (2.0, 3.0, 4.0)}  # N = 432 discs
+"""The factorial disc images the β-VAEs are trained on (16×16, 12 × 12 positions × 3 radii: N = 432)."""
 
 
 def monotone_within_error(values, ses, *, decreasing: bool, k: float = 2.0) -> bool:

@@ -96,6 +96,7 @@ def _lpd_is(guide, params, X, y, Xt, yt, num_draws, seed):
 
 
 GUIDES = {"multivariate": AutoMultivariateNormal, "diagonal": AutoDiagonalNormal}
+"""The guide families the VCD section fits, by name."""
 
 
 def logistic_regression_comparison(num_steps: int = 2000, seed: int = 0, *, guide: str = "multivariate",
