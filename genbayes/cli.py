@@ -234,7 +234,10 @@ def build_parser(subcommands: bool = True) -> argparse.ArgumentParser:
                       help="overwrite report files already in --out (links there are replaced, never followed)")
     demo.add_argument("--quick", action="store_true", help="smaller sizes, for a fast look")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    demo.add_argument("--sections", nargs="+", metavar="NAME", help="run only these sections")
+    from .demos import SECTIONS  # light: numpy only
+
+    demo.add_argument("--sections", nargs="+", metavar="NAME",
+                      help=f"run only these sections, of: {', '.join(SECTIONS)}")
     demo.add_argument("--jobs", type=int, default=None, metavar="N",
                       help="sections run in N processes at once (default: the number of CPUs)")
     demo.set_defaults(func=_demo)

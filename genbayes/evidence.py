@@ -512,7 +512,7 @@ class Comparison(dict):
         return "\n".join(lines)
 
     def to_dataframe(self, exact: float | None = None):
-        """Table: method, log_z, se, valid, time_s, and (given ``exact``) error, error/se."""
+        """Table: method, log_z, se, valid, time_s, and (given ``exact``) error, |error|/SE."""
         return to_dataframe(self, exact=exact)
 
     def __repr__(self):
@@ -681,7 +681,11 @@ def nested_available() -> bool:
 
 
 def to_dataframe(results: dict, exact: float | None = None):
-    """Table of a :func:`compare` result: method, log_z, se, valid, time_s, and (given ``exact``) error, error/se."""
+    """Table of a :func:`compare` result: method, log_z, se, valid, time_s, and (given ``exact``) error, |error|/SE.
+
+    ``|error|/SE`` is the distance from ``exact`` in the estimate's own standard errors (NaN where
+    ``se`` is 0: Laplace and exact values), as in the demo report.
+    """
     import pandas as pd
 
     rows = []
@@ -689,7 +693,7 @@ def to_dataframe(results: dict, exact: float | None = None):
         row = {"method": m, "log_z": ev.log_z, "se": ev.se, "valid": ev.valid, "time_s": ev.diagnostics.get("time_s")}
         if exact is not None:
             row["error"] = ev.log_z - exact
-            row["error/se"] = (ev.log_z - exact) / ev.se if ev.se > 0 else float("nan")
+            row["|error|/SE"] = abs(ev.log_z - exact) / ev.se if ev.se > 0 else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -970,16 +974,29 @@ def _cli_run(args) -> int:
         warnings.simplefilter("always", RuntimeWarning)
         res = compare(model, *data, methods=methods, rng_key=jax.random.PRNGKey(args.seed), options=opts,
                       **model_kwargs)
-    df = to_dataframe(res, exact=exact)
     print(f"log evidence: {desc}" + (f"; exact log Z = {exact:.4f}" if exact is not None else ""))
-    import pandas as pd
-
-    with pd.option_context("display.width", 120, "display.float_format", "{:.4f}".format):
-        print(df.to_string(index=False))
+    print(_cli_table(res, exact))
     print(res.agreement)
     for w in caught:
         print(f"warning: {w.message}")
     return 0
+
+
+def _cli_table(res, exact):
+    """The CLI's table, in the demo report's format (``-`` for a cell a row does not have)."""
+    from .demos import Estimate, Section
+
+    table = {"method": [], "log Z ± SE": [], "error": [], "|error|/SE": [], "valid": [], "time, first call (s)": []}
+    for m, ev in res.items():
+        err = ev.log_z - exact if exact is not None else None
+        table["method"].append(m)
+        table["log Z ± SE"].append(Estimate(ev.log_z, ev.se))
+        table["error"].append(err)
+        table["|error|/SE"].append(abs(err) / ev.se if err is not None and ev.se > 0 else None)
+        table["valid"].append(ev.valid)
+        t = ev.diagnostics.get("time_s")
+        table["time, first call (s)"].append(f"{t:.1f}" if t is not None else None)
+    return Section("", "", table).table_text()
 
 
 def add_cli(subparsers):
@@ -1014,7 +1031,7 @@ def add_cli(subparsers):
                         "FILE.npz (an array per parameter), PATH.py:FUNCTION or :FUNCTION (a function in the model's "
                         "file returning a dict or tuple of arguments)")
     p.add_argument("--methods", default=None, help=f"comma-separated subset of {','.join(METHODS)}")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the rng_key (default 0)")
     p.add_argument("--quick", action="store_true", help="fewer particles and draws")
     p.set_defaults(func=_cli_main)
     return p

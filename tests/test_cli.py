@@ -103,3 +103,20 @@ def test_evidence_methods_errors_are_one_line(capsys, methods, msg):
     assert main(["evidence", "beta_bernoulli", "--methods", methods]) == 2
     err = capsys.readouterr().err
     assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_every_option_of_every_command_has_help_text():
+    import argparse
+
+    from genbayes.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(sub.choices) >= {"demo", "cv", "evidence"}
+    missing = [f"genbayes {name} {'/'.join(a.option_strings) or a.dest}"
+               for name, sp in sub.choices.items() for a in sp._actions if not a.help]
+    assert not missing, missing
+    demo_help = sub.choices["demo"].format_help()
+    from genbayes.demos import SECTIONS
+
+    assert all(s in demo_help for s in SECTIONS), demo_help
