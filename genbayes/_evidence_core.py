@@ -75,7 +75,7 @@ def _layout(model, args, kwargs, units, rng_key):
         if site["fn"].support.is_discrete or site.get("infer", {}).get("reparam") is not None:
             return _template(model, args, kwargs, units, rng_key)
         shape = biject_to(site["fn"].support).inverse_shape(jnp.shape(site["value"]))
-        z[name] = jnp.zeros(shape, dtype)
+        z[name] = np.zeros(shape, dtype)  # numpy: no eager JAX operation (nothing compiled)
     return z
 
 
@@ -247,9 +247,10 @@ _PROGRAMS = ProgramCache(maxsize=64)
 def _program(kind, model, args, kwargs, units, settings, body, rng_key):
     """Compile (or reuse) ``body(flat, *extra)`` as a function of the model's array arguments.
 
-    Returns ``call(*extra)``; ``body`` receives a :class:`_FlatModel` bound to traced arguments.
+    Returns ``call(*extra)``; ``body`` receives a :class:`_FlatModel` bound to traced arguments, whose
+    ``flat0`` is the layout only (zeros, read from the abstract trace): the body finds its own starts.
     """
-    z0 = _template(model, args, kwargs, units, rng_key)
+    z0 = _layout(model, args, kwargs, units, rng_key)
     dyn, rebuild, static_key = split_args(args, kwargs)
 
     def build():

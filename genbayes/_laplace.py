@@ -4,8 +4,9 @@ r"""The Laplace approximation of the log evidence, at the best of several modes 
 
 :math:`\hat z` the maximiser of the log joint in the unconstrained space (log-Jacobian included) and H
 its negative Hessian there (Tierney & Kadane 1986, eq. 2.6). L-BFGS (Optax) runs from
-``num_starts`` points at once, one vmapped program: the model's template point and
-``num_starts - 1`` prior draws. The highest log joint is kept; every start's end value is recorded,
+``num_starts`` points at once, one vmapped program: the median of 15 prior draws (a uniform point
+in (-2, 2) of the unconstrained space where that median has no finite log joint, as NumPyro
+initialises MCMC) and ``num_starts - 1`` prior draws. The highest log joint is kept; every start's end value is recorded,
 and starts that end at other optima are reported (a multimodal posterior, whose other modes'
 mass the approximation ignores). Where the Hessian at the best point is not positive definite
 there is no Laplace approximation (typically a funnel: a scale parameter heading to 0) and a
@@ -74,8 +75,15 @@ def _laplace_program(max_iter, tol, num_starts):
             x, _, it = jax.lax.while_loop(cond, step, (x0, opt.init(x0), 0))
             return x, it
 
-        x0 = flat.flat0
-        starts = jnp.concatenate([x0[None], flat.sample_prior(key, num_starts - 1)]) if num_starts > 1 else x0[None]
+        k_median, k_uniform, k_starts = jax.random.split(key, 3)
+        # the first start, as NumPyro's MCMC initialises but inside this program: the median of 15 prior
+        # draws (per unconstrained coordinate), or a uniform draw in (-2, 2) of the unconstrained space
+        # where the log joint is not finite at that median (a vague prior's draws underflow to 0)
+        median = jnp.median(flat.sample_prior(k_median, 15), axis=0)
+        uniform = jax.random.uniform(k_uniform, median.shape, median.dtype, -2.0, 2.0)
+        x0 = jnp.where(jnp.isfinite(f(median)) & jnp.all(jnp.isfinite(median)), median, uniform)
+        starts = (jnp.concatenate([x0[None], flat.sample_prior(k_starts, num_starts - 1)]) if num_starts > 1
+                  else x0[None])
         f0 = jax.vmap(f)(starts)
         # a prior draw can sit where the log joint is not finite (e.g. a precision that underflowed to 0)
         usable = jnp.isfinite(f0) & jnp.all(jnp.isfinite(starts), axis=1)
@@ -94,7 +102,8 @@ def _laplace(model, args, kwargs, rng_key, *, max_iter=1000, tol=1e-6, num_start
     r"""Multi-start Laplace approximation of the log evidence (Tierney & Kadane 1986, eq. 2.6).
 
     :math:`\log Z \approx \log p(x, \hat z) + \tfrac d2 \log 2\pi - \tfrac12 \log\det H` at the best of
-    ``num_starts`` L-BFGS runs (the template point and ``num_starts - 1`` prior draws, one vmapped program).
+    ``num_starts`` L-BFGS runs (the median of 15 prior draws and ``num_starts - 1`` prior draws, one
+    vmapped program that also finds the starts: nothing runs eagerly before it).
 
     Args:
         model, args, kwargs: the model (a conjugate family moved into ``args``) and its arguments.
@@ -162,7 +171,8 @@ def _laplace(model, args, kwargs, rng_key, *, max_iter=1000, tol=1e-6, num_start
         where = ("; at the boundary: " + ", ".join(
             f"{labels[i]!r} unconstrained {x[i]:.3g} (e^{x[i]:.3g} = {np.exp(x[i]):.3g})" for i in extreme)
             if extreme else "")
-        flat = bool(np.all(np.isfinite(eig)) and abs(eig[0]) <= 1e-8 * max(abs(eig[-1]), 1.0))
+        # flat only where L-BFGS stopped at a stationary point; still climbing is a funnel or a boundary
+        flat = converged and bool(np.all(np.isfinite(eig)) and abs(eig[0]) <= 1e-8 * max(abs(eig[-1]), 1.0))
         cause = (f"The log joint is (nearly) flat along {labels[k]!r}: a latent it does not depend on (no proper "
                  "prior, e.g. an imputed masked value) or a parameter the data and prior do not identify"
                  if flat and not extreme else
@@ -195,7 +205,7 @@ def _laplace(model, args, kwargs, rng_key, *, max_iter=1000, tol=1e-6, num_start
         else:
             problems.append(what + ": the posterior is multimodal and the Laplace approximation at the best "
                             f"mode ignores the others' mass; use {_alternatives()}")
-    # prior draws whose log joint was not finite started from the template point instead
+    # prior draws whose log joint was not finite started from the first start instead
     diag["num_unusable_starts"] = int((~np.asarray(usable)).sum())
     _warn(problems, "laplace", diag, invalid=invalid)
     return log_z, 0.0, diag
