@@ -1905,8 +1905,9 @@ def _run_cli(args) -> int:
         return _run_cli_body(args)
 
 
-def _as_usage_error(fn, *a, **kw):
-    """Call ``fn``; the library's argument errors (ValueError/TypeError raised while setting up) become UsageError."""
+def _as_usage_error(fn, *a, option=None, **kw):
+    """Call ``fn``; the library's argument errors (ValueError/TypeError raised while setting up) become
+    UsageError, prefixed with the command-line ``option`` they concern when one is given."""
     from .cli import UsageError
 
     try:
@@ -1914,7 +1915,7 @@ def _as_usage_error(fn, *a, **kw):
     except UsageError:
         raise
     except (ValueError, TypeError) as e:
-        raise UsageError(str(e)) from e
+        raise UsageError(f"{option}: {e}" if option else str(e)) from e
 
 
 def _cli_problem(args):
@@ -1944,7 +1945,8 @@ def _run_cli_body(args) -> int:
     key = jax.random.PRNGKey(args.seed)
     results = []
     for p in args.p:
-        target = _as_usage_error(_resolve, model, data, model_kwargs, None, args.units)
+        target = _as_usage_error(_resolve, model, data, model_kwargs, None, args.units,
+                                 option=f"--units {args.units}" if args.units else None)
         p = _as_usage_error(_check_p, p, target.n)
         method = _as_usage_error(_check_method, args.method, target)
         if method == "counting" or (method == "exact" and _is_counting(target.family) and args.num_subsets is None):

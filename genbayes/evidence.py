@@ -949,11 +949,6 @@ def _cli_main(args) -> int:
 def _cli_run(args) -> int:
     from .cli import UsageError
 
-    model, data, exact, desc = cli_problem(args.model, seed=args.seed, data=args.data)
-    from ._cli_models import is_own_model
-
-    data, model_kwargs = data if is_own_model(args.model, CLI_MODELS) else (data, {})
-
     methods = None
     if args.methods is not None:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -965,6 +960,11 @@ def _cli_run(args) -> int:
             raise UsageError(f"unknown method(s) {bad} in --methods; choose from {','.join(METHODS)}.")
         if "nested" in methods and not nested_available():
             raise UsageError("--methods nested needs the optional extra: pip install 'genbayes[nested]' (jaxns<3).")
+    model, data, exact, desc = cli_problem(args.model, seed=args.seed, data=args.data)
+    from ._cli_models import is_own_model
+
+    data, model_kwargs = data if is_own_model(args.model, CLI_MODELS) else (data, {})
+
     opts = {}
     if args.quick:
         opts = {"smc": {"num_particles": 300, "num_runs": 4},
