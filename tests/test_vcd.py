@@ -135,8 +135,13 @@ def test_control_variate_is_shift_invariant_and_reduces_gradient_variance(t):
                                    rtol=1e-3, atol=1e-3)
 
 
-def test_wrap_guide_only_adds_the_report():
-    """The fit does not depend on the wrapper: same keys give the same losses and parameters."""
+def test_wrap_guide_only_adds_the_report(x64):
+    """The fit does not depend on the wrapper: same keys give the same losses and parameters.
+
+    In float64 (an identity check): the two programs are compiled separately, so they may round
+    differently; in float32 that left differences of 2e-7 on losses that are differences of O(1)
+    terms (2.5e-6 relative, seen once in the full suite), in float64 they are below 1e-9.
+    """
     loss = V.VCD(num_mcmc_steps=2, num_leapfrog=3, num_particles=4)
     bare = SVI(_gauss_model, _mf_guide, numpyro.optim.Adam(0.01), loss=loss)
     wrapped = SVI(_gauss_model, loss.wrap_guide(_mf_guide), numpyro.optim.Adam(0.01), loss=loss)
@@ -149,8 +154,8 @@ def test_wrap_guide_only_adds_the_report():
             s, v = update(s)
             vals.append(float(v))
         out.append((vals, svi.get_params(s), s))
-    np.testing.assert_allclose(out[0][0], out[1][0], rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(out[0][1]["loc"]), np.asarray(out[1][1]["loc"]), rtol=1e-6)
+    np.testing.assert_allclose(out[0][0], out[1][0], rtol=1e-9)
+    np.testing.assert_allclose(np.asarray(out[0][1]["loc"]), np.asarray(out[1][1]["loc"]), rtol=1e-9)
     assert out[0][2].mutable_state is None
     rep = V.report(out[1][2])
     assert 0.0 <= float(rep.accept) <= 1.0 and float(rep.step_size) > 0
