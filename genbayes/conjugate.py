@@ -22,7 +22,6 @@ documentation (``docs/formulas.md``); see Bernardo & Smith (1994), *Bayesian The
 from __future__ import annotations
 
 import dataclasses
-from functools import partial
 
 import jax
 import jax.numpy as jnp
