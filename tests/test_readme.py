@@ -74,3 +74,28 @@ def test_readme_core_block_runs(tmp_path):
                          text=True, timeout=600)
     assert out.returncode == 0, f"the README core block failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
     assert "CORE OK" in out.stdout and "observation units" in out.stdout
+
+
+@pytest.mark.slow
+def test_readme_own_model_block_runs_from_the_command_line(tmp_path, monkeypatch, capsys):
+    """The "Your own model" section: its model file, written as shown, with the data file it describes
+    (the numbers of its `load_data`), gives the printed Laplace value from `genbayes evidence`."""
+    text = README.read_text()
+    start = text.index("## Your own model from the command line")
+    block = re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
+    (tmp_path / "mymodel.py").write_text(block)
+    ns = {}
+    exec(compile(block, "mymodel.py", "exec"), ns)
+    d = ns["load_data"]()
+    rows = ["X[0],X[1],y"] + [f"{int(x0)},{float(x1)!r},{float(y)!r}" for (x0, x1), y in zip(d["X"], d["y"])]
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    head = text[start:].split("```text\n", 1)[1].split("```", 1)[0].splitlines()
+    assert rows[:3] == head[:3], "the README's data.csv excerpt is not load_data's numbers"
+    from genbayes.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["evidence", "mymodel.py:model", "--data", "data.csv", "--methods", "laplace"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^laplace\s+-22\.3008\s", out, re.M), out       # the value the README prints
+    assert main(["evidence", "mymodel.py:model", "--data", ":load_data", "--methods", "laplace"]) == 0
+    assert re.search(r"^laplace\s+-22\.3008\s", capsys.readouterr().out, re.M)
