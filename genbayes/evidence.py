@@ -984,18 +984,12 @@ def _cli_run(args) -> int:
 
 def _cli_table(res, exact):
     """The CLI's table, in the demo report's format (``-`` for a cell a row does not have)."""
-    from .demos import Estimate, Section
+    from .demos import Section, evidence_columns
 
-    table = {"method": [], "log Z ± SE": [], "error": [], "|error|/SE": [], "valid": [], "time, first call (s)": []}
-    for m, ev in res.items():
-        err = ev.log_z - exact if exact is not None else None
-        table["method"].append(m)
-        table["log Z ± SE"].append(Estimate(ev.log_z, ev.se))
-        table["error"].append(err)
-        table["|error|/SE"].append(abs(err) / ev.se if err is not None and ev.se > 0 else None)
-        table["valid"].append(ev.valid)
-        t = ev.diagnostics.get("time_s")
-        table["time, first call (s)"].append(f"{t:.1f}" if t is not None else None)
+    table = evidence_columns(res, exact)
+    table["valid"] = [ev.valid for ev in res.values()]
+    table["time, first call (s)"] = [None if ev.diagnostics.get("time_s") is None else f"{ev.diagnostics['time_s']:.1f}"
+                                     for ev in res.values()]
     return Section("", "", table).table_text()
 
 

@@ -108,6 +108,31 @@ class Estimate:
         return f"{v:.{decimals}f} ± {se:.{decimals}f}"
 
 
+def evidence_columns(results, exact=None) -> dict:
+    """The estimator columns shared by the demo's evidence table and ``genbayes evidence``.
+
+    ``method``, ``log Z ± SE`` (an :class:`Estimate`), ``error`` (to the SE's precision) and
+    ``|error|/SE`` (to one decimal), the last two ``None`` without an ``exact`` value or, for
+    ``|error|/SE``, when the SE is 0 (Laplace, exact).
+
+    Example:
+        >>> from genbayes.demos import evidence_columns
+        >>> from genbayes.evidence import Evidence
+        >>> cols = evidence_columns({"smc": Evidence(-310.141, 0.0173, "smc")}, exact=-310.1283)
+        >>> [str(c[0]) for c in cols.values()]
+        ['smc', '-310.141 ± 0.017', '-0.013', '0.7']
+    """
+    cols = {"method": [], "log Z ± SE": [], "error": [], "|error|/SE": []}
+    for m, ev in results.items():
+        err = None if exact is None else ev.log_z - exact
+        places = max(0, 1 - math.floor(math.log10(ev.se))) if ev.se > 0 else 6  # to the SE's precision
+        cols["method"].append(m)
+        cols["log Z ± SE"].append(Estimate(ev.log_z, ev.se))
+        cols["error"].append(None if err is None else float(round(err, places)))
+        cols["|error|/SE"].append(None if err is None or not ev.se > 0 else float(round(abs(err) / ev.se, 1)))
+    return cols
+
+
 def format_cell(v) -> str:
     """A table cell in the report's style: meaningful digits, one convention for every section.
 

@@ -19,7 +19,7 @@ import numpy as np
 from .. import evidence
 from .._config import x64
 from ..models import radiata_pine
-from . import Estimate, Section, image_path, save_figure
+from . import Section, evidence_columns, image_path, save_figure
 
 
 # |error| / SE above this fails the check (as in the other sections)
@@ -104,18 +104,12 @@ def _section(outdir: Path, *, quick: bool, seed: int) -> Section:
         evidence.log_evidence(fam, X, y, method=m, rng_key=jax.random.PRNGKey(seed + 1), options=opts.get(m))
         rerun[m] = time.perf_counter() - t0
     ok = True
-    table = {"method": [], "log Z ± SE": [], "error": [], "|error|/SE": [], "time, first call (s)": [],
-             "time, rerun (s)": [], "checks": []}
+    table = evidence_columns(res, exact)
+    table.update({"time, first call (s)": [], "time, rerun (s)": [], "checks": []})
     for m, ev in res.items():
-        err = ev.log_z - exact
-        z = abs(err) / ev.se if ev.se > 0 else float("nan")
+        z = abs(ev.log_z - exact) / ev.se if ev.se > 0 else float("nan")
         good = not (ev.se > 0 and not z <= _Z_MAX) and ev.valid
         ok &= good
-        table["method"].append(m)
-        table["log Z ± SE"].append(Estimate(ev.log_z, ev.se))
-        places = max(0, 1 - int(np.floor(np.log10(ev.se)))) if ev.se > 0 else 6  # to the SE's precision
-        table["error"].append(float(round(err, places)))
-        table["|error|/SE"].append(float(round(z, 1)))
         shared = ev.diagnostics.get("shared_run_with")
         table["time, first call (s)"].append(f"same run as {shared}" if shared else
                                              f"{ev.diagnostics.get('time_s', float('nan')):.1f}")
