@@ -1,13 +1,17 @@
-"""Benchmark: ``genbayes demo`` with its fast-compile XLA flags against XLA's defaults.
+"""Benchmark: ``genbayes demo`` — its fast-compile XLA flags, and its persistent compilation cache.
 
-The demo (like the test suite) is mostly XLA compiling small programs, so on the CPU it asks XLA to
-compile fast rather than run fast (``genbayes.cli.FAST_COMPILE_FLAGS``: LLVM at -O0 and XLA's
-legacy CPU emitters). The baseline is the same command with XLA's default settings spelled out in
-``XLA_FLAGS`` (the demo never overrides a flag already there). The two alternate, ``--repeats``
-times each, in fresh processes; the script prints each run's wall time and per-section times, then
-the ratio of the medians (baseline / ours). Every run must pass its own checks.
+The demo (like the test suite) is mostly XLA compiling small programs. Two measurements, each in
+fresh processes, every run passing its own checks:
 
-Usage: python benchmarks/bench_demo.py [--full] [--repeats N]
+* **flags** (default): the demo's fast-compile flags (``genbayes.cli.FAST_COMPILE_FLAGS``: LLVM at -O0
+  and XLA's legacy CPU emitters) against XLA's defaults spelled out in ``XLA_FLAGS`` (the demo never
+  overrides a flag already there), both with the compilation cache off. The two alternate,
+  ``--repeats`` times each; the ratio of the medians is baseline / ours.
+* **cache** (``--cache``): for each flag setting, a first run with an empty cache folder and a
+  second run with the same folder (what a user sees running the demo twice); the ratio first /
+  second, and which flags give the faster first and second runs.
+
+Usage: python benchmarks/bench_demo.py [--full] [--repeats N] [--cache]
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -29,38 +34,71 @@ XLA_DEFAULTS = {"--xla_backend_optimization_level": "3", "--xla_cpu_use_fusion_e
 assert set(XLA_DEFAULTS) == set(FAST_COMPILE_FLAGS), "benchmark the flags the demo sets"
 
 
-def run(flags: str, full: bool) -> tuple[float, dict[str, float]]:
-    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run(flags: str, full: bool, cache: str = "off") -> tuple[float, float, dict[str, float]]:
+    """One demo in a fresh process: wall seconds, CPU seconds of it and its workers, per-section seconds.
+
+    The CPU time is the steadier measure on a loaded machine (other jobs stretch the wall time).
+    """
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu", GENBAYES_COMPILATION_CACHE=cache)
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "genbayes.cli", "demo", "--out", out] + ([] if full else ["--quick"])
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _children_cpu()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
     if proc.returncode != 0:
         raise SystemExit(f"demo failed with XLA_FLAGS={flags!r}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     sections = {m[1]: float(m[2]) for m in re.finditer(r"^## \[\d+/\d+\] (.+?)  \(([\d.]+) s, ok\)", proc.stdout, re.M)}
-    return wall, sections
+    return wall, cpu, sections
+
+
+def _show(name: str, wall: float, cpu: float, sections: dict[str, float]) -> None:
+    print(f"{name:>24}: {wall:6.1f} s wall, {cpu:6.1f} s CPU   " + ", ".join(f"{k.split(':')[0][:24]} {v:.1f}" for k, v in sections.items()),
+          flush=True)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--full", action="store_true", help="the full demo (default: --quick)")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--cache", action="store_true", help="measure the compilation cache (first run against second)")
     args = ap.parse_args()
     ours = os.environ.get("XLA_FLAGS", "") + " " + " ".join(f"{k}={v}" for k, v in FAST_COMPILE_FLAGS.items())
     base = os.environ.get("XLA_FLAGS", "") + " " + " ".join(f"{k}={v}" for k, v in XLA_DEFAULTS.items())
-    times = {"XLA defaults": [], "fast compile": []}
-    print(f"genbayes demo {'(full)' if args.full else '--quick'}, {os.cpu_count()} CPUs, {args.repeats} runs each")
+    arms = (("XLA defaults", base.strip()), ("fast compile", ours.strip()))
+    print(f"genbayes demo {'(full)' if args.full else '--quick'}, {os.cpu_count()} CPUs, {args.repeats} runs each"
+          + (", compilation cache: first run (empty folder) then second" if args.cache else ", no compilation cache"))
+    times: dict[str, dict[str, list[float]]] = {"wall": {}, "CPU": {}}
+
+    def record(name, flags, cache="off"):
+        wall, cpu, sections = run(flags, args.full, cache=cache)
+        times["wall"].setdefault(name, []).append(wall)
+        times["CPU"].setdefault(name, []).append(cpu)
+        _show(name, wall, cpu, sections)
+
     for r in range(args.repeats):
-        for name, flags in (("XLA defaults", base), ("fast compile", ours)) if r % 2 == 0 else \
-                (("fast compile", ours), ("XLA defaults", base)):
-            wall, sections = run(flags.strip(), args.full)
-            times[name].append(wall)
-            print(f"{name:>13}: {wall:6.1f} s   " + ", ".join(f"{k.split(':')[0][:24]} {v:.1f}" for k, v in sections.items()),
-                  flush=True)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\nmedian wall: XLA defaults {med['XLA defaults']:.1f} s, fast compile {med['fast compile']:.1f} s; "
-          f"ratio {med['XLA defaults'] / med['fast compile']:.2f}x")
+        for name, flags in arms if r % 2 == 0 else arms[::-1]:
+            if not args.cache:
+                record(name, flags)
+                continue
+            with tempfile.TemporaryDirectory() as folder:
+                for run_name in ("first", "second"):
+                    record(f"{name}, {run_name}", flags, cache=folder)
+    for measure, by_name in times.items():
+        med = {k: statistics.median(v) for k, v in by_name.items()}
+        print(f"\nmedian {measure}: " + ", ".join(f"{k} {v:.1f} s" for k, v in med.items()))
+        if not args.cache:
+            print(f"  ratio XLA defaults / fast compile: {med['XLA defaults'] / med['fast compile']:.2f}x")
+            continue
+        for name, _ in arms:
+            print(f"  {name}: first / second run {med[f'{name}, first'] / med[f'{name}, second']:.2f}x")
+        for run_name in ("first", "second"):
+            print(f"  {run_name} run: XLA defaults / fast compile "
+                  f"{med[f'XLA defaults, {run_name}'] / med[f'fast compile, {run_name}']:.2f}x")
 
 
 if __name__ == "__main__":

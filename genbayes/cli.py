@@ -75,6 +75,85 @@ def fast_compile_xla_flags(current: str = "") -> str:
     return " ".join([current.strip(), *extra]).strip()
 
 
+COMPILATION_CACHE_ENV = "GENBAYES_COMPILATION_CACHE"
+"""Environment variable for the ``genbayes`` command's persistent compilation cache: ``off`` (or
+``0``, ``no``, ``false``) turns it off, any other value is the cache folder to use."""
+
+COMPILATION_CACHE_MAX_BYTES = 2**30
+"""Size bound of the command's compilation cache (1 GiB; JAX evicts the least recently used programs)."""
+
+
+def compilation_cache_dir(environ=None) -> str | None:
+    """The folder of the ``genbayes`` command's persistent JAX compilation cache, or None when it is off.
+
+    Most of a short ``genbayes`` run is XLA compiling its samplers. JAX can keep every compiled program
+    on disk, keyed by the program, the JAX/jaxlib versions, the device and ``XLA_FLAGS``, so a later
+    run with the same shapes loads it instead of compiling again. In order of precedence:
+
+    * ``GENBAYES_COMPILATION_CACHE=off`` (or ``0``/``no``/``false``), or the subcommands' option
+      ``--no-compilation-cache``: no persistent cache (not even one JAX's own settings name);
+    * ``GENBAYES_COMPILATION_CACHE=DIR``: that folder;
+    * ``JAX_COMPILATION_CACHE_DIR`` (JAX's own setting): that folder;
+    * otherwise ``$XDG_CACHE_HOME/genbayes/jax-compilation-cache`` (``~/.cache/...`` when
+      ``XDG_CACHE_HOME`` is unset).
+
+    The cache holds at most :data:`COMPILATION_CACHE_MAX_BYTES`; deleting the folder is always safe.
+    Library users turn the same cache on with JAX's settings::
+
+        jax.config.update("jax_compilation_cache_dir", "/path/to/cache")
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+
+    Args:
+        environ: the environment to read (default: ``os.environ``).
+
+    Returns:
+        str | None: the folder, or None.
+
+    Example:
+        >>> compilation_cache_dir({"GENBAYES_COMPILATION_CACHE": "off"}) is None
+        True
+        >>> compilation_cache_dir({"XDG_CACHE_HOME": "/tmp/c"})
+        '/tmp/c/genbayes/jax-compilation-cache'
+    """
+    env = os.environ if environ is None else environ
+    setting = env.get(COMPILATION_CACHE_ENV, "").strip()
+    if setting.lower() in {"0", "off", "no", "false"}:
+        return None
+    if setting:
+        return setting
+    if env.get("JAX_COMPILATION_CACHE_DIR", "").strip():
+        return env["JAX_COMPILATION_CACHE_DIR"].strip()
+    base = env.get("XDG_CACHE_HOME", "").strip() or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "genbayes", "jax-compilation-cache")
+
+
+# JAX's names for the cache settings; each is read from the environment when JAX is imported, so
+# the demo's worker processes inherit them, and set through jax.config where JAX is already loaded
+_CACHE_SETTINGS = {
+    "jax_compilation_cache_dir": None,  # the folder
+    # every program, not only those that took over a second to compile (the default): a genbayes
+    # run compiles hundreds of small ones
+    "jax_persistent_cache_min_compile_time_secs": 0,
+    "jax_compilation_cache_max_size": COMPILATION_CACHE_MAX_BYTES,
+}
+
+
+def _use_compilation_cache(off: bool) -> str | None:
+    """Set up the persistent compilation cache for this process and its children; return its folder.
+
+    Off (``off`` or :data:`COMPILATION_CACHE_ENV` ``=off``) means no persistent cache at all, JAX's
+    own ``JAX_COMPILATION_CACHE_DIR`` included (JAX's switch ``jax_enable_compilation_cache``).
+    """
+    folder = None if off else compilation_cache_dir()
+    settings = {"jax_enable_compilation_cache": False} if folder is None else \
+        {name: folder if value is None else value for name, value in _CACHE_SETTINGS.items()}
+    for name, value in settings.items():
+        os.environ[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+        if "jax" in sys.modules:
+            sys.modules["jax"].config.update(name, value)
+    return folder
+
+
 def _cpu_only() -> bool:
     """Whether JAX will run on the CPU: ``JAX_PLATFORMS=cpu``, or no GPU/TPU plugin installed.
 
@@ -168,8 +247,10 @@ def _demo(args) -> int:
         os.environ["XLA_FLAGS"] = fast_compile_xla_flags(os.environ.get("XLA_FLAGS", ""))
     print(f"genbayes demo ({'quick' if args.quick else 'full'}, seed {args.seed}, {len(names)} sections, "
           f"{jobs} process{'es' if jobs > 1 else ''}) -> {out.resolve()}")
-    print("Most of the time goes to JAX compiling each section's sampler; results print as sections finish.",
-          flush=True)
+    print("Most of the time goes to JAX compiling each section's sampler; results print as sections finish.")
+    cache = getattr(args, "compilation_cache", None)
+    print(f"Compiled programs are kept in {cache} for the next run (--no-compilation-cache: off)." if cache else
+          "No compilation cache: every program is compiled afresh.", flush=True)
     t_all = time.perf_counter()
     done: dict[str, object] = {}
     secs_of: dict[str, float] = {}
@@ -243,6 +324,10 @@ def build_parser(subcommands: bool = True) -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
     for modname in SUBCOMMAND_MODULES if subcommands else ():
         importlib.import_module(modname).add_cli(sub)
+    for command in sub.choices.values():
+        command.add_argument("--no-compilation-cache", action="store_true",
+                             help="do not keep compiled programs on disk for the next run (see "
+                             f"genbayes.cli.compilation_cache_dir; or set {COMPILATION_CACHE_ENV}=off)")
     return parser
 
 
@@ -263,6 +348,7 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    args.compilation_cache = _use_compilation_cache(args.no_compilation_cache)
     try:
         return int(args.func(args) or 0)
     except UsageError as e:

@@ -120,3 +120,50 @@ def test_every_option_of_every_command_has_help_text():
     from genbayes.demos import SECTIONS
 
     assert all(s in demo_help for s in SECTIONS), demo_help
+
+
+def _cv_run(env):
+    cmd = [sys.executable, "-m", "genbayes.cli", "cv", "normal_known_variance", "--n", "8", "--p", "1", "--method",
+           "exact", "--no-progress"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_compilation_cache_is_reused_by_the_next_run(tmp_path):
+    """The command keeps compiled programs in GENBAYES_COMPILATION_CACHE: a second identical run compiles
+    nothing new (it adds no cache entry) and prints the same result."""
+    import os
+
+    folder = tmp_path / "cache"
+    env = dict(os.environ, GENBAYES_COMPILATION_CACHE=str(folder), JAX_PLATFORMS="cpu")
+    env.pop("JAX_ENABLE_COMPILATION_CACHE", None)  # set to false by an in-process main() of another test
+    first = _cv_run(env)
+    entries = sorted(p.name for p in folder.iterdir() if not p.name.endswith("-atime"))
+    assert len(entries) >= 3, entries  # the data simulation, the held-out programs, ...
+    second = _cv_run(env)
+    assert sorted(p.name for p in folder.iterdir() if not p.name.endswith("-atime")) == entries
+    assert first.splitlines()[-1].split("[")[0] == second.splitlines()[-1].split("[")[0]  # all but the timing
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_compilation_cache_can_be_turned_off(tmp_path, how):
+    import os
+
+    folder = tmp_path / "cache"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(folder), XDG_CACHE_HOME=str(tmp_path))
+    env["GENBAYES_COMPILATION_CACHE"] = "off" if how == "environment" else ""
+    cmd = [sys.executable, "-m", "genbayes.cli", "cv", "normal_known_variance", "--n", "8", "--p", "1", "--method",
+           "exact", "--no-progress"] + (["--no-compilation-cache"] if how == "option" else [])
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert not folder.exists() and not (tmp_path / "genbayes").exists()
+
+
+def test_compilation_cache_folder_precedence():
+    from genbayes.cli import compilation_cache_dir
+
+    assert compilation_cache_dir({"GENBAYES_COMPILATION_CACHE": "OFF", "JAX_COMPILATION_CACHE_DIR": "/j"}) is None
+    assert compilation_cache_dir({"GENBAYES_COMPILATION_CACHE": "/g", "JAX_COMPILATION_CACHE_DIR": "/j"}) == "/g"
+    assert compilation_cache_dir({"JAX_COMPILATION_CACHE_DIR": "/j", "XDG_CACHE_HOME": "/x"}) == "/j"
+    assert compilation_cache_dir({"XDG_CACHE_HOME": "/x"}) == "/x/genbayes/jax-compilation-cache"
