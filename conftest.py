@@ -20,6 +20,14 @@ from genbayes.cli import fast_compile_xla_flags  # light: genbayes imports JAX l
 
 os.environ["XLA_FLAGS"] = fast_compile_xla_flags(os.environ.get("XLA_FLAGS", ""))
 
+# The genbayes command keeps a persistent compilation cache in the user's home by default; not in the
+# suite: tests must not write outside their temporary folders, and the tests of that cache give it a
+# folder of their own. (A cache shared by the suite's workers and subprocesses for one run was tried:
+# tests/test_evidence_ladder.py, test_cv.py and test_batched.py took 174 s CPU without it and 187 s
+# with it, so no gain on that subset while the machine was loaded; only the demo subprocesses clearly
+# repeat each other's programs, which did not seem worth a shared folder for the whole run.)
+os.environ["GENBAYES_COMPILATION_CACHE"] = "off"
+
 import pytest  # noqa: E402
 
 

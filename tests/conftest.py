@@ -5,11 +5,6 @@ import numpyro
 import pytest
 from hypothesis import HealthCheck, settings
 
-# the genbayes command keeps a persistent compilation cache in the user's home by default: not in the
-# suite (tests count compilations and must not write outside their temporary folders); the tests of
-# the cache give it a folder of their own
-os.environ["GENBAYES_COMPILATION_CACHE"] = "off"
-
 settings.register_profile(
     "ci", max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture], derandomize=True
 )
