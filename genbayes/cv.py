@@ -483,8 +483,7 @@ def _exact_subset_value(fam, data, mask, joint):
     n = mask.shape[0]
     train = 1.0 - mask
     if not joint:
-        lp = fam.log_predictive_weighted(data, data, train)
-        return jnp.sum(mask * lp) / jnp.sum(mask)
+        return fam.held_out_log_predictive(data, mask) / jnp.sum(mask)
     # chain rule inside the held-out set: x_S in index order, each given x_T and the earlier held-out points
     idx = jnp.arange(n)
 

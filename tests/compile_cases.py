@@ -33,6 +33,17 @@ def loss_model(x):
         numpyro.sample("x", Loss(squared, mu), obs=x)
 
 
+def _num(out):
+    """One number summarising a result (to check that the second call computed something else)."""
+    for attr in ("value", "total", "learning_rate", "log_z", "samples", "terms", "losses"):
+        if hasattr(out, attr):
+            out = getattr(out, attr)
+            break
+    if isinstance(out, dict) and all(hasattr(v, "log_z") for v in out.values()):
+        out = [v.log_z for v in out.values()]
+    return float(sum(np.sum(np.asarray(leaf, dtype=np.float64)) for leaf in jax.tree_util.tree_leaves(out)))
+
+
 def _x(i, n=8):
     return jnp.asarray(np.random.default_rng(i).normal(0.5 * i, 1.0, size=n))
 
@@ -57,79 +68,79 @@ def _bb(i):
 
 
 def cv_lpo_enumerate(i):
-    gb.cv.lpo(_nkv(i), _x(i), p=2, method="enumerate")
+    return _num(gb.cv.lpo(_nkv(i), _x(i), p=2, method="enumerate"))
 
 
 def cv_lpo_counting(i):
-    gb.cv.lpo(_bb(i), _bits(i), p=3, method="counting")
+    return _num(gb.cv.lpo(_bb(i), _bits(i), p=3, method="counting"))
 
 
 def cv_lpo_random(i):
-    gb.cv.lpo(_nkv(i), _x(i, 30), p=10, method="exact", num_subsets=64, rng_key=_key(i))
+    return _num(gb.cv.lpo(_nkv(i), _x(i, 30), p=10, method="exact", num_subsets=64, rng_key=_key(i)))
 
 
 def cv_lpo_psis(i):
-    gb.cv.lpo(loc_model, _x(i), p=1, method="psis", rng_key=_key(i), num_warmup=20, num_samples=20, num_chains=1)
+    return _num(gb.cv.lpo(loc_model, _x(i), p=1, method="psis", rng_key=_key(i), num_warmup=20, num_samples=20, num_chains=1))
 
 
 def cv_lpo_refit(i):
-    gb.cv.lpo(loc_model, _x(i, 5), p=1, method="refit", rng_key=_key(i), num_warmup=10, num_samples=10)
+    return _num(gb.cv.lpo(loc_model, _x(i, 5), p=1, method="refit", rng_key=_key(i), num_warmup=10, num_samples=10))
 
 
 def cv_lpo_auto(i):
-    gb.cv.lpo(loc_model, _x(i), p=1, rng_key=_key(i), num_warmup=20, num_samples=20, num_chains=1)
+    return _num(gb.cv.lpo(loc_model, _x(i), p=1, rng_key=_key(i), num_warmup=20, num_samples=20, num_chains=1))
 
 
 def cv_cumulative_enumerate(i):
-    gb.cv.cumulative(_nkv(i), _x(i), P=3, method="enumerate")
+    return _num(gb.cv.cumulative(_nkv(i), _x(i), P=3, method="enumerate"))
 
 
 def cv_cumulative_psis(i):
-    gb.cv.cumulative(loc_model, _x(i), P=2, method="psis", rng_key=_key(i), num_warmup=20, num_samples=20,
-                     num_chains=1, num_subsets=16)
+    return _num(gb.cv.cumulative(loc_model, _x(i), P=2, method="psis", rng_key=_key(i), num_warmup=20, num_samples=20,
+                     num_chains=1, num_subsets=16))
 
 
 def cv_identity_enumerate(i):
-    gb.cv.identity(_nkv(i), _x(i, 10))
+    return _num(gb.cv.identity(_nkv(i), _x(i, 10)))
 
 
 def cv_identity_counting(i):
-    gb.cv.identity(_bb(i), _bits(i, 10))
+    return _num(gb.cv.identity(_bb(i), _bits(i, 10)))
 
 
 def cv_identity_exact_permutations(i):
-    gb.cv.identity(_nkv(i), _x(i, 10), max_subsets=100, num_permutations=8, rng_key=_key(i))
+    return _num(gb.cv.identity(_nkv(i), _x(i, 10), max_subsets=100, num_permutations=8, rng_key=_key(i)))
 
 
 def cv_identity_data_order(i):
-    gb.cv.identity(_nkv(i), _x(i, 10), order="data")
+    return _num(gb.cv.identity(_nkv(i), _x(i, 10), order="data"))
 
 
 def cv_identity_permutation(i):
-    gb.cv.identity(loc_model, _x(i, 6), method="permutation", rng_key=_key(i), num_permutations=2, num_warmup=10,
-                   num_samples=10, num_prior_draws=20, evidence_method="laplace")
+    return _num(gb.cv.identity(loc_model, _x(i, 6), method="permutation", rng_key=_key(i), num_permutations=2, num_warmup=10,
+                   num_samples=10, num_prior_draws=20, evidence_method="laplace"))
 
 
 def cv_identity_smc(i):
-    gb.cv.identity(loc_model, _x(i, 6), method="smc", rng_key=_key(i), num_permutations=2,
-                   smc_kwargs={"num_particles": 32, "num_mcmc_steps": 1, "num_leapfrog": 2}, evidence_method="laplace")
+    return _num(gb.cv.identity(loc_model, _x(i, 6), method="smc", rng_key=_key(i), num_permutations=2,
+                   smc_kwargs={"num_particles": 32, "num_mcmc_steps": 1, "num_leapfrog": 2}, evidence_method="laplace"))
 
 
 # ------------------------------------------------------------------------------------ calibrate
 
 
 def calibrate_llb(i):
-    gb.calibrate(loss_model, _x(i, 50), method="llb", rng_key=_key(i), num_steps=50)
+    return _num(gb.calibrate(loss_model, _x(i, 50), method="llb", rng_key=_key(i), num_steps=50))
 
 
 def calibrate_gpc(i):
-    gb.calibrate(loss_model, _x(i, 20), method="gpc", rng_key=_key(i), B=8, max_iter=2, init=1.0, progress=False,
-                 num_warmup=10, num_samples=10)
+    return _num(gb.calibrate(loss_model, _x(i, 20), method="gpc", rng_key=_key(i), B=8, max_iter=2, init=1.0, progress=False,
+                 num_warmup=10, num_samples=10))
 
 
 def calibrate_safebayes(i):
-    gb.calibrate(loss_model, _x(i, 10), method="safebayes", rng_key=_key(i), grid=[0.5, 1.0], start=7,
-                 progress=False, num_warmup=10, num_samples=10)
+    return _num(gb.calibrate(loss_model, _x(i, 10), method="safebayes", rng_key=_key(i), grid=[0.5, 1.0], start=7,
+                 progress=False, num_warmup=10, num_samples=10))
 
 
 # ------------------------------------------------------------------------------------ evidence
@@ -137,19 +148,19 @@ def calibrate_safebayes(i):
 
 def _ev(method, options=None, model=None):
     def case(i):
-        gb.evidence.log_evidence(model or _nkv(i), _x(i), method=method, rng_key=_key(i), options=options)
+        return _num(gb.evidence.log_evidence(model or _nkv(i), _x(i), method=method, rng_key=_key(i), options=options))
 
     case.__name__ = f"evidence_{method}"
     return case
 
 
 def evidence_compare(i):
-    gb.evidence.compare(_nkv(i), _x(i), methods=["exact", "laplace"], rng_key=_key(i))
+    return _num(gb.evidence.compare(_nkv(i), _x(i), methods=["exact", "laplace"], rng_key=_key(i)))
 
 
 def evidence_prequential(i):
-    gb.evidence.prequential(loc_model, _x(i, 5), num_permutations=2, rng_key=_key(i), num_particles=32,
-                            num_mcmc_steps=1, num_leapfrog=2)
+    return _num(gb.evidence.prequential(loc_model, _x(i, 5), num_permutations=2, rng_key=_key(i), num_particles=32,
+                            num_mcmc_steps=1, num_leapfrog=2))
 
 
 def bridge_sampling(i):
@@ -160,7 +171,7 @@ def bridge_sampling(i):
     draws = {"mu": mu}
     from genbayes.bridge import bridge_sampling as bs
 
-    bs(fam, x, samples=draws, rng_key=_key(i))
+    return _num(bs(fam, x, samples=draws, rng_key=_key(i)))
 
 
 # ------------------------------------------------------------------------------------ batched
@@ -168,12 +179,12 @@ def bridge_sampling(i):
 
 def batched_run(i):
     w = jnp.asarray(np.random.default_rng(i).dirichlet(np.ones(8), 3) * 8)
-    gb.batched.run(loc_model, w, _x(i), rng_key=_key(i), **NUTS_SMALL)
+    return _num(gb.batched.run(loc_model, w, _x(i), rng_key=_key(i), **NUTS_SMALL))
 
 
 def batched_posterior_samples(i):
     w = jnp.asarray(np.random.default_rng(i).dirichlet(np.ones(8), 3) * 8)
-    gb.batched.posterior_samples(loc_model, w, _x(i), rng_key=_key(i), **NUTS_SMALL)
+    return _num(gb.batched.posterior_samples(loc_model, w, _x(i), rng_key=_key(i), **NUTS_SMALL))
 
 
 # ------------------------------------------------------------------------------------ vcd, infomax
@@ -192,7 +203,7 @@ _VCD_SVI = []
 def vcd_fit(i):
     if not _VCD_SVI:
         _VCD_SVI.append(_vcd_svi())
-    gb.vcd.fit(_VCD_SVI[0], jax.random.key(i), 20, _x(i), num_warmup=5, num_chunks=2)
+    return _num(gb.vcd.fit(_VCD_SVI[0], jax.random.key(i), 20, _x(i), num_warmup=5, num_chunks=2))
 
 
 def _im_guide(x):
@@ -200,7 +211,7 @@ def _im_guide(x):
 
 
 def infomax_train(i):
-    gb.infomax.train(loc_model, _im_guide, gb.infomax.BetaELBO(1.0), _x(i), num_steps=20, rng_key=_key(i))
+    return _num(gb.infomax.train(loc_model, _im_guide, gb.infomax.BetaELBO(1.0), _x(i), num_steps=20, rng_key=_key(i)))
 
 
 CASES = {f.__name__: f for f in [
@@ -218,3 +229,6 @@ CASES = {f.__name__: f for f in [
     batched_run, batched_posterior_samples,
     vcd_fit, infomax_train,
 ]}
+
+SLOW = {"cv_identity_permutation", "calibrate_gpc", "vcd_fit"}
+"""Cases whose *first* call compiles for more than ~15 s on 2 cores (NUTS refits, gpc's NUTS runs, VCD's HMC)."""
