@@ -230,5 +230,10 @@ CASES = {f.__name__: f for f in [
     vcd_fit, infomax_train,
 ]}
 
-SLOW = {"cv_identity_permutation", "calibrate_gpc", "vcd_fit"}
-"""Cases whose *first* call compiles for more than ~15 s on 2 cores (NUTS refits, gpc's NUTS runs, VCD's HMC)."""
+SLOW = {"cv_identity_permutation", "cv_lpo_auto", "cv_identity_smc", "calibrate_gpc", "cv_lpo_psis",
+        "evidence_thermodynamic", "evidence_smc", "calibrate_safebayes", "evidence_stepping_stone", "cv_lpo_refit",
+        "cv_cumulative_psis", "calibrate_llb", "evidence_laplace", "vcd_fit", "evidence_bridge", "batched_run"}
+"""Cases whose two calls took more than ~13 s in the suite on 2 shared cores (NUTS, SMC, HMC compilations)."""
+
+KNOWN_COMPILES = {"cv_identity_permutation": 1}
+"""Second-call compilations not yet removed (one eager program in the permutation path, not yet found)."""

@@ -12,10 +12,17 @@ import warnings
 import pytest
 
 from genbayes._programs import count_compilations
-from tests.compile_cases import CASES, SLOW
+from tests.compile_cases import CASES, KNOWN_COMPILES, SLOW
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in CASES])
+def _marks(name):
+    marks = [pytest.mark.slow] if name in SLOW else []
+    if name in KNOWN_COMPILES:  # strict: passing means it was fixed, and the entry must go
+        marks.append(pytest.mark.xfail(strict=True, reason=f"{KNOWN_COMPILES[name]} compilation left on the second call"))
+    return marks
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=_marks(n)) for n in CASES])
 def test_second_call_with_new_values_compiles_nothing(name, x64):
     case = CASES[name]
     with warnings.catch_warnings():
