@@ -77,6 +77,34 @@ class ProgramCache:
         return program, False
 
 
+_DATA_PROGRAMS = ProgramCache(maxsize=64)
+
+
+def data_program(kind, model, args, kwargs, settings, make):
+    """A jitted function of the model's array arguments, compiled once per model, structure and settings.
+
+    ``make(args, kwargs)`` returns the function ``f(*inputs)`` to compile; it is called inside the
+    program with the model's arguments rebuilt from traced arrays (:func:`split_args`), so new data
+    or hyperparameters of the same shapes reuse the program. Everything else ``f`` depends on must
+    be either an input or in the hashable ``settings`` (part of the cache key): a value captured by
+    ``make`` and not in ``settings`` would be baked into the cached program. The model function
+    object is part of the key: the same function reuses the program; a new function (a fresh
+    lambda or closure on each call) compiles again. Returns ``call(*inputs)``.
+    """
+    dyn, rebuild, static_key = split_args(args, kwargs)
+
+    def build():
+        def fn(dyn_leaves, *inputs):
+            a, kw = rebuild(dyn_leaves)
+            return make(a, kw)(*inputs)
+
+        return jax.jit(fn)
+
+    key = None if static_key is None else (kind, model, static_key, settings)
+    program, _ = _DATA_PROGRAMS.get(key, build)
+    return lambda *inputs: program(dyn, *inputs)
+
+
 # ---------------------------------------------------------------------------------------------
 # splitting work across devices
 # ---------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +50,7 @@ from numpyro.infer.util import constrain_fn, initialize_model
 from numpyro.primitives import Messenger
 
 from . import batched
+from ._programs import data_program
 from ._validation import check_args_finite, check_key, is_concrete
 from .fisher import _observed_sites, _trace, sandwich
 
@@ -270,25 +272,27 @@ def loss_minimizer(model, *args, rng_key, num_steps: int = 1000, step_size: floa
     names, U, latent, _, _ = _model_info(model, args, kwargs, rng_key, units)
     info = initialize_model(rng_key, model, model_args=args, model_kwargs=kwargs, init_strategy=init_to_uniform(radius=2.0))
     z0 = info.param_info.z
-    risk = _loss_vector(model, args, kwargs, U)
+    def make(args, kwargs):
+        risk = _loss_vector(model, args, kwargs, U)
+        opt = optax.adam(optax.cosine_decay_schedule(step_size, num_steps, alpha=1e-4))
 
-    def objective(z):
-        return jnp.mean(risk(constrain_fn(model, args, kwargs, z)))
+        def objective(z):
+            return jnp.mean(risk(constrain_fn(model, args, kwargs, z)))
 
-    opt = optax.adam(optax.cosine_decay_schedule(step_size, num_steps, alpha=1e-4))
+        def solve(z):
+            def step(carry, _):
+                z, s = carry
+                g = jax.grad(objective)(z)
+                upd, s = opt.update(g, s, z)
+                return (optax.apply_updates(z, upd), s), None
 
-    @jax.jit
-    def solve(z):
-        def step(carry, _):
-            z, s = carry
-            g = jax.grad(objective)(z)
-            upd, s = opt.update(g, s, z)
-            return (optax.apply_updates(z, upd), s), None
+            (z, _), _ = jax.lax.scan(step, (z, opt.init(z)), None, length=num_steps)
+            return z
 
-        (z, _), _ = jax.lax.scan(step, (z, opt.init(z)), None, length=num_steps)
-        return z
+        return solve
 
-    z = solve(z0)
+    # compiled once per model, units, argument structure and settings (the data are inputs)
+    z = data_program("loss_minimizer", model, args, kwargs, (U.key, int(num_steps), float(step_size)), make)(z0)
     out = constrain_fn(model, args, kwargs, z)
     return {k: out[k] for k in latent}
 
@@ -319,6 +323,11 @@ def _coverage(draws, logw, theta_hat, alpha, region):
         return (m_hat <= _weighted_quantile(m_draws, wb, 1 - alpha)).astype(x.dtype)
 
     return jax.vmap(one)(draws, w)
+
+
+@partial(jax.jit, static_argnames=("alpha", "region"))
+def _coverage_program(theta_hat, draws, logw, *, alpha, region):
+    return _coverage(draws, logw, theta_hat, alpha, region)
 
 
 def _ess_fraction(logw):
@@ -508,20 +517,26 @@ def _gpc(
     # fixed bootstrap resamples of the UNITS (common random numbers across iterations): multinomial
     # counts; with group units this is the cluster bootstrap
     counts = _bootstrap_counts(key_boot, B, n)
-    loss_vec = _loss_vector(model, args, kwargs, U)
 
-    @jax.jit
-    def boot_loss(samples):
-        # L_b(theta_bs) = sum_i c_bi l_i(theta_bs); lax.map over b keeps memory at S x n
-        def per_b(xs):
-            s_b, c_b = xs
-            return jax.vmap(lambda p: loss_vec(p) @ c_b)(s_b)
+    def make_boot_loss(args, kwargs):
+        loss_vec = _loss_vector(model, args, kwargs, U)
 
-        return jax.lax.map(per_b, (samples, counts), batch_size=min(B, 16))
+        def boot_loss(samples, counts):
+            # L_b(theta_bs) = sum_i c_bi l_i(theta_bs); lax.map over b keeps memory at S x n
+            def per_b(xs):
+                s_b, c_b = xs
+                return jax.vmap(lambda p: loss_vec(p) @ c_b)(s_b)
+
+            return jax.lax.map(per_b, (samples, counts), batch_size=min(B, 16))
+
+        return boot_loss
+
+    boot_loss_fn = data_program("gpc_boot_loss", model, args, kwargs, (U.key, B), make_boot_loss)
+    boot_loss = lambda samples: boot_loss_fn(samples, counts)  # noqa: E731
 
     dof = 1 if region == "interval" else D
     target_q = chi2.ppf(1 - alpha, dof)
-    cov_fn = jax.jit(lambda draws, logw: _coverage(draws, logw, th, alpha, region))
+    cov_fn = partial(_coverage_program, th, alpha=float(alpha), region=region)
     path = {"learning_rate": [], "coverage": [], "source": [], "ess_min": [], "num_divergent": []}
     log_w = math.log(init)
     src = None  # (w_src, draws (B,S,D), boot losses (B,S)) of the last NUTS run
@@ -627,16 +642,22 @@ def _safebayes(model, args, kwargs, *, rng_key, theta_hat, progress, grid=None, 
     if progress:
         print(f"genbayes.calibrate(safebayes): {K} rates x {T.size} prefixes = {K * T.size} posteriors", flush=True)
     res = batched.run(model, weights, *args, units=U, num_warmup=num_warmup, num_samples=num_samples, rng_key=rng_key, progress=progress, **nuts_kw, **kwargs)
-    loss_vec = _loss_vector(model, args, kwargs, U)
     nxt = jnp.asarray(np.tile(T, K))
 
-    @jax.jit
-    def expected_next(samples):
-        def per_row(xs):
-            s_r, i = xs
-            return jnp.mean(jax.vmap(lambda p: loss_vec(p)[i])(s_r))
+    def make(args, kwargs):
+        loss_vec = _loss_vector(model, args, kwargs, U)
 
-        return jax.lax.map(per_row, (samples, nxt), batch_size=16)
+        def expected_next(samples, nxt):
+            def per_row(xs):
+                s_r, i = xs
+                return jnp.mean(jax.vmap(lambda p: loss_vec(p)[i])(s_r))
+
+            return jax.lax.map(per_row, (samples, nxt), batch_size=16)
+
+        return expected_next
+
+    program = data_program("safebayes_expected_next", model, args, kwargs, U.key, make)
+    expected_next = lambda samples: program(samples, nxt)  # noqa: E731
 
     e = np.asarray(expected_next({k: res.samples[k] for k in latent})).reshape(K, T.size)
     if score == "log_loss":

@@ -483,8 +483,7 @@ def _exact_subset_value(fam, data, mask, joint):
     n = mask.shape[0]
     train = 1.0 - mask
     if not joint:
-        lp = fam.log_predictive_weighted(data, data, train)
-        return jnp.sum(mask * lp) / jnp.sum(mask)
+        return fam.held_out_log_predictive(data, mask) / jnp.sum(mask)
     # chain rule inside the held-out set: x_S in index order, each given x_T and the earlier held-out points
     idx = jnp.arange(n)
 
@@ -585,8 +584,11 @@ def _counting_core(counts, alpha, ps, *, n, chunk):
 def _enumerate_all_p(fam, data, chunk=1 << 14, memory_budget=None):
     """Exact S_CV(p) for every p from all 2^n − 1 held-out sets (bit masks), one chunked program.
 
-    Needs about 2^n × 12 bytes (ranks, values, sizes) plus ``chunk`` predictives over n points;
-    a ValueError says how much before anything is compiled when that is above ``memory_budget``.
+    Needs about ``chunk`` predictives over n points at a time (the subsets are generated from their
+    ranks chunk by chunk, and each chunk's values are added into per-size sums), so memory does not
+    grow with 2^n; a ValueError says how much before anything is compiled when that is above
+    ``memory_budget``. The program is compiled once per (family type, n, chunk, dtype): the
+    family's hyperparameters and the data are its inputs.
     """
     n = int(np.shape(data[-1])[0])
     if n > 30:
@@ -594,27 +596,40 @@ def _enumerate_all_p(fam, data, chunk=1 << 14, memory_budget=None):
     budget = _check_memory_budget(memory_budget)
     isz = jnp.dtype(_float()).itemsize
     chunk = max(1, min(chunk, 2**n - 1, (budget // 2) // (6 * n * isz)))
-    needed = (2**n) * (8 + isz) + chunk * 6 * n * isz
+    needed = chunk * 6 * n * isz
     if needed > budget:
         raise ValueError(f"enumerating all 2^{n} − 1 held-out sets needs about {_fmt_bytes(needed)}, above "
                          f"memory_budget = {_fmt_bytes(budget)}; raise memory_budget, or lower max_subsets below "
                          f"2^{n} − 1 to use random orderings.")
-    bits = jnp.arange(n, dtype=jnp.int32)
-
-    def value(r):
-        mask = ((r >> bits) & 1).astype(_float())
-        return _exact_subset_value(fam, data, mask, joint=False)
-
-    @jax.jit
-    def run(data):
-        r = jnp.arange(1, 2**n, dtype=jnp.int32)
-        vals = jax.lax.map(value, r, batch_size=chunk)
-        size = jax.lax.population_count(r)  # not an (2^n, n) table of bits
-        return jax.ops.segment_sum(vals, size, num_segments=n + 1)[1:]
-
-    sums = run(data)
+    sums = _enumerate_sums(fam, tuple(data), n=n, chunk=chunk)
     counts = jnp.asarray([math.comb(n, p) for p in range(1, n + 1)], dtype=_float())
     return sums / counts
+
+
+@partial(jax.jit, static_argnames=("n", "chunk"))
+def _enumerate_sums(fam, data, n, chunk):
+    """Σ over held-out sets S of size p of the mean held-out log predictive, for p = 0..n (index p).
+
+    Subset r (1 ≤ r < 2^n) holds out the points whose bits are set in r. ``jax.lax.fori_loop`` over
+    chunks of ``chunk`` consecutive ranks; each chunk is one vmapped predictive, summed by size.
+    """
+    total = 2**n - 1
+    bits = jnp.arange(n, dtype=jnp.int32)
+    dt = _float()
+
+    def value(r):
+        mask = ((r >> bits) & 1).astype(dt)
+        return _exact_subset_value(fam, data, mask, joint=False)
+
+    def body(c, acc):
+        r = 1 + c * chunk + jnp.arange(chunk, dtype=jnp.int32)
+        ok = r <= total  # the last chunk runs past 2^n − 1: those rows are dropped
+        r = jnp.where(ok, r, 1)
+        vals = jnp.where(ok, jax.vmap(value)(r), 0.0)
+        size = jax.lax.population_count(r)
+        return acc + jax.ops.segment_sum(vals, size, num_segments=n + 1)
+
+    return jax.lax.fori_loop(0, -(-total // chunk), body, jnp.zeros(n + 1, dt))[1:]
 
 
 # --------------------------------------------------------------------------------------------

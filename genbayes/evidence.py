@@ -437,7 +437,7 @@ def log_evidence(model, *args, method: str, rng_key=None, options: dict | None =
     elif method == "bridge":
         from .bridge import _bridge_evidence
 
-        log_z, se, diag = _bridge_evidence(np_model, args, kwargs, rng_key, **options)
+        log_z, se, diag = _bridge_evidence(pm, pargs, kwargs, rng_key, **options)
     else:
         log_z, se, diag = _nested(np_model, args, kwargs, rng_key, **options)
     diag["time_s"] = time.perf_counter() - t0

@@ -52,6 +52,7 @@ from numpyro.handlers import replay, seed, substitute, trace
 from numpyro.infer.elbo import ELBO
 from numpyro.util import check_model_guide_match
 
+from ._programs import data_program
 from ._validation import check_nonnegative_scalar, check_positive_scalar, is_concrete
 
 __all__ = [
@@ -1157,6 +1158,13 @@ def train(
     ``init_params`` (a dict of param-site values, as ``SVI.init``) overrides the initial values,
     e.g. to vmap over independently initialised networks (``VAE.init_params`` of each seed).
 
+    The program is compiled once per ``model`` and ``guide`` function objects, loss settings
+    (its type and attribute values), optimiser (the same ``optim`` object, or the same
+    ``learning_rate``), ``num_steps`` and argument shapes; the data, ``rng_key`` and
+    ``init_params`` are its inputs, so a second call with new data of the same shapes compiles
+    nothing. A new function object (a lambda or an autoguide built afresh on every call) is a
+    new program and compiles again.
+
     Returns:
         ``(params, losses)``: the final parameters (``svi.get_params``) and the (num_steps,) losses.
 
@@ -1179,15 +1187,31 @@ def train(
         raise ValueError(f"`num_steps` must be a positive int, got {num_steps!r}.")
     if optim is None:
         check_positive_scalar(learning_rate, "learning_rate", hint=" It is Adam's step size (default 1e-3).")
-    svi = SVI(model, guide, optim if optim is not None else numpyro.optim.Adam(learning_rate), loss=loss)
-    state = svi.init(rng_key, *args, init_params=init_params, **kwargs)
     scheduled = isinstance(loss, CapacityELBO) and callable(loss.capacity)
+    opt = optim if optim is not None else numpyro.optim.Adam(learning_rate)
+    opt_key = optim if optim is not None else ("adam", learning_rate if isinstance(learning_rate, jax.core.Tracer)
+                                               else float(learning_rate))
 
-    def body(state, t):
-        kw = dict(kwargs, capacity_step=t) if scheduled else kwargs
-        return svi.update(state, *args, **kw)
+    def make(args, kwargs):
+        svi = SVI(model, guide, opt, loss=loss)
 
-    state, losses = jax.lax.scan(body, state, jnp.arange(int(num_steps)))
+        def run(rng_key, init_params):
+            state = svi.init(rng_key, *args, init_params=init_params, **kwargs)
+
+            def body(state, t):
+                kw = dict(kwargs, capacity_step=t) if scheduled else kwargs
+                return svi.update(state, *args, **kw)
+
+            state, losses = jax.lax.scan(body, state, jnp.arange(int(num_steps)))
+            return svi.get_params(state), losses
+
+        return run
+
+    # one program per (model, guide, loss settings, optimiser, num_steps, argument structure): the
+    # data, key and initial parameters are its inputs (a traced learning rate or β is not
+    # hashable, so under vmap the program is built afresh, inside the caller's trace)
+    settings = (guide, _value_key(loss), opt_key, int(num_steps))
+    params, losses = data_program("infomax_train", model, args, kwargs, settings, make)(rng_key, init_params)
     if not isinstance(losses, jax.core.Tracer):  # under vmap/jit the caller checks (rate_distortion warns)
         bad = ~np.isfinite(np.asarray(losses))
         if bad.any():
@@ -1196,7 +1220,17 @@ def train(
                 f"({int(bad.sum())} non-finite losses), so the parameters are not a fit. Lower the learning rate "
                 f"(now {'a custom optim' if optim is not None else learning_rate}), or check the data and the "
                 f"initial parameters.")
-    return svi.get_params(state), losses
+    return params, losses
+
+
+def _value_key(obj):
+    """A hashable key for an object equal to another of its type with equal attributes, else the object itself."""
+    try:
+        items = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in vars(obj).items()))
+        hash(items)
+    except TypeError:
+        return obj
+    return (type(obj), items)
 
 
 # --------------------------------------------------------------------------------------------

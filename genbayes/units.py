@@ -611,22 +611,29 @@ def log_likelihood(model, samples, *args, units, batch_ndims=1, **kwargs):
     if not isinstance(units, Units):
         spec = np.asarray(units) if isinstance(units, (list, tuple)) else units
         units = find(model, *args, units=spec, **kwargs)
+    from ._programs import data_program
+
     enumerated = bool(units.enumerated)
-    base = _enum_model(model, args, kwargs) if enumerated else model
     U = units.num_units
 
-    def one(params):
-        def f(w):
-            m = reweight(base, weights=w, units=units)
-            if enumerated:
-                return _enumerated_log_density(m, args, kwargs, params)
-            from numpyro.infer.util import log_density as np_log_density
+    def make(args, kwargs):
+        base = _enum_model(model, args, kwargs) if enumerated else model
 
-            return np_log_density(m, args, kwargs, params)[0]
+        def one(params):
+            def f(w):
+                m = reweight(base, weights=w, units=units)
+                if enumerated:
+                    return _enumerated_log_density(m, args, kwargs, params)
+                from numpyro.infer.util import log_density as np_log_density
 
-        return jax.grad(f)(jnp.ones(U, dtype=jnp.result_type(float)))
+                return np_log_density(m, args, kwargs, params)[0]
 
-    fn = one
-    for _ in range(batch_ndims):
-        fn = jax.vmap(fn)
-    return jax.jit(fn)(samples)
+            return jax.grad(f)(jnp.ones(U, dtype=jnp.result_type(float)))
+
+        fn = one
+        for _ in range(batch_ndims):
+            fn = jax.vmap(fn)
+        return fn
+
+    # compiled once per model, units and argument structure: new data of the same shapes reuse it
+    return data_program("log_likelihood", model, args, kwargs, (units.key, batch_ndims), make)(samples)

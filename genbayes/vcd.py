@@ -73,6 +73,8 @@ from numpyro.infer.autoguide import AutoContinuous, AutoNormal
 from numpyro.infer.elbo import ELBO
 from numpyro.primitives import mutable as numpyro_mutable
 
+from ._programs import data_program
+
 __all__ = ["VCD", "VCDReport", "VCDRun", "VCDDivergence", "fit", "report", "STATE_SITE"]
 
 STATE_SITE = "_vcd_state"
@@ -317,16 +319,27 @@ def fit(svi, rng_key, num_steps: int, *args, num_warmup: int | None = None, num_
     if int(num_warmup) < 0:
         raise ValueError(f"`num_warmup` must be >= 0, got {num_warmup}.")
     num_warmup = int(num_warmup)
+    # compiled programs are reused by calls with the same model, guide, optimiser and loss objects
+    # (the same ``svi``) and arguments of the same shapes: the data and states are their inputs
+    settings = (inner, svi.optim, loss, tuple(sorted(svi.static_kwargs.items())), loss.num_particles)
     key_w, key_v = jax.random.split(rng_key if rng_key is not None else jax.random.key(0))
     elbo_ref = None
     if num_warmup > 0:
         esvi = SVI(svi.model, inner, svi.optim, loss=Trace_ELBO(num_particles=loss.num_particles), **svi.static_kwargs)
-        er = esvi.run(key_w, num_warmup, *args, progress_bar=False, **kwargs)
-        warm_losses = er.losses
+        e_state = esvi.init(key_w, *args, **kwargs)
+
+        def make_warmup(args, kwargs):
+            def warm(state):  # what esvi.run(..., progress_bar=False) runs, as a cached program
+                return lax.scan(lambda st, _: esvi.update(st, *args, **kwargs), state, None, length=num_warmup)
+
+            return warm
+
+        e_final, warm_losses = data_program("vcd_warmup", svi.model, args, kwargs, settings + (num_warmup,),
+                                            make_warmup)(e_state)
         tail = -np.asarray(warm_losses)[-max(10, num_warmup // 5):]
         elbo_ref = (float(np.mean(tail)), float(np.std(tail)))
         s0 = vsvi.init(key_v, *args, **kwargs)
-        state = s0._replace(optim_state=er.state.optim_state)
+        state = s0._replace(optim_state=e_final.optim_state)
     else:
         warm_losses = jnp.zeros((0,))
         s0 = vsvi.init(key_v, *args, **kwargs)  # also sets vsvi.constrain_fn
@@ -334,22 +347,26 @@ def fit(svi, rng_key, num_steps: int, *args, num_warmup: int | None = None, num_
         if not (state.mutable_state and STATE_SITE in state.mutable_state):
             state = state._replace(mutable_state=s0.mutable_state)
 
-    def body(carry, _):
-        s, total = carry
-        s, val = vsvi.update(s, *args, **kwargs)
-        total = jax.tree.map(jnp.add, total, vsvi.optim.get_params(s.optim_state))
-        return (s, total), (val, report(s))
-
     sizes = [num_steps // num_chunks + (i < num_steps % num_chunks) for i in range(num_chunks)]
     first_avg = num_chunks - max(1, int(round(average * num_chunks))) if average > 0 else num_chunks
-    programs = {}
     zero = jax.tree.map(jnp.zeros_like, vsvi.optim.get_params(state.optim_state))
     total, count = zero, 0
     losses, reps, done = [], [], 0
     for i, n in enumerate(sizes):
-        if n not in programs:
-            programs[n] = jax.jit(lambda s, t, n=n: lax.scan(body, (s, t), None, length=n))
-        (state, chunk_total), (ls, rp) = programs[n](state, zero)
+        def make_chunk(args, kwargs, n=n):
+            def chunk(s, t):
+                def body(carry, _):
+                    s, total = carry
+                    s, val = vsvi.update(s, *args, **kwargs)
+                    total = jax.tree.map(jnp.add, total, vsvi.optim.get_params(s.optim_state))
+                    return (s, total), (val, report(s))
+
+                return lax.scan(body, (s, t), None, length=n)
+
+            return chunk
+
+        program = data_program("vcd_chunk", svi.model, args, kwargs, settings + (n,), make_chunk)
+        (state, chunk_total), (ls, rp) = program(state, zero)
         if i >= first_avg:
             total, count = jax.tree.map(jnp.add, total, chunk_total), count + n
         losses.append(ls)
