@@ -101,6 +101,8 @@ class ConjugateFamily:
 
     def posterior(self, *data, weights=None):
         """The (weighted) posterior, as the same family with updated hyperparameters."""
+        if weights is not None:
+            check_nonnegative_finite(weights, "weights")  # before the data become JAX arrays
         data = self._check_data(*data)
         n = jnp.shape(data[-1])[0]
         return self._update(data, _weights(weights, n, jnp.result_type(float)))

@@ -16,6 +16,7 @@ import numpyro
 import numpyro.distributions as dist
 
 import genbayes as gb
+from genbayes.calibration import loss_minimizer
 
 KEY = jax.random.PRNGKey(0)
 NAN, INF = float("nan"), float("inf")
@@ -93,7 +94,8 @@ def cases():
         out.append((entry, bad, arg, call, expect))
 
     vecs = _bad_vectors()
-    draws = {"mu": jnp.linspace(-0.5, 0.5, 40)[None]}  # (1, 40)
+    draws = {"mu": np.linspace(-0.5, 0.5, 40)[None]}  # (1, 40)
+    mu_draws = draws["mu"][0]
     for bad, (v, exp) in vecs.items():
         # model-based entry points, data positional and keyword
         add("units.find", bad, ARG, lambda v=v: gb.units.find(normal_model, v), exp)
@@ -117,7 +119,7 @@ def cases():
             lambda v=v: gb.calibrate(kw_model, y=v, method="llb", rng_key=KEY, progress=False), "error"
             if exp == "error" else "skip")
         add("loss_minimizer", bad, ARG,
-            lambda v=v: gb.calibration.loss_minimizer(loss_model, v, rng_key=KEY, num_steps=20), exp)
+            lambda v=v: loss_minimizer(loss_model, v, rng_key=KEY, num_steps=20), exp)
         add("batched.run", bad, ARG,
             lambda v=v: gb.batched.run(normal_model, np.ones((1, np.shape(v)[0] if np.ndim(v) else 1)), v,
                                        rng_key=KEY, num_warmup=5, num_samples=5), exp)
@@ -133,7 +135,7 @@ def cases():
         add("evidence.prequential", bad, FAM_ARG,
             lambda v=v: gb.evidence.prequential(FAM, v, num_permutations=2, rng_key=KEY), exp)
         add("bridge_sampling", bad, ARG,
-            lambda v=v: gb.bridge.bridge_sampling(normal_model, v, samples={"mu": draws["mu"][0]}, rng_key=KEY), exp)
+            lambda v=v: gb.bridge.bridge_sampling(normal_model, v, samples={"mu": mu_draws}, rng_key=KEY), exp)
         add("interop.unit_log_likelihood", bad, ARG,
             lambda v=v: gb.interop.unit_log_likelihood(normal_model, draws, v), exp)
         # conjugate families
@@ -186,9 +188,9 @@ def cases():
         for bad, y in {"label 0.5": [1.0, 0.5, 0.0], "label nan": [1.0, NAN, 0.0], "label 2": [1.0, 2.0, 0.0],
                        "complex label": np.array([1.0, 0.0, 1.0]) + 0j}.items():
             add(f"losses.{lname}", bad, ("label", "observation"),
-                lambda loss=loss, y=y: loss(jnp.zeros(3), jnp.asarray(y)), "error")
+                lambda loss=loss, y=y: loss(np.zeros(3), np.asarray(y)), "error")
         add(f"losses.{lname}", "nan prediction", "prediction",
-            lambda loss=loss: loss(jnp.array([0.1, NAN, 0.2]), jnp.array([1.0, 0.0, 1.0])), "error")
+            lambda loss=loss: loss(np.array([0.1, NAN, 0.2]), np.array([1.0, 0.0, 1.0])), "error")
     # a loss that returns NaN for one observation
     add("gibbs log_density, loss NaN at one obs", "loss nan", "loss",
         lambda: _ld(gb.gibbs(normal_model, loss=_nan_at_2), Y), "error")
@@ -198,14 +200,16 @@ def cases():
         lambda: gb.calibrate(gb.gibbs(normal_model, loss=_nan_at_2), Y, method="llb", rng_key=KEY,
                              progress=False), "error")
     add("Loss.log_prob, loss NaN", "loss nan", "loss",
-        lambda: gb.Loss(_nan_at_2, jnp.zeros(4)).log_prob(jnp.asarray(Y)), "error")
+        lambda: gb.Loss(_nan_at_2, np.zeros(4)).log_prob(Y), "error")
     # more parameters than observations (sandwich / LLB rate)
     def wide(y):
         b = numpyro.sample("b", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
         with numpyro.plate("n", y.shape[0]):
             numpyro.sample("y", gb.Loss(gb.losses.squared, b.sum()), obs=y)
     add("fisher.sandwich, 3 parameters > 2 observations", "p > n", "-",
-        lambda: gb.fisher.sandwich(wide, {"b": jnp.zeros(3)}, Y[:2]), "either")
+        lambda: gb.fisher.sandwich(wide, {"b": np.zeros(3)}, Y[:2]), "either")
+    add("calibrate llb, 3 parameters > 2 observations", "p > n", "parameters",
+        lambda: gb.calibrate(wide, Y[:2], method="llb", rng_key=KEY, progress=False), "either")
     # evidence results
     e1 = gb.evidence.Evidence(-3.0, 0.1, "smc")
     for bad, e in {"nan log_z": gb.evidence.Evidence(NAN, 0.1, "smc"),
@@ -237,12 +241,12 @@ def cases():
         arg = bad.split()[0] if bad.split()[0] in ("loc", "scale") else "loc"
         add("infomax.decompose", bad, arg, lambda l_=l_, s_=s_: gb.infomax.decompose(l_, s_, rng_key=KEY), "error")
         add("infomax.aggregate_log_density", bad, arg,
-            lambda l_=l_, s_=s_: gb.infomax.aggregate_log_density(jnp.zeros((1, 2)), l_, s_), "error")
+            lambda l_=l_, s_=s_: gb.infomax.aggregate_log_density(np.zeros((1, 2)), l_, s_), "error")
     add("infomax.decompose", "size-1", "-", lambda: gb.infomax.decompose(loc[:1], scale[:1], rng_key=KEY), "either")
     add("infomax.aggregate_log_density", "z nan", "z",
-        lambda: gb.infomax.aggregate_log_density(jnp.full((1, 2), NAN), loc, scale), "error")
+        lambda: gb.infomax.aggregate_log_density(np.full((1, 2), NAN), loc, scale), "error")
     add("infomax.aggregate_log_density", "z wrong dim", "z",
-        lambda: gb.infomax.aggregate_log_density(jnp.zeros((1, 3)), loc, scale), "error")
+        lambda: gb.infomax.aggregate_log_density(np.zeros((1, 3)), loc, scale), "error")
     lat, fac = np.random.default_rng(0).normal(size=(20, 2)), np.repeat(np.arange(4), 5)[:, None]
     for bad, (lt, fc) in {"latents nan": (np.where(np.eye(20, 2) > 0, NAN, lat), fac),
                           "factors nan": (lat, np.where(np.arange(20)[:, None] == 3, NAN, fac)),
@@ -342,7 +346,11 @@ if __name__ == "__main__":
     for entry, bad, arg, call, expect in cases():
         if expect == "skip" or want not in entry:
             continue
+        import time
+
+        t0 = time.perf_counter()
         verdict, detail, ncomp = run_case(call, arg, expect)
+        detail = f"{time.perf_counter() - t0:.2f}s {detail}"
         counts[verdict] = counts.get(verdict, 0) + 1
         flag = "" if verdict in ("clear", "finite") else "  <<<"
         print(f"{verdict:8s} {entry:45s} {bad:22s} [{arg}] comp={ncomp} {detail}{flag}", flush=True)
