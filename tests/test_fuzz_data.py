@@ -177,3 +177,36 @@ def test_nested_and_list_data_are_checked_too():
     assert gb.units.find(model, {"y": [0.1, 0.2, 0.3]}).num_units == 3
     # traced data pass untouched (their validity is the compiled program's business)
     assert np.isfinite(jax.jit(lambda y: _gibbs_ld(None, y))(jnp.array([0.1, 0.2])))
+
+
+# ------------------------------------------------------------------------------ the command line's data
+MODEL_PY = '''import numpyro, numpyro.distributions as dist
+def model(y):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    with numpyro.plate("n", y.shape[0]):
+        numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+'''
+
+
+@pytest.mark.parametrize("command", ["evidence", "cv"])
+@pytest.mark.parametrize("name, write, msg", [
+    ("inf.csv", lambda p: p.write_text("y\n0.1\ninf\n0.3\n"), "contains 1 non-finite value(s) (first at index [1])"),
+    ("overflow.csv", lambda p: p.write_text("y\n0.1\n1e400\n"), "contains 1 non-finite value(s) (first at index [1])"),
+    ("complex.npz", lambda p: np.savez(p, y=np.array([0.1, 0.2]) + 1j), "is complex (dtype complex128)"),
+    ("empty.npz", lambda p: np.savez(p, y=np.zeros(0)), "the data are empty"),
+])
+def test_cli_data_files_with_bad_values_are_one_line_errors(tmp_path, monkeypatch, capsys, command, name, write, msg):
+    """Data from --data FILE go through the same checks: exit code 2, one error line naming the file and the
+    problem, nothing compiled."""
+    from genbayes.cli import main
+
+    (tmp_path / "m.py").write_text(MODEL_PY)
+    write(tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    with count_compilations() as c:
+        code = main([command, "m.py", "--data", name] + (["--no-progress"] if command == "cv" else []))
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(err) == 1, err
+    assert name in err[0] and msg in err[0] and "Traceback" not in err[0], err
+    assert c.count <= (1 if "empty" in name else 0), f"{c.count} programs compiled before the refusal"
