@@ -181,6 +181,8 @@ def run(
     if isinstance(num_warmup, bool) or not isinstance(num_warmup, (int, np.integer)) or num_warmup < 0:
         raise ValueError(f"`num_warmup` must be a non-negative integer, got {num_warmup!r}.")
     if is_concrete(weights):
+        check_nonnegative_finite(weights, "weights", hint=" Use 0 to drop an observation.")  # before jnp: dtype first
+        check_args_finite(args, kwargs)  # also before jnp.asarray, which compiles a small program per new shape
         weights = jnp.asarray(weights)
     if jnp.ndim(weights) < 2:
         raise ValueError(

@@ -51,7 +51,7 @@ from numpyro.primitives import Messenger
 
 from . import batched
 from ._programs import data_program
-from ._validation import check_args_finite, check_key, is_concrete
+from ._validation import NonFiniteLoss, check_args_finite, check_key, is_concrete
 from .fisher import _observed_sites, _trace, sandwich
 
 __all__ = ["calibrate", "Calibration", "loss_minimizer", "METHODS"]
@@ -131,6 +131,7 @@ def _model_info(model, args, kwargs, rng_key, units=None):
     """
     from .units import Units, find
 
+    check_args_finite(args, kwargs)
     tr = _trace(model, args, kwargs, {}, rng_key=rng_key)
     names = _observed_sites(tr, None)
     for name in names:
@@ -270,7 +271,15 @@ def loss_minimizer(model, *args, rng_key, num_steps: int = 1000, step_size: floa
         1.0
     """
     names, U, latent, _, _ = _model_info(model, args, kwargs, rng_key, units)
-    info = initialize_model(rng_key, model, model_args=args, model_kwargs=kwargs, init_strategy=init_to_uniform(radius=2.0))
+    try:
+        info = initialize_model(rng_key, model, model_args=args, model_kwargs=kwargs,
+                                init_strategy=init_to_uniform(radius=2.0))
+    except RuntimeError as e:  # NumPyro's bare "Cannot find valid initial parameters"
+        if "Cannot find valid initial parameters" not in str(e):
+            raise
+        raise NonFiniteLoss("loss_minimizer: the loss (or the prior's log density) is not finite at any of NumPyro's "
+                            "initial points; check the loss for NaN values (e.g. a loss undefined for some "
+                            "observations) and the data.") from None
     z0 = info.param_info.z
     def make(args, kwargs):
         risk = _loss_vector(model, args, kwargs, U)

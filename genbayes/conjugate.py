@@ -30,7 +30,7 @@ import numpyro
 import numpyro.distributions as dist
 from jax.scipy.special import gammaln
 
-from ._validation import check_finite_data, is_concrete
+from ._validation import check_finite_data, check_nonnegative_finite, is_concrete
 
 __all__ = [
     "ConjugateFamily",
@@ -56,6 +56,7 @@ def _weights(weights, n, dtype):
     if weights is None:
         return jnp.ones(n, dtype)
     if is_concrete(weights):
+        check_nonnegative_finite(weights, "weights")
         w = np.asarray(weights)
         if w.shape != (n,):
             raise ValueError(f"`weights` must have shape ({n},), one per observation, got {w.shape}.")
@@ -100,6 +101,8 @@ class ConjugateFamily:
 
     def posterior(self, *data, weights=None):
         """The (weighted) posterior, as the same family with updated hyperparameters."""
+        if weights is not None:
+            check_nonnegative_finite(weights, "weights")  # before the data become JAX arrays
         data = self._check_data(*data)
         n = jnp.shape(data[-1])[0]
         return self._update(data, _weights(weights, n, jnp.result_type(float)))
@@ -185,9 +188,8 @@ def _betaln(a, b):
 
 
 def _check_1d(x, name, what):
-    if is_concrete(x):
-        check_finite_data(np.asarray(x, dtype=float), name)
-    x = jnp.asarray(x)
+    check_finite_data(x, name)  # before any conversion: complex, strings and NaN are refused, not cast
+    x = jnp.asarray(np.asarray(x, dtype=float) if is_concrete(x) and np.asarray(x).dtype.kind == "O" else x)
     if x.ndim != 1:
         raise ValueError(f"`{name}` must be a 1-D array of {what}, got shape {x.shape}.")
     return x
@@ -531,10 +533,8 @@ class NormalGammaRegression(ConjugateFamily):
 
     def _check_data(self, X, y, name=None):
         pre = f"{name}_" if name else ""
-        if is_concrete(X):
-            check_finite_data(np.asarray(X, dtype=float), f"{pre}X")
-        if is_concrete(y):
-            check_finite_data(np.asarray(y, dtype=float), f"{pre}y")
+        check_finite_data(X, f"{pre}X")
+        check_finite_data(y, f"{pre}y")
         X, y = jnp.asarray(X), jnp.asarray(y)
         d = self.mean.shape[0]
         if X.ndim != 2 or X.shape[1] != d:
@@ -639,6 +639,8 @@ def sequence_log_predictive(family: ConjugateFamily, *data, order=None):
             raise ValueError(f"`order` must be a permutation of 0..{n - 1} (each of the {n} observations once), got "
                              f"{np.array2string(o, threshold=12)}; with repeated or missing indices the terms would not "
                              "sum to the log evidence.")
+    if n == 0:  # no observations: no terms (their empty sum is log p(no data) = 0)
+        return jnp.zeros(0, jnp.result_type(float))
     order = jnp.arange(n) if order is None else jnp.asarray(order)
     return _sequence_terms(family, data, order)
 

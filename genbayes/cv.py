@@ -686,7 +686,7 @@ def _khat_threshold(num_draws):
 
 def _psis_batch(post, masks, joint):
     """PSIS estimates for held-out masks (m, n): values, per-draw influence ψ (m, S), k̂ (m,)."""
-    from .interop import psis_log_weights
+    from .interop import _psis_log_weights as psis_log_weights
 
     L = post.loglik
     M = np.asarray(masks, dtype=np.float64)
@@ -1267,7 +1267,7 @@ def _permutation_terms(target, orders, stride, rng_key, num_warmup, num_samples,
     Weights that add data are bounded by the likelihood, so they are far tamer than leave-out ratios.
     """
     from .batched import run
-    from .interop import psis_log_weights
+    from .interop import _psis_log_weights as psis_log_weights
 
     orders = np.asarray(orders)
     R, n = orders.shape

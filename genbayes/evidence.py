@@ -47,6 +47,7 @@ from ._laplace import _laplace
 from ._programs import devices_used, family_as_argument
 from ._smc import _data_tempered_smc, _smc_evidence
 from ._validation import EstimatorFailure, check_args_finite, check_key
+from ._validation import _concrete_scalar as _check_real_scalar
 from .bridge import bridge_sampling
 from .conjugate import ConjugateFamily, is_conjugate
 
@@ -621,6 +622,11 @@ class BayesFactor:
 def _check_evidence(ev, name):
     if not isinstance(ev, Evidence):
         raise TypeError(f"`{name}` must be an Evidence (from gb.evidence.log_evidence), got {type(ev).__name__}.")
+    for field in ("log_z", "se"):
+        _check_real_scalar(getattr(ev, field), f"{name}.{field}")
+    if not math.isfinite(ev.log_z):
+        raise ValueError(f"`{name}.log_z` is {ev.log_z}, not an estimate ({ev.method}); re-estimate it before "
+                         "comparing models.")
 
 
 def bayes_factor(evidence_1: Evidence, evidence_2: Evidence) -> BayesFactor:

@@ -52,7 +52,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro.handlers import seed, substitute, trace
 from numpyro.primitives import Messenger
 
-from ._validation import is_concrete
+from ._validation import NonFiniteLoss, check_args_finite, guard_empty_plates, is_concrete
 
 __all__ = [
     "per_observation_log_density",
@@ -72,7 +72,8 @@ __all__ = [
 def _trace(model, args, kwargs, params, rng_key=None):
     m = substitute(model, data=params)
     m = seed(m, rng_key if rng_key is not None else jax.random.PRNGKey(0))
-    return trace(m).get_trace(*args, **kwargs)
+    with guard_empty_plates(args, kwargs):
+        return trace(m).get_trace(*args, **kwargs)
 
 
 def _observed_sites(tr, sites):
@@ -97,6 +98,7 @@ def _latent_sites(tr):
 def _check_params(model, args, kwargs, params):
     if not isinstance(params, Mapping):
         raise TypeError(f"`params` must be a dict of latent site name -> value, got {type(params).__name__}.")
+    check_args_finite(args, kwargs)
     tr = _trace(model, args, kwargs, {k: v for k, v in params.items()})
     latent = _latent_sites(tr)
     missing = sorted(set(latent) - set(params))
@@ -569,12 +571,15 @@ def sandwich(model, params, *args, sites=None, bandwidth="auto", units=None, **k
     flat, _, f, _, _ = _flat_log_density(model, args, kwargs, params, sel, units=units)
     g = jax.jacfwd(f)(flat)
     n = g.shape[0]
+    if n < 2:  # the score covariance I has n - 1 degrees of freedom: NaN from one unit
+        raise ValueError(f"sandwich needs at least 2 observation units to estimate I (the covariance of the "
+                         f"per-unit scores); the data give {n}.")
     if is_concrete(g):
         # a unit whose loss is NaN can still have a finite (zero) gradient: check both
         ok = np.all(np.isfinite(np.asarray(g)), axis=1) & np.isfinite(np.asarray(f(flat)))
         bad = np.flatnonzero(~ok)
         if bad.size:  # a NaN-loss unit used to enter I with score 0, as if it were information
-            raise FloatingPointError(
+            raise NonFiniteLoss(
                 f"sandwich: the per-unit loss or its gradient is not finite for {bad.size} of {n} observation units "
                 f"(first: unit {int(bad[0])}) at these parameters; check the data there and the loss (a NaN or "
                 f"infinite loss value, or a parameter outside the loss's domain).")

@@ -16,7 +16,7 @@ import numpy as np
 import numpyro.distributions as dist
 from numpyro.primitives import Messenger
 
-from ._validation import check_nonnegative_finite, is_concrete
+from ._validation import check_args_finite, check_nonnegative_finite, guard_empty_plates, is_concrete
 
 __all__ = ["reweight", "tempered", "gibbs"]
 
@@ -127,6 +127,12 @@ class reweight(Messenger):
             self.sites = _as_site_set(sites)
         self._seen, self._all_sites, self._subsample_indices = set(), set(), {}
         super().__init__(fn)
+
+    def __call__(self, *args, **kwargs):
+        # the data are checked where the model is called, positional or keyword, before it runs
+        check_args_finite(args, kwargs)
+        with guard_empty_plates(args, kwargs):
+            return super().__call__(*args, **kwargs)
 
     @staticmethod
     def _check(w, name):
@@ -338,6 +344,13 @@ class gibbs(Messenger):
     def _reset(self):
         self._all_sites, self._observed, self._latent_named = set(), set(), set()
 
+    def __call__(self, *args, **kwargs):
+        # the data are checked where the model is called, positional or keyword, before it runs
+        check_args_finite(args, kwargs)
+        with guard_empty_plates(args, kwargs):
+            return super().__call__(*args, **kwargs)
+
+
     def _named(self):
         names = set(self.predict)
         if isinstance(self.loss, dict):
@@ -417,4 +430,11 @@ class gibbs(Messenger):
         msg["fn"] = new
         lr = self._lookup(self.learning_rate, name, 1.0)
         lr = jnp.asarray(lr)
+        try:
+            ok = np.broadcast_shapes(jnp.shape(lr), tuple(outer_batch)) == tuple(outer_batch)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"`learning_rate` of shape {tuple(jnp.shape(lr))} does not broadcast to the batch shape "
+                             f"{tuple(outer_batch)} of observed site {name!r}; pass a scalar or one rate per observation.")
         msg["scale"] = lr if msg["scale"] is None else msg["scale"] * lr

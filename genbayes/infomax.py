@@ -53,7 +53,8 @@ from numpyro.infer.elbo import ELBO
 from numpyro.util import check_model_guide_match
 
 from ._programs import data_program
-from ._validation import check_nonnegative_scalar, check_positive_scalar, is_concrete
+from ._validation import (check_args_finite, check_nonnegative_scalar, check_positive_scalar, check_real_array,
+                          guard_empty_plates, is_concrete)
 
 __all__ = [
     "BetaELBO",
@@ -457,9 +458,17 @@ def mss_log_weights(batch_size: int, dataset_size: int, form: str = "stratified"
     return jnp.asarray(np.log(W))
 
 
+def _check_encodings(loc, scale, z=None):
+    """Concrete encoder means and standard deviations (and points z): real, finite, 2-D, not empty."""
+    for x, name in ((loc, "loc"), (scale, "scale"), (z, "z")):
+        if x is not None:
+            check_real_array(x, name, ndim=2)
+
+
 def _validate_density_args(z, loc, scale, method, dataset_size, chunk_size):
     if method not in _METHODS:
         raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}.")
+    _check_encodings(loc, scale, z)
     zs, ls, ss = jnp.shape(z), jnp.shape(loc), jnp.shape(scale)
     if len(ls) != 2:
         raise ValueError(f"`loc` must have shape (B, D) (one row per encoding), got {ls}.")
@@ -934,6 +943,7 @@ def decompose(
         >>> bool(0 <= d.mutual_info.value <= jnp.log(10))
         True
     """
+    _check_encodings(loc, scale)
     loc, scale = jnp.asarray(loc), jnp.asarray(scale)
     if loc.ndim != 2:
         raise ValueError(f"`loc` must have shape (N, D), got {loc.shape}.")
@@ -999,7 +1009,9 @@ def encode(guide, params, *args, site: str = "z", rng_key=None, **kwargs):
         ((3, 2), 0.5)
     """
     rng_key = random.PRNGKey(0) if rng_key is None else rng_key
-    tr = trace(substitute(seed(guide, rng_key), data=params)).get_trace(*args, **kwargs)
+    check_args_finite(args, kwargs)
+    with guard_empty_plates(args, kwargs):
+        tr = trace(substitute(seed(guide, rng_key), data=params)).get_trace(*args, **kwargs)
     if site not in tr or tr[site]["type"] != "sample":
         sites = [n for n, s in tr.items() if s["type"] == "sample"]
         raise ValueError(f"`site`={site!r} is not a sample site of the guide; its sample sites are {sites}.")
@@ -1121,6 +1133,7 @@ def rate_distortion(
     sites = _check_sites_arg(latent_sites)
     if isinstance(num_particles, bool) or not isinstance(num_particles, (int, np.integer)) or num_particles < 1:
         raise ValueError(f"`num_particles` must be a positive int, got {num_particles!r}.")
+    check_args_finite(args, kwargs)
 
     keys = random.split(rng_key, num_particles)
     kw = tuple(sorted(kwargs.items()))
@@ -1187,6 +1200,7 @@ def train(
         raise ValueError(f"`num_steps` must be a positive int, got {num_steps!r}.")
     if optim is None:
         check_positive_scalar(learning_rate, "learning_rate", hint=" It is Adam's step size (default 1e-3).")
+    check_args_finite(args, kwargs)
     scheduled = isinstance(loss, CapacityELBO) and callable(loss.capacity)
     opt = optim if optim is not None else numpyro.optim.Adam(learning_rate)
     opt_key = optim if optim is not None else ("adam", learning_rate if isinstance(learning_rate, jax.core.Tracer)
@@ -1211,7 +1225,8 @@ def train(
     # data, key and initial parameters are its inputs (a traced learning rate or β is not
     # hashable, so under vmap the program is built afresh, inside the caller's trace)
     settings = (guide, _value_key(loss), opt_key, int(num_steps))
-    params, losses = data_program("infomax_train", model, args, kwargs, settings, make)(rng_key, init_params)
+    with guard_empty_plates(args, kwargs):
+        params, losses = data_program("infomax_train", model, args, kwargs, settings, make)(rng_key, init_params)
     if not isinstance(losses, jax.core.Tracer):  # under vmap/jit the caller checks (rate_distortion warns)
         bad = ~np.isfinite(np.asarray(losses))
         if bad.any():
@@ -1384,7 +1399,8 @@ def mig(
         >>> round(sharp.score, 3)  # nearly noiseless encodings of the factors
         1.0
     """
-    z = np.asarray(latents, dtype=float)
+    z = check_real_array(latents, "latents", ndim=2)
+    check_real_array(factors, "factors", ndim=2)
     v = np.asarray(factors)
     if z.ndim != 2 or v.ndim != 2:
         raise ValueError(f"`latents` and `factors` must be 2-D (N, D) and (N, K); got {z.shape} and {v.shape}.")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validation import check_positive_scalar, check_real_array
+
 __all__ = ["batched_to_inference_data", "mcmc_to_inference_data", "gibbs_to_inference_data", "unit_log_likelihood", "effective_sample_size", "psis_log_weights", "psis_khat_threshold", "loo", "lpo_to_elpd_data"]
 
 
@@ -65,8 +67,11 @@ def effective_sample_size(draws) -> float:
         >>> 300 < effective_sample_size(draws) < 500
         True
     """
+    d = check_real_array(draws, "draws", ndim=1)
+    if d.size < 4:
+        raise ValueError(f"`draws` has {d.size} value(s); the rank-normalised ESS needs at least 4 draws.")
     az = _arviz()
-    return float(az.ess(np.asarray(draws)[None, :]))
+    return float(az.ess(d[None, :]))
 
 
 def psis_khat_threshold(num_draws: int) -> float:
@@ -86,6 +91,8 @@ def psis_khat_threshold(num_draws: int) -> float:
         >>> psis_khat_threshold(100), psis_khat_threshold(10**6)
         (0.5, 0.7)
     """
+    if isinstance(num_draws, bool) or not isinstance(num_draws, (int, np.integer)) or num_draws < 2:
+        raise ValueError(f"`num_draws` must be an integer >= 2 (the number of draws S), got {num_draws!r}.")
     return float(min(1.0 - 1.0 / np.log10(num_draws), 0.7))
 
 
@@ -107,6 +114,15 @@ def psis_log_weights(log_ratios, reff: float = 1.0):
         >>> lw.shape, khat.shape, bool(np.allclose(np.exp(lw).sum(axis=1), 1.0))
         ((2, 500), (2,), True)
     """
+    lr = check_real_array(log_ratios, "log_ratios", neg_inf_ok=True)  # -inf: a draw of weight 0
+    if lr.shape[-1] < 2:
+        raise ValueError(f"`log_ratios` must hold S >= 2 draws on its last axis, got shape {lr.shape}.")
+    check_positive_scalar(reff, "reff")
+    return _psis_log_weights(lr, reff)
+
+
+def _psis_log_weights(log_ratios, reff):
+    # unchecked: genbayes.cv passes +inf ratios through and reports the resulting k̂ in its diagnostics
     az = _arviz()
     lw, khat = az.psislw(np.asarray(log_ratios, dtype=float), reff=float(reff))
     return np.asarray(lw), np.asarray(khat)
@@ -136,7 +152,9 @@ def loo(log_lik, reff=None, pointwise: bool = True):
         (True, 5)
     """
     az = _arviz()
-    ll = np.asarray(log_lik, dtype=float)
+    ll = check_real_array(log_lik, "log_lik", ndim=3)
+    if min(ll.shape) == 0 or ll.shape[1] < 4:
+        raise ValueError(f"`log_lik` must have shape (chains, draws >= 4, n >= 1), got {ll.shape}.")
     idata = az.from_dict(posterior={"_": np.zeros(ll.shape[:2])}, log_likelihood={"y": ll})
     return az.loo(idata, pointwise=pointwise, reff=reff, var_name="y")
 

@@ -21,6 +21,8 @@ it has a kink) and carries attributes that the calibration code reads:
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Callable
 
 import jax
@@ -47,13 +49,31 @@ __all__ = [
 
 
 def _tag(fn, name: str, *, smooth: bool = True, margin: bool = False, doc: str | None = None, log_normalizer=None):
-    """Attach the calibration metadata (``name``, ``smooth``, ``margin``, ``log_normalizer``) to a loss."""
-    fn.name, fn.smooth, fn.margin = name, smooth, margin
+    """The loss ``fn`` with its inputs checked, and the calibration metadata (``name``, ``smooth``,
+    ``margin``, ``log_normalizer``) attached."""
+
+    @functools.wraps(fn)
+    def loss(p, y):
+        _check_inputs(p, y, name)
+        return fn(p, y)
+
+    loss.name, loss.smooth, loss.margin = name, smooth, margin
     if log_normalizer is not None:
-        fn.log_normalizer = log_normalizer
+        loss.log_normalizer = log_normalizer
     if doc is not None:
-        fn.__doc__ = doc
-    return fn
+        loss.__doc__ = doc
+    return loss
+
+
+def _check_inputs(p, y, name):
+    """Concrete predictions and observations must be real and not NaN (a NaN in gives a NaN loss out,
+    which would make the Gibbs log density NaN); traced ones are the compiled program's business."""
+    for x, arg in ((p, "prediction"), (y, "observation")):
+        if is_concrete(x):
+            arr = _real_array(x, arg)
+            if np.isnan(arr).any():
+                raise ValueError(f"`{arg}` passed to loss {name} contains NaN (first at index "
+                                 f"{np.argwhere(np.isnan(arr))[0].tolist()}); the loss would be NaN there.")
 
 
 def loss_name(loss) -> str:
@@ -76,7 +96,8 @@ def loss_name(loss) -> str:
 def _real_array(x, argname):
     """``x`` as a float array; a clear ``TypeError`` for strings, complex numbers and other non-numbers."""
     if np.iscomplexobj(x):
-        raise TypeError(f"`{argname}` must be a real number, got the complex {x!r}.")
+        raise TypeError(f"`{argname}` must be a real number, got a complex {type(x).__name__} "
+                        f"(dtype {np.asarray(x).dtype}); pass its real part (np.real).")
     try:
         return np.asarray(x, dtype=float)
     except (TypeError, ValueError):
@@ -373,6 +394,17 @@ class Loss(dist.Distribution):
                 + (f", and reduce the last {self._loss_event_dim} event axes)" if self._loss_event_dim else ")")
                 + "."
             )
+        if is_concrete(out):
+            arr = np.asarray(out)
+            if np.iscomplexobj(arr):
+                raise TypeError(f"loss {self.name} returned complex values (dtype {arr.dtype}); a loss must be real.")
+            if np.isnan(arr).any():  # one NaN term makes the whole (Gibbs) log density NaN
+                from ._validation import NonFiniteLoss
+
+                raise NonFiniteLoss(
+                    f"loss {self.name} returned NaN for {int(np.isnan(arr).sum())} of {arr.size} observation(s) "
+                    f"(first at index {np.argwhere(np.isnan(arr))[0].tolist()}); check the data there and the "
+                    "loss's domain.")
         return out
 
     @property

@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 
-from ._validation import is_concrete
+from ._validation import check_args_finite, guard_empty_plates, is_concrete
 
 __all__ = ["Units", "find", "log_density", "log_likelihood", "potential_energy"]
 
@@ -159,7 +159,8 @@ def _trace(model, args, kwargs, concrete=False):
     def get():
         return trace(seed(model, jax.random.PRNGKey(0))).get_trace(*args, **kwargs)
 
-    try:
+    check_args_finite(args, kwargs)  # every tool traces the model through here: the data are checked once, first
+    with guard_empty_plates(args, kwargs):
         if concrete:
             return get()
         box = []
@@ -168,12 +169,6 @@ def _trace(model, args, kwargs, concrete=False):
         except jax.errors.JAXTypeError:  # a model that needs concrete values
             return get()
         return box[0]
-    except AssertionError as e:
-        if "size of plate should be positive" not in str(e):
-            raise
-        shapes = [tuple(np.shape(a)) for a in jax.tree_util.tree_leaves((args, kwargs)) if hasattr(a, "shape")]
-        raise ValueError(f"The model opened a plate of size 0: the data are empty (array arguments of shapes {shapes}). "
-                         "Pass at least one observation.") from None
 
 
 def _has_array_mask(fn):

@@ -308,6 +308,9 @@ def fit(svi, rng_key, num_steps: int, *args, num_warmup: int | None = None, num_
     if num_steps < 1:
         raise ValueError(f"`num_steps` must be >= 1, got {num_steps}.")
     num_chunks = max(1, min(int(num_chunks), num_steps))
+    from .units import _trace
+
+    _trace(svi.model, args, kwargs)  # abstract, nothing compiled: non-finite, complex or empty data surface here
     loss = svi.loss
     guide = svi.guide if isinstance(svi.guide, _StatefulGuide) else loss.wrap_guide(svi.guide)
     inner = guide.guide
