@@ -82,7 +82,8 @@ def check_finite_data(x, name: str) -> None:
             where = np.argwhere(bad)[0].tolist()
             raise ValueError(
                 f"`{name}` contains {int(bad.sum())} non-finite value(s) (first at index {where}); "
-                "remove or impute them before inference."
+                "remove or impute them before inference. For missing entries that a mask hides from the "
+                "likelihood (`obs_mask=`, `numpyro.handlers.mask`), put any finite placeholder (e.g. 0.0) there."
             )
 
 
