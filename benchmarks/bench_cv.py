@@ -122,9 +122,9 @@ def main(quick):
 
 def psis_vs_arviz(quick):
     """PSIS-LOO on the same draws: genbayes.cv's PSIS step (ArviZ psislw inside) against arviz.loo."""
-    import arviz  # noqa: F401  (imported before timing: genbayes imports it on first use)
+    from genbayes.interop import _arviz, loo
 
-    from genbayes.interop import loo
+    _arviz()  # import ArviZ before timing (genbayes imports it on first use)
 
     n, S = (300, 2000) if quick else (1000, 4000)
     fam = gb.conjugate.NormalKnownVariance(0.0, 4.0, 1.0)
@@ -137,10 +137,10 @@ def psis_vs_arviz(quick):
     def ours():
         return runner.combine([runner.batch(b) for b in range(runner.plan.num_batches)])
 
-    def arviz():
+    def reference():
         return loo(ll, reff=runner.post.r_eff)
 
-    res = compare({"genbayes PSIS (cv, p=1)": ours, "arviz.loo": arviz}, rounds=3 if quick else 5,
+    res = compare({"genbayes PSIS (cv, p=1)": ours, "arviz.loo": reference}, rounds=3 if quick else 5,
                   title=f"[4] PSIS-LOO on the same {S} draws, NormalKnownVariance n={n} (posterior drawn beforehand):")
     a, b = res["genbayes PSIS (cv, p=1)"]["out"], res["arviz.loo"]["out"]
     print(f"    elpd_loo: genbayes {a.value * n:.10f}, arviz {float(b.elpd_loo):.10f}, "
