@@ -42,7 +42,7 @@ def bench_nuts(n, d, num_warmup, num_samples, rounds=3):
     X, y, _ = qr.simulate(jax.random.PRNGKey(0), n, d=d)
     ours = compiled_nuts_loop(gibbs(qr.likelihood_model, loss={"y": L.check(0.9)}), num_warmup, num_samples)
     base = compiled_nuts_loop(factor_model, num_warmup, num_samples)
-    key = jax.random.PRNGKey(1)  # same key: both chains see the same randomness, so the same tree depths
+    key = jax.random.PRNGKey(1)  # the same key for both sides
     res = compare({"gb.gibbs": lambda: ours(key, X, y), "numpyro.factor": lambda: base(key, X, y)}, rounds=rounds,
                   title=f"[nuts] quantile regression n={n} d={d}, one chain of {num_warmup}+{num_samples} NUTS iterations "
                         "(compiled once per side):")
@@ -93,11 +93,11 @@ if __name__ == "__main__":
     print("devices:", jax.devices(), flush=True)
     if a.quick:
         if a.only != "gpc":
-            bench_nuts(1000, 5, 300, 500, rounds=3)
+            bench_nuts(1000, 5, 300, 500, rounds=7)
         if a.only != "nuts":
             bench_gpc(200, 3, 40, 150, 150, rounds=2)
     else:
         if a.only != "gpc":
-            bench_nuts(1000, 5, 500, 1000, rounds=5)
+            bench_nuts(1000, 5, 500, 1000, rounds=9)
         if a.only != "nuts":
             bench_gpc(1000, 5, 200, 300, 300, rounds=3)
