@@ -93,17 +93,23 @@ def _blackjax_smc(X, y, fam, num_particles, num_runs, num_mcmc_steps, num_leapfr
     """The hand-written baseline: one jitted function of the data and keys, vmapped over runs."""
     import blackjax
     from blackjax.smc import resampling
-    from jax.scipy.stats import gamma, multivariate_normal, norm
+    from jax.scipy.stats import gamma, norm
 
     m, P, a, b = fam.mean, fam.precision, fam.shape, fam.rate
 
     def unpack(x):  # (alpha, beta, log tau)
         return x[:2], jnp.exp(x[2])
 
+    # coef ~ N(m, (tau P)^-1) through the Cholesky factor of P^-1, computed once (as genbayes' model
+    # does): per particle only the scalar tau enters, no matrix is factorised or inverted
+    L0 = jnp.linalg.cholesky(jnp.linalg.inv(P))
+    log_det_L0 = jnp.sum(jnp.log(jnp.diag(L0)))
+
     def log_prior(x):
         coef, tau = unpack(x)
-        return (multivariate_normal.logpdf(coef, m, jnp.linalg.inv(tau * P)) + gamma.logpdf(tau, a, scale=1.0 / b)
-                + x[2])  # log-Jacobian of tau = exp(x[2])
+        z = jax.scipy.linalg.solve_triangular(L0, coef - m, lower=True) * jnp.sqrt(tau)
+        log_mvn = -0.5 * z @ z - log_det_L0 + 0.5 * coef.shape[0] * (jnp.log(tau) - jnp.log(2 * jnp.pi))
+        return log_mvn + gamma.logpdf(tau, a, scale=1.0 / b) + x[2]  # log-Jacobian of tau = exp(x[2])
 
     def run(X, y, key):
         def log_lik(x):
@@ -112,7 +118,7 @@ def _blackjax_smc(X, y, fam, num_particles, num_runs, num_mcmc_steps, num_leapfr
 
         k0, k1, k2 = jax.random.split(key, 3)
         tau0 = jax.random.gamma(k0, a, (num_particles,)) / b
-        coef0 = m + jax.random.normal(k1, (num_particles, 2)) @ jnp.linalg.cholesky(jnp.linalg.inv(P)).T \
+        coef0 = m + jax.random.normal(k1, (num_particles, 2)) @ L0.T \
             / jnp.sqrt(tau0)[:, None]
         x0 = jnp.column_stack([coef0, jnp.log(tau0)])
 
