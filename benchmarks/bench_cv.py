@@ -6,8 +6,12 @@
    included; then n = 20 and 24 compiled) against a chunked, vectorised closed form of the same
    S_CV(p) (sufficient statistics of each held-out set, jitted), in alternating rounds.
 2. Hypergeometric counting: S_CV(p) for every p of Beta–Bernoulli with n = 10,000.
-3. Refits of 32 folds through gb.batched (one program) against a loop of 32 numpyro MCMC runs;
-   PSIS against refit on the same 32 folds (time ratio and agreement).
+3. Refits of 32 folds through gb.batched (one program) against a loop over one NUTS chain compiled
+   once (NumPyro's functional ``hmc(..., "NUTS")`` under ``lax.scan``, ``_common.compiled_nuts_loop``;
+   not ``MCMC(progress_bar=False).run`` per fold, which NumPyro 0.22.0 recompiles on every call,
+   pyro-ppl/numpyro#2171), and PSIS on the same 32 folds: cold and warm time, compile time and
+   compilations of each, ratios from alternating warm rounds, and agreement.
+4. PSIS-LOO on the same draws: genbayes.cv's PSIS step against ``arviz.loo`` (ratio and agreement).
 """
 
 import argparse
@@ -25,6 +29,7 @@ numpyro.enable_x64()
 import genbayes as gb  # noqa: E402
 from genbayes import cv  # noqa: E402
 from genbayes.models import logistic_regression as lr  # noqa: E402
+from _common import compare, compiled_nuts_loop  # noqa: E402
 
 
 def timed(f):
@@ -98,34 +103,73 @@ def main(quick):
     X, y = lr.breast_cancer(num_features=2, n=n, seed=0)
     folds = [(i,) for i in range(32)]
     nw, ns = (150, 200) if quick else (300, 500)
-    r_ref, t_ref = timed(lambda: cv.lpo(lr.model, X, y, p=1, method="refit", subsets=folds, num_warmup=nw,
-                                        num_samples=ns, rng_key=jax.random.PRNGKey(0)))
-    # baseline: 32 separate numpyro MCMC runs (one compile, then a Python loop), same settings
-    from numpyro.infer import MCMC, NUTS
 
+    def refit():
+        return cv.lpo(lr.model, X, y, p=1, method="refit", subsets=folds, num_warmup=nw, num_samples=ns,
+                      rng_key=jax.random.PRNGKey(0))
+
+    def psis():
+        return cv.lpo(lr.model, X, y, p=1, method="psis", subsets=folds, num_warmup=nw, num_samples=ns, num_chains=4,
+                      rng_key=jax.random.PRNGKey(1))
+
+    # baseline: one NUTS chain compiled once (the fold's weights an argument), called per fold, and a
+    # jitted held-out log predictive (not MCMC(progress_bar=False).run in a loop: NumPyro 0.22.0
+    # recompiles that on every call, pyro-ppl/numpyro#2171)
     def weighted(w, X, y):
         with gb.reweight(weights=w):
             lr.model(X, y)
 
-    t = time.perf_counter()
-    # one MCMC object with the weights as a model argument: compiled once, reused for every fold
-    mcmc = MCMC(NUTS(weighted), num_warmup=nw, num_samples=ns, progress_bar=False, jit_model_args=True)
-    base_vals = []
-    for k, (i,) in enumerate(folds):
-        w = jnp.ones(n).at[i].set(0.0)
-        mcmc.run(jax.random.PRNGKey(k), w, X, y)
-        s = mcmc.get_samples()
-        ll = numpyro.infer.log_likelihood(lr.model, s, X, y)["y"][:, i]
-        base_vals.append(float(jax.scipy.special.logsumexp(ll) - np.log(ns)))
-    t_loop = time.perf_counter() - t
-    print(f"[3] refit, 32 folds (p=1, logistic n={n}): gb.batched {t_ref:.1f} s vs loop of 32 MCMC runs {t_loop:.1f} s; "
-          f"ratio (loop / ours) = {t_loop / t_ref:.2f}x; mean values {r_ref.value:.4f} vs {np.mean(base_vals):.4f}")
-    r_ps, t_ps = timed(lambda: cv.lpo(lr.model, X, y, p=1, method="psis", subsets=folds, num_warmup=nw,
-                                      num_samples=ns, num_chains=4, rng_key=jax.random.PRNGKey(1)))
+    chain = compiled_nuts_loop(weighted, nw, ns)
+    X_, y_ = jnp.asarray(X), jnp.asarray(y)
+
+    @jax.jit
+    def held_out_lpd(s, i):
+        ll = numpyro.infer.log_likelihood(lr.model, s, X_, y_)["y"][:, i]
+        return jax.scipy.special.logsumexp(ll) - jnp.log(ll.shape[0])
+
+    def loop():
+        vals = []
+        for k, (i,) in enumerate(folds):
+            s, _ = chain(jax.random.PRNGKey(k), jnp.ones(n).at[i].set(0.0), X_, y_)
+            vals.append(held_out_lpd(s, i))
+        return jnp.stack(vals)
+
+    res = compare({"refit (gb.batched)": refit, "loop of one compiled NUTS chain": loop, "psis": psis},
+                  rounds=2 if quick else 3,
+                  title=f"[3] 32 folds (p=1, logistic n={n}), {nw}+{ns} NUTS iterations per fit:")
+    r_ref, base_vals, r_ps = (res[k]["out"] for k in res)
     diff = r_ps.value - r_ref.value
-    print(f"    psis {t_ps:.1f} s vs refit {t_ref:.1f} s: ratio (refit / psis) = {t_ref / t_ps:.2f}x; "
-          f"S_CV(1) psis {r_ps.value:.4f} ± {r_ps.se:.4f}, refit {r_ref.value:.4f} ± {r_ref.se:.4f}, "
-          f"diff {diff:.4f} = {diff / math.hypot(r_ps.se, r_ref.se):.2f} SE; max k̂ {np.max(r_ps.diagnostics['khat']):.2f}")
+    print(f"    S_CV(1): refit {r_ref.value:.4f} ± {r_ref.se:.4f}, loop {float(jnp.mean(base_vals)):.4f}, psis "
+          f"{r_ps.value:.4f} ± {r_ps.se:.4f}; psis − refit = {diff:.4f} = {diff / math.hypot(r_ps.se, r_ref.se):.2f} SE; "
+          f"max k̂ {np.max(r_ps.diagnostics['khat']):.2f}")
+    psis_vs_arviz(quick)
+
+
+def psis_vs_arviz(quick):
+    """PSIS-LOO on the same draws: genbayes.cv's PSIS step (ArviZ psislw inside) against arviz.loo."""
+    from genbayes.interop import _arviz, loo
+
+    _arviz()  # import ArviZ before timing (genbayes imports it on first use)
+
+    n, S = (300, 2000) if quick else (1000, 4000)
+    fam = gb.conjugate.NormalKnownVariance(0.0, 4.0, 1.0)
+    x = np.random.default_rng(2).normal(1.0, 1.0, n)
+    target = cv._resolve(fam.model, (x,), {}, None, None)
+    runner = cv._Runner(target, 1, "psis", False, None, jax.random.PRNGKey(0), cv.DEFAULT_MAX_SUBSETS, None,
+                        200, S // 4, 4, 1 << 14)  # draws the full posterior once
+    ll = runner.post.loglik.reshape(4, S // 4, n)
+
+    def ours():
+        return runner.combine([runner.batch(b) for b in range(runner.plan.num_batches)])
+
+    def reference():
+        return loo(ll, reff=runner.post.r_eff)
+
+    res = compare({"genbayes PSIS (cv, p=1)": ours, "arviz.loo": reference}, rounds=3 if quick else 5,
+                  title=f"[4] PSIS-LOO on the same {S} draws, NormalKnownVariance n={n} (posterior drawn beforehand):")
+    a, b = res["genbayes PSIS (cv, p=1)"]["out"], res["arviz.loo"]["out"]
+    print(f"    elpd_loo: genbayes {a.value * n:.10f}, arviz {float(b.elpd_loo):.10f}, "
+          f"|diff| {abs(a.value * n - float(b.elpd_loo)):.1e}")
 
 
 if __name__ == "__main__":

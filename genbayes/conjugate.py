@@ -29,6 +29,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from jax.scipy.special import gammaln
+from numpyro.distributions.util import cholesky_of_inverse
 
 from ._validation import check_finite_data, check_nonnegative_finite, is_concrete
 
@@ -575,9 +576,16 @@ class NormalGammaRegression(ConjugateFamily):
         )
 
     def model(self, X, y):
-        """tau ~ Gamma(a0, b0); beta ~ MVN(μ0, (τΛ0)⁻¹); y_i ~ Normal(x_iᵀβ, τ^{-1/2})."""
+        """tau ~ Gamma(a0, b0); beta ~ MVN(μ0, (τΛ0)⁻¹); y_i ~ Normal(x_iᵀβ, τ^{-1/2}).
+
+        The coefficients' prior is written with the Cholesky factor L0 of Λ0⁻¹ (L0 L0ᵀ = Λ0⁻¹,
+        computed from Λ0 alone) scaled by τ^{-1/2}: the per-draw τ is a scalar, so a batch of
+        particles or chains shares one factorisation instead of one per draw (``precision_matrix=
+        τΛ0`` factorises a d×d matrix for every τ).
+        """
         tau = numpyro.sample("tau", dist.Gamma(self.shape, self.rate))
-        beta = numpyro.sample("beta", dist.MultivariateNormal(self.mean, precision_matrix=tau * self.precision))
+        scale_tril = cholesky_of_inverse(self.precision) / jnp.sqrt(tau)[..., None, None]
+        beta = numpyro.sample("beta", dist.MultivariateNormal(self.mean, scale_tril=scale_tril))
         with numpyro.plate("data", jnp.shape(X)[0]):
             numpyro.sample("y", dist.Normal(X @ beta, 1.0 / jnp.sqrt(tau)), obs=y)
 
