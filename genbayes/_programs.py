@@ -54,9 +54,12 @@ def family_as_argument(model, args):
 class ProgramCache:
     """A bounded first-in-first-out cache of compiled programs."""
 
+    _instances: list = []  # every cache, for clear_program_caches
+
     def __init__(self, maxsize: int = 32):
         self.maxsize = maxsize
         self._programs: dict = {}
+        ProgramCache._instances.append(self)
 
     def get(self, key, build):
         """The program cached under ``key``, building (and caching) it when absent.
@@ -75,6 +78,16 @@ class ProgramCache:
                 self._programs.pop(next(iter(self._programs)))
             self._programs[key] = program
         return program, False
+
+
+def clear_program_caches() -> None:
+    """Forget every program genbayes has cached (and JAX's own caches): the next call builds afresh.
+
+    For tests: a result from a cached program must equal the result of a program built for that call.
+    """
+    for cache in ProgramCache._instances:
+        cache._programs.clear()
+    jax.clear_caches()
 
 
 _DATA_PROGRAMS = ProgramCache(maxsize=64)

@@ -55,6 +55,7 @@ NO_REFERENCE = {
     "genbayes.cli.build_parser",
     "genbayes.cli.main",
     "genbayes.cli.fast_compile_xla_flags",
+    "genbayes.cli.compilation_cache_dir",
     "genbayes.report.write_report",
     "genbayes.demos.Section",
     "genbayes.demos.image_path",
