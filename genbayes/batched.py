@@ -59,6 +59,12 @@ class BatchedSamples:
     samples: dict
     diagnostics: dict
     weights: jax.Array
+    num_chains: int = 1
+
+    def chains(self, site) -> np.ndarray:
+        """The draws of ``site`` split by chain: shape ``(B, num_chains, num_samples // num_chains, ...)``."""
+        v = np.asarray(self.samples[site])
+        return v.reshape((v.shape[0], self.num_chains, v.shape[1] // self.num_chains) + v.shape[2:])
 
     @property
     def num_replicates(self) -> int:
@@ -109,12 +115,14 @@ def run(
     rng_key,
     units=None,
     sites=None,
-    target_accept_prob: float = 0.8,
+    target_accept_prob: float | None = None,
     dense_mass: bool = False,
     max_tree_depth: int = 10,
     init_strategy=init_to_uniform,
     shard: bool | None = None,
     progress: bool = True,
+    kernel: str = "nuts",
+    num_chains: int | None = None,
     **kwargs,
 ) -> BatchedSamples:
     r"""Run NUTS on ``reweight(model, weights=weights[b])`` for every row b, as one program.
@@ -173,6 +181,9 @@ def run(
     """
     check_key(rng_key)
     _check_positive_int(num_samples, "num_samples")
+    num_chains = _check_kernel(kernel, num_chains, num_warmup, num_samples, dense_mass)
+    if target_accept_prob is None:
+        target_accept_prob = _DEFAULT_ACCEPT[kernel]
     depths = max_tree_depth if isinstance(max_tree_depth, tuple) else (max_tree_depth,)
     if len(depths) not in (1, 2) or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1
                                         for d in depths):
@@ -212,7 +223,8 @@ def run(
     shard = resolve_shard(shard)
     model, args = family_as_argument(model, args)
     dyn, rebuild, arg_key = split_args(args, kwargs)
-    settings = (num_warmup, num_samples, target_accept_prob, dense_mass, max_tree_depth, shard, len(devices))
+    settings = (num_warmup, num_samples, target_accept_prob, dense_mass, max_tree_depth, shard, len(devices), kernel,
+                num_chains)
     strategy = _strategy_key(init_strategy)
     program, reused = _PROGRAMS.get(
         None if arg_key is None or strategy is None else
@@ -222,8 +234,9 @@ def run(
     what = "running (compiled program reused)" if reused else "compiling and running"
     if progress:
         where = f"sharded over {len(devices)} devices" if shard else "on one device"
-        print(f"genbayes.batched: {what} {B} NUTS posteriors {where} "
-              f"({num_warmup} warm-up + {num_samples} draws each)...", flush=True)
+        chains = f", {num_chains} chains of {num_samples // num_chains} draws" if kernel == "chees" else ""
+        print(f"genbayes.batched: {what} {B} {kernel.upper()} posteriors {where} "
+              f"({num_warmup} warm-up + {num_samples} draws each{chains})...", flush=True)
     t0 = time.perf_counter()
     samples, diag, init_ok = jax.block_until_ready(program(weights, keys, key_init, dyn))
     if progress:
@@ -243,7 +256,37 @@ def run(
             RuntimeWarning,
             stacklevel=2,
         )
-    return BatchedSamples(samples=samples, diagnostics=diag, weights=weights)
+    return BatchedSamples(samples=samples, diagnostics=diag, weights=weights, num_chains=num_chains)
+
+
+_KERNELS = ("nuts", "chees")
+_DEFAULT_ACCEPT = {"nuts": 0.8, "chees": 0.651}  # NumPyro's NUTS; ChEES's harmonic-mean target (Hoffman et al. 2021)
+
+
+def _check_kernel(kernel, num_chains, num_warmup, num_samples, dense_mass):
+    """Validate ``kernel`` and its chain settings before anything compiles; the chains per posterior."""
+    if kernel not in _KERNELS:
+        raise ValueError(f"`kernel` must be one of {_KERNELS}, got {kernel!r}.")
+    if kernel == "nuts":
+        if num_chains not in (None, 1):
+            raise ValueError(f"`num_chains` applies to kernel='chees' (NUTS runs one chain per posterior), got "
+                             f"{num_chains!r}; use kernel='chees' for several chains per posterior.")
+        return 1
+    num_chains = 4 if num_chains is None else num_chains
+    if isinstance(num_chains, bool) or not isinstance(num_chains, (int, np.integer)) or num_chains < 2:
+        raise ValueError(f"`num_chains` must be an integer >= 2 for kernel='chees' (its adaptation uses statistics "
+                         f"across the chains of a posterior), got {num_chains!r}; the default is 4.")
+    if isinstance(num_samples, (int, np.integer)) and num_samples % num_chains:
+        raise ValueError(f"`num_samples` ({num_samples}) must be a multiple of `num_chains` ({num_chains}) for "
+                         f"kernel='chees': each posterior's draws are its {num_chains} chains' draws, "
+                         f"num_samples // num_chains each.")
+    if isinstance(num_warmup, (int, np.integer)) and not isinstance(num_warmup, bool) and num_warmup < 1:
+        raise ValueError(f"`num_warmup` must be at least 1 for kernel='chees' (ChEES adapts the step size and "
+                         f"trajectory length during warm-up), got {num_warmup!r}.")
+    if dense_mass:
+        raise ValueError("`dense_mass=True` is not available with kernel='chees' (BlackJAX's ChEES adapts a diagonal "
+                         "mass matrix); use kernel='nuts' for a dense one.")
+    return int(num_chains)
 
 
 # compiled programs, keyed by model, sites, argument structure and sampler settings
@@ -281,7 +324,7 @@ def _build_program(model, sites, units, init_strategy, rebuild, settings):
     operations would compile on first use (several seconds per call on a CPU, and again for every
     new model); inside, it is compiled once with the sampler and skipped entirely on reuse.
     """
-    num_warmup, num_samples, target_accept_prob, dense_mass, max_tree_depth, shard, _ = settings
+    num_warmup, num_samples, target_accept_prob, dense_mass, max_tree_depth, shard, _, kernel, num_chains = settings
 
     def one(potential_gen, postprocess_gen, w, key, init_z, dyn):
         a, kw = rebuild(dyn)
@@ -318,6 +361,8 @@ def _build_program(model, sites, units, init_strategy, rebuild, settings):
     def program(weights, keys, key_init, dyn):
         a, kw = rebuild(dyn)
         weighted = _weighted(model, sites, units)
+        if kernel == "chees":  # one dispersed initial point per chain (shared by the B posteriors)
+            key_init = jax.random.split(key_init, num_chains)
         info = initialize_model(key_init, weighted, init_strategy=init_strategy, dynamic_args=True,
                                 model_args=(weights[0], *a), model_kwargs=kw)
         p = info.param_info
@@ -331,9 +376,10 @@ def _build_program(model, sites, units, init_strategy, rebuild, settings):
                 return partial(potential_energy, enum_model, (w, *a_), kw_, enumerated=True)
 
             potential_gen = marginal_potential_gen
-        init_ok = jnp.isfinite(p.potential_energy) & jnp.all(
+        init_ok = jnp.all(jnp.isfinite(p.potential_energy)) & jnp.all(
             jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(p.z_grad)]))
-        batched = jax.vmap(partial(one, potential_gen, info.postprocess_fn), in_axes=(0, 0, None, None))
+        one_posterior = _chees_posterior(settings, rebuild) if kernel == "chees" else one
+        batched = jax.vmap(partial(one_posterior, potential_gen, info.postprocess_fn), in_axes=(0, 0, None, None))
         if shard:
             # chains are independent: each device runs its own B/D of them, no communication
             batched = shard_leading(batched, (0, 0, None, None), axis_name="replicate")
@@ -341,6 +387,66 @@ def _build_program(model, sites, units, init_strategy, rebuild, settings):
         return samples, diag, init_ok
 
     return jax.jit(program)
+
+
+# ChEES settings (Hoffman, Radul & Sountsov 2021): Adam on the log trajectory length with the
+# learning rate of their experiments and of BlackJAX's example; a first step size that dual
+# averaging moves within a few iterations (it starts in the tails, where any step size is wrong).
+_CHEES_LEARNING_RATE = 0.025
+_CHEES_INITIAL_STEP_SIZE = 0.1
+
+
+def _chees_posterior(settings, rebuild):
+    """``one(potential_gen, postprocess_gen, w, key, init_zs, dyn) -> (samples, diagnostics)``: C
+    chains of one weighted posterior, ChEES-adapted jittered HMC (BlackJAX).
+
+    ``blackjax.chees_adaptation`` tunes one step size, one trajectory length and one diagonal
+    inverse mass matrix from all C chains together (the ChEES criterion and the harmonic-mean
+    acceptance rate are cross-chain statistics), then ``blackjax.dynamic_hmc`` draws
+    ``num_samples / C`` iterations per chain with those settings. The number of leapfrog steps of
+    an iteration is ``ceil(h_t · L / ε)``, ``h_t`` the t-th Halton number, the same for every chain
+    and, up to the adapted ``L / ε``, for every posterior: the vmapped while loop does almost no
+    step that a chain discards (NUTS under ``vmap`` runs every chain to the deepest tree of the batch).
+    """
+    import blackjax
+    import optax
+    from blackjax.adaptation.base import get_filter_adapt_info_fn
+
+    num_warmup, num_samples, target_accept_prob, _, _, _, _, _, num_chains = settings
+    per_chain = num_samples // num_chains
+
+    def one(potential_gen, postprocess_gen, w, key, init_zs, dyn):
+        a, kw = rebuild(dyn)
+        potential = potential_gen(w, *a, **kw)
+
+        def logdensity(z):
+            return -potential(z)
+
+        key_warmup, key_sample = jax.random.split(key)
+        warmup = blackjax.chees_adaptation(logdensity, num_chains, target_acceptance_rate=target_accept_prob,
+                                           mass_matrix_estimation="diagonal",
+                                           adaptation_info_fn=get_filter_adapt_info_fn())
+        (states, params), _ = warmup.run(key_warmup, init_zs, _CHEES_INITIAL_STEP_SIZE,
+                                         optax.adam(_CHEES_LEARNING_RATE), num_warmup, max_sampling_steps=per_chain)
+        step = jax.vmap(blackjax.dynamic_hmc(logdensity, **params).step)
+
+        def draw(states, k):
+            states, info = step(jax.random.split(k, num_chains), states)
+            return states, (states.position, info.is_divergent, info.acceptance_rate, info.num_integration_steps)
+
+        _, (zs, div, acc, nsteps) = jax.lax.scan(draw, states, jax.random.split(key_sample, per_chain))
+        # (draw, chain, ...) -> (chain · draw, ...): chain c holds draws [c·S/C, (c+1)·S/C)
+        zs = jax.tree_util.tree_map(lambda v: jnp.reshape(jnp.swapaxes(v, 0, 1), (num_samples,) + v.shape[2:]), zs)
+        samples = jax.vmap(postprocess_gen(w, *a, **kw))(zs)
+        diag = {
+            "num_divergent": jnp.sum(div),
+            "mean_accept_prob": jnp.mean(acc),
+            "mean_num_steps": jnp.mean(nsteps.astype(jnp.result_type(float))),
+            "step_size": params["step_size"],
+        }
+        return samples, diag
+
+    return one
 
 
 def posterior_samples(model, weights, *args, num_warmup=500, num_samples=500, rng_key, **kwargs):
