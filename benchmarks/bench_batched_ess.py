@@ -44,6 +44,8 @@ def parse():
     ap.add_argument("--devices", type=int, default=2, help="CPU devices for the sharded runs (1: no sharded runs)")
     ap.add_argument("--no-one-device", action="store_true",
                     help="with --devices > 1, time only the sharded gb runs (not the one-device ones)")
+    ap.add_argument("--chunk", type=int, nargs="+", default=[0],
+                    help="gb.batched.run(chunk_size=...) values to time (0: None, one vmap over all B)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--loop-max", type=int, default=16, help="posteriors the loop runs per round")
     return ap.parse_args()
@@ -138,9 +140,9 @@ def main():
                 shards = [True] if len(jax.devices()) > 1 else [False]
                 if len(jax.devices()) > 1 and not a.no_one_device:
                     shards = [False, True]
-                for shard in shards:
+                for shard, chunk in [(sh, c) for sh in shards for c in a.chunk]:
                     kw_ = dict(kernel=kernel, num_warmup=a.warmup if kernel == "nuts" else a.chees_warmup,
-                               num_samples=a.samples, shard=shard, progress=False)
+                               num_samples=a.samples, shard=shard, progress=False, chunk_size=chunk or None)
                     if kernel == "chees":
                         kw_["num_chains"] = a.chains
 
@@ -150,7 +152,7 @@ def main():
                         ch = res.chains("beta")
                         return sum(min_bulk_ess(ch[b]) for b in range(beta.shape[0])), beta.shape[0]
 
-                    runs[f"gb-{kernel}-{len(jax.devices()) if shard else 1}dev"] = ours
+                    runs[f"gb-{kernel}-{len(jax.devices()) if shard else 1}dev" + (f"-c{chunk}" if chunk else "")] = ours
             compile_s = {}
             for name, fn in runs.items():  # compile (and check) each once
                 t0 = time.perf_counter()
