@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING
 # ``genbayes demo`` parent process then never imports them at all (its workers do).
 _SUBMODULES = ("batched", "conjugate", "cv", "evidence", "fisher", "infomax", "interop", "losses", "models", "units", "vcd")
 _NAMES = {"Calibration": "calibration", "calibrate": "calibration", "gibbs": "handlers", "reweight": "handlers",
-          "tempered": "handlers", "Loss": "losses"}
+          "tempered": "handlers", "Loss": "losses", "use_cpu_devices": "_programs"}
 
 if TYPE_CHECKING:  # pragma: no cover - static analysis and IDEs see the eager imports
     from . import batched, conjugate, cv, evidence, fisher, infomax, interop, losses, models, units, vcd  # noqa: F401
     from .calibration import Calibration, calibrate  # noqa: F401
     from .handlers import gibbs, reweight, tempered  # noqa: F401
+    from ._programs import use_cpu_devices  # noqa: F401
     from .losses import Loss  # noqa: F401
 
 
@@ -71,5 +72,6 @@ __all__ = [
     "vcd",
     "infomax",
     "models",
+    "use_cpu_devices",
     "__version__",
 ]

@@ -66,6 +66,7 @@ NO_REFERENCE = {
     "genbayes.evidence.Evidence",
     "genbayes.cli.UsageError",
     "genbayes.cv.default_memory_budget",
+    "genbayes.use_cpu_devices",
 }
 
 # Example-free by nature: the demo sections (each runs for seconds and writes PNGs; the CLI
