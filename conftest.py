@@ -27,6 +27,12 @@ os.environ["XLA_FLAGS"] = fast_compile_xla_flags(os.environ.get("XLA_FLAGS", "")
 # with it, so no gain on that subset while the machine was loaded; only the demo subprocesses clearly
 # repeat each other's programs, which did not seem worth a shared folder for the whole run.)
 os.environ["GENBAYES_COMPILATION_CACHE"] = "off"
+# The command splits the CPU into one JAX device per core by default. A test calling genbayes.cli.main
+# in-process before its worker's JAX has started would switch every later test on that worker to
+# sharded programs (results then depend on test order), so the suite's commands use one device;
+# tests/test_cpu_devices.py checks the default with this variable removed, and test_sharding.py runs
+# the sharded programs on purpose.
+os.environ["GENBAYES_CPU_DEVICES"] = "1"
 
 import pytest  # noqa: E402
 
