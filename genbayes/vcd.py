@@ -74,6 +74,7 @@ from numpyro.infer.elbo import ELBO
 from numpyro.primitives import mutable as numpyro_mutable
 
 from ._programs import data_program
+from ._validation import check_args_finite, guard_empty_plates
 
 __all__ = ["VCD", "VCDReport", "VCDRun", "VCDDivergence", "fit", "report", "STATE_SITE"]
 
@@ -310,7 +311,14 @@ def fit(svi, rng_key, num_steps: int, *args, num_warmup: int | None = None, num_
     num_chunks = max(1, min(int(num_chunks), num_steps))
     from .units import _trace
 
-    _trace(svi.model, args, kwargs)  # abstract, nothing compiled: non-finite, complex or empty data surface here
+    # the data, before anything is compiled: non-finite, complex or empty data surface here (abstract
+    # trace). A VCD target may have an improper prior (ImproperUniform), which NumPyro cannot sample:
+    # then only the values are checked, and empty data surface at the first init below.
+    check_args_finite(args, kwargs)
+    try:
+        _trace(svi.model, args, kwargs)
+    except NotImplementedError:
+        pass
     loss = svi.loss
     guide = svi.guide if isinstance(svi.guide, _StatefulGuide) else loss.wrap_guide(svi.guide)
     inner = guide.guide
@@ -329,7 +337,8 @@ def fit(svi, rng_key, num_steps: int, *args, num_warmup: int | None = None, num_
     elbo_ref = None
     if num_warmup > 0:
         esvi = SVI(svi.model, inner, svi.optim, loss=Trace_ELBO(num_particles=loss.num_particles), **svi.static_kwargs)
-        e_state = esvi.init(key_w, *args, **kwargs)
+        with guard_empty_plates(args, kwargs):
+            e_state = esvi.init(key_w, *args, **kwargs)
 
         def make_warmup(args, kwargs):
             def warm(state):  # what esvi.run(..., progress_bar=False) runs, as a cached program
@@ -345,7 +354,8 @@ def fit(svi, rng_key, num_steps: int, *args, num_warmup: int | None = None, num_
         state = s0._replace(optim_state=e_final.optim_state)
     else:
         warm_losses = jnp.zeros((0,))
-        s0 = vsvi.init(key_v, *args, **kwargs)  # also sets vsvi.constrain_fn
+        with guard_empty_plates(args, kwargs):
+            s0 = vsvi.init(key_v, *args, **kwargs)  # also sets vsvi.constrain_fn
         state = init_state if init_state is not None else s0
         if not (state.mutable_state and STATE_SITE in state.mutable_state):
             state = state._replace(mutable_state=s0.mutable_state)
