@@ -27,12 +27,14 @@ from typing import TYPE_CHECKING
 # Submodules and names load on first use (PEP 562), so ``import genbayes`` and the ``genbayes``
 # command start in milliseconds rather than the ~4 s of importing JAX, NumPyro and Optax; the
 # ``genbayes demo`` parent process then never imports them at all (its workers do).
-_SUBMODULES = ("batched", "conjugate", "cv", "evidence", "fisher", "infomax", "interop", "losses", "models", "units", "vcd")
+_SUBMODULES = ("batched", "bridge", "calibration", "conjugate", "cv", "evidence", "fisher", "handlers", "infomax", "interop",
+               "losses", "models", "units", "vcd")
 _NAMES = {"Calibration": "calibration", "calibrate": "calibration", "gibbs": "handlers", "reweight": "handlers",
           "tempered": "handlers", "Loss": "losses", "use_cpu_devices": "_programs"}
 
 if TYPE_CHECKING:  # pragma: no cover - static analysis and IDEs see the eager imports
-    from . import batched, conjugate, cv, evidence, fisher, infomax, interop, losses, models, units, vcd  # noqa: F401
+    from . import (batched, bridge, calibration, conjugate, cv, evidence, fisher, handlers, infomax,  # noqa: F401
+                   interop, losses, models, units, vcd)
     from .calibration import Calibration, calibrate  # noqa: F401
     from .handlers import gibbs, reweight, tempered  # noqa: F401
     from ._programs import use_cpu_devices  # noqa: F401
