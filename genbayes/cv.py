@@ -1251,18 +1251,29 @@ def _prior_loglik(target, R, num_draws, rng_key):
     enumerated discrete latents (their unit likelihoods are marginal over them), or when the
     prior cannot be sampled (e.g. improper priors): then the c = 0 refit is NUTS like the others.
     """
-    from numpyro.infer import Predictive
+    from numpyro.handlers import seed, trace
+
+    from ._programs import data_program
+    from .units import _trace
 
     if target.units.enumerated:
         return None
     try:
-        pred = Predictive(target.model, num_samples=R * num_draws, batch_ndims=1)
-        draws = pred(rng_key, *target.args, **target.kwargs)
-        from .units import _trace
-
         tr = _trace(target.model, target.args, target.kwargs)
-        latent = [k for k, v in tr.items() if v["type"] == "sample" and not v["is_observed"]]
-        draws = {k: draws[k] for k in latent}
+        latent = tuple(k for k, v in tr.items() if v["type"] == "sample" and not v["is_observed"])
+
+        def make(args, kwargs):
+            def draw(key):  # what Predictive(model, num_samples=R * num_draws) draws, as a cached program
+                def one(k):
+                    t = trace(seed(target.model, k)).get_trace(*args, **kwargs)
+                    return {n: t[n]["value"] for n in latent}
+
+                return jax.vmap(one)(jax.random.split(key, R * num_draws))
+
+            return draw
+
+        draws = data_program("prior_draws", target.model, target.args, target.kwargs, (latent, R * num_draws),
+                             make)(rng_key)
         L = np.asarray(_pointwise_loglik(target, draws), dtype=np.float64)
     except Exception:  # noqa: BLE001 - improper or unsampleable prior: fall back to NUTS at c = 0
         return None
