@@ -203,9 +203,29 @@ def _cpu_only() -> bool:
     return not any(n.startswith(("jax-cuda", "jax-rocm", "libtpu")) for n in names)
 
 
-def _run_section(name: str, out: str, quick: bool, seed: int):
-    """Run one demo section (in a worker process); a failure becomes a failed Section, not a crash."""
+# Sections whose sampler programs run long enough that XLA's optimised code pays for its compile
+# time even on a first run, and by far on a second run with the compilation cache: they keep XLA's
+# defaults; the others compile fast (FAST_COMPILE_FLAGS). Quick demo, 2 cores, seconds of the
+# evidence section (first run with an empty cache / second run): defaults 35.0 / 16.3, fast
+# compile 42.1 / 33.9; every other section was faster with the fast-compile flags on a first run
+# (e.g. gibbs 26.6 vs 13.7) and within 1.5 s on a second (benchmarks/bench_demo.py --cache).
+_RUN_BOUND_SECTIONS = frozenset({"evidence"})
+
+
+def _section_xla_flags(name: str, user_flags: str) -> str:
+    """``XLA_FLAGS`` for one demo section's worker: the user's flags, plus the fast-compile ones unless the section is run-bound."""
+    return user_flags.strip() if name in _RUN_BOUND_SECTIONS else fast_compile_xla_flags(user_flags)
+
+
+def _run_section(name: str, out: str, quick: bool, seed: int, xla_flags: str | None = None):
+    """Run one demo section (in a worker process); a failure becomes a failed Section, not a crash.
+
+    ``xla_flags``: set as ``XLA_FLAGS`` first, in a fresh worker that has not started JAX yet.
+    """
     import traceback
+
+    if xla_flags is not None:
+        os.environ["XLA_FLAGS"] = xla_flags
 
     from .demos import Section
 
@@ -277,10 +297,11 @@ def _demo(args) -> int:
     if args.force:
         _unlink_report_links(out)
     jobs = min(args.jobs or os.cpu_count() or 1, len(names))
-    if _cpu_only():
-        # before any section runs: the workers inherit it, and with --jobs 1 the sections run in this
-        # process, where (run as the `genbayes` command) JAX has not started its backend yet
-        os.environ["XLA_FLAGS"] = fast_compile_xla_flags(os.environ.get("XLA_FLAGS", ""))
+    user_flags = os.environ.get("XLA_FLAGS", "")
+    if _cpu_only() and jobs == 1:
+        # the sections run in this process, where (run as the `genbayes` command) JAX has not
+        # started its backend yet: one setting for all of them
+        os.environ["XLA_FLAGS"] = fast_compile_xla_flags(user_flags)
     print(f"genbayes demo ({'quick' if args.quick else 'full'}, seed {args.seed}, {len(names)} sections, "
           f"{jobs} process{'es' if jobs > 1 else ''}) -> {out.resolve()}")
     print("Most of the time goes to JAX compiling each section's sampler; results print as sections finish.")
@@ -305,8 +326,10 @@ def _demo(args) -> int:
     else:
         # separate processes, because JAX compilation (most of a quick run) is single-threaded
         order = sorted(names, key=lambda n: -_QUICK_COST.get(n, 10))
-        with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(_run_section, n, str(out), args.quick, args.seed): n for n in order}
+        # a fresh worker per section, so that each starts JAX with its own XLA flags
+        flags = {n: _section_xla_flags(n, user_flags) if _cpu_only() else None for n in order}
+        with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), max_tasks_per_child=1) as pool:
+            futures = {pool.submit(_run_section, n, str(out), args.quick, args.seed, flags[n]): n for n in order}
             print("running: " + ", ".join(order[:jobs]) + (" (then " + ", ".join(order[jobs:]) + ")" if len(order) > jobs else ""),
                   flush=True)
             for fut in cf.as_completed(futures):

@@ -167,3 +167,17 @@ def test_compilation_cache_folder_precedence():
     assert compilation_cache_dir({"GENBAYES_COMPILATION_CACHE": "/g", "JAX_COMPILATION_CACHE_DIR": "/j"}) == "/g"
     assert compilation_cache_dir({"JAX_COMPILATION_CACHE_DIR": "/j", "XDG_CACHE_HOME": "/x"}) == "/j"
     assert compilation_cache_dir({"XDG_CACHE_HOME": "/x"}) == "/x/genbayes/jax-compilation-cache"
+
+
+def test_demo_sections_get_their_own_xla_flags():
+    """Run-bound sections keep XLA's defaults; the others compile fast; flags the user set win for all."""
+    from genbayes.cli import _RUN_BOUND_SECTIONS, _section_xla_flags, fast_compile_xla_flags
+    from genbayes.demos import SECTIONS
+
+    assert _RUN_BOUND_SECTIONS < set(SECTIONS)
+    for name in SECTIONS:
+        expected = "" if name in _RUN_BOUND_SECTIONS else fast_compile_xla_flags("")
+        assert _section_xla_flags(name, "") == expected
+        user = "--xla_backend_optimization_level=2"
+        assert "--xla_backend_optimization_level=2" in _section_xla_flags(name, user)
+        assert "--xla_backend_optimization_level=0" not in _section_xla_flags(name, user)
