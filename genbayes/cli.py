@@ -155,6 +155,8 @@ def _use_compilation_cache(off: bool) -> str | None:
 
 
 CPU_DEVICES_ENV = "GENBAYES_CPU_DEVICES"
+"""Environment variable for the number of JAX CPU devices the ``genbayes`` command creates (default:
+one per core; ``1`` keeps one device)."""
 
 
 def _use_cpu_devices(command: str, jobs: int | None) -> None:
