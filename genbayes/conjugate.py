@@ -639,18 +639,23 @@ def sequence_log_predictive(family: ConjugateFamily, *data, order=None):
         >>> bool(jnp.allclose(jnp.sum(terms), fam.log_evidence(x)))
         True
     """
+    if order is not None and not isinstance(order, jax.core.Tracer) and data and np.ndim(data[-1]) >= 1:
+        _check_order(order, np.shape(data[-1])[0])  # before the data are converted (that may compile a program)
     data = family._check_data(*data)
     n = jnp.shape(data[-1])[0]
-    if order is not None and not isinstance(order, jax.core.Tracer):
-        o = np.asarray(order)
-        if o.shape != (n,) or not np.issubdtype(o.dtype, np.integer) or not np.array_equal(np.sort(o), np.arange(n)):
-            raise ValueError(f"`order` must be a permutation of 0..{n - 1} (each of the {n} observations once), got "
-                             f"{np.array2string(o, threshold=12)}; with repeated or missing indices the terms would not "
-                             "sum to the log evidence.")
     if n == 0:  # no observations: no terms (their empty sum is log p(no data) = 0)
         return jnp.zeros(0, jnp.result_type(float))
     order = jnp.arange(n) if order is None else jnp.asarray(order)
     return _sequence_terms(family, data, order)
+
+
+def _check_order(order, n):
+    """``ValueError`` unless ``order`` is a permutation of 0..n−1."""
+    o = np.asarray(order)
+    if o.shape != (n,) or not np.issubdtype(o.dtype, np.integer) or not np.array_equal(np.sort(o), np.arange(n)):
+        raise ValueError(f"`order` must be a permutation of 0..{n - 1} (each of the {n} observations once), got "
+                         f"{np.array2string(o, threshold=12)}; with repeated or missing indices the terms would not "
+                         "sum to the log evidence.")
 
 
 @jax.jit

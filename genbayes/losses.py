@@ -96,7 +96,7 @@ def loss_name(loss) -> str:
 def _real_array(x, argname):
     """``x`` as a float array; a clear ``TypeError`` for strings, complex numbers and other non-numbers."""
     if np.iscomplexobj(x):
-        raise TypeError(f"`{argname}` must be a real number, got a complex {type(x).__name__} "
+        raise TypeError(f"`{argname}` must be a real number, got the complex value {x!r} "
                         f"(dtype {np.asarray(x).dtype}); pass its real part (np.real).")
     try:
         return np.asarray(x, dtype=float)
