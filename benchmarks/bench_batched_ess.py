@@ -80,42 +80,13 @@ jax.config.update("jax_num_cpu_devices", a.devices)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import numpyro  # noqa: E402
-import numpyro.distributions as dist  # noqa: E402
-from numpyro.infer.hmc import hmc  # noqa: E402
-from numpyro.infer.util import initialize_model  # noqa: E402
+from _common import compiled_nuts_loop  # noqa: E402
+from bench_batched import logistic, weighted_logistic  # noqa: E402
 
 import genbayes as gb  # noqa: E402
 from genbayes.interop import _arviz  # noqa: E402
 
 az = _arviz()
-
-
-def logistic(X, y):
-    beta = numpyro.sample("beta", dist.Normal(0.0, 1.0).expand([X.shape[1]]).to_event(1))
-    with numpyro.plate("n", X.shape[0]):
-        numpyro.sample("y", dist.Bernoulli(logits=X @ beta), obs=y)
-
-
-def weighted_logistic(w, X, y):
-    with gb.reweight(weights=w):
-        logistic(X, y)
-
-
-def make_loop_chain(num_warmup, num_samples):
-    """One NUTS chain for one weight vector, jitted once (weights, key and data are arguments)."""
-
-    @jax.jit
-    def chain(w, key, X, y):
-        k_init, k_run = jax.random.split(key)
-        info = initialize_model(k_init, weighted_logistic, model_args=(w, X, y), dynamic_args=True)
-        init_kernel, sample_kernel = hmc(potential_fn=info.potential_fn(w, X, y), algo="NUTS")
-        state = init_kernel(info.param_info.z, num_warmup, rng_key=k_run)
-        state, _ = jax.lax.scan(lambda s, _: (sample_kernel(s), None), state, None, length=num_warmup)
-        _, zs = jax.lax.scan(lambda s, _: (sample_kernel(s),) * 2, state, None, length=num_samples)
-        return zs.z["beta"]  # the prior is on the real line: unconstrained = constrained
-
-    return chain
 
 
 def min_bulk_ess(draws):
@@ -140,7 +111,12 @@ def main():
     print(f"JAX devices: {len(jax.devices())} ({jax.devices()[0].platform}); logistic regression d={a.d}; "
           f"NUTS {a.warmup}+{a.samples}; ChEES {a.chains} chains x ({a.chees_warmup} warm-up + "
           f"{a.samples // a.chains} draws); {a.rounds} alternating rounds; ESS = min over coefficients of az.ess bulk")
-    loop_chain = make_loop_chain(a.warmup, a.samples)
+    # one NUTS chain for one weight vector, jitted once (weights, key and data are arguments)
+    chain = compiled_nuts_loop(weighted_logistic, a.warmup, a.samples)
+
+    def loop_chain(w, key, X, y):
+        return chain(key, w, X, y)[0]["beta"]
+
     rows = []
     for n in a.n:
         kx, ky, kw = jax.random.split(jax.random.PRNGKey(n), 3)
