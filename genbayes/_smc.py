@@ -44,33 +44,87 @@ def _smc_init(flat, key, *, constrain, num_particles):
             "step": jnp.asarray(1.0 / flat.dim**0.25, dtype), "log_z": jnp.zeros((), dtype), "key": k_run}
 
 
-def _smc_step(flat, st, scale, *, constrain, target_ess, num_mcmc_steps, num_leapfrog):
+# Moves until the particles have forgotten where they started (Chopin & Papaspiliopoulos 2020,
+# Sec. 17.2.3; the ``AdaptiveMCMCSequence`` of their ``particles`` package): after the first block of
+# ``num_mcmc_steps`` HMC moves, further blocks run while the least-moved coordinate's standardised
+# mean squared jump from the pre-move positions, m_j = mean_i (x_ij - x0_ij)^2 / (2 var_j) (about 1
+# for an independent draw, 0 for particles that did not move), is below _MOVED_ENOUGH and still grew
+# by more than _STILL_GROWING (relative) in the last block, up to ``max_mcmc_steps`` moves in all.
+_MOVED_ENOUGH, _STILL_GROWING = 0.5, 0.1
+
+
+def _moves_until_settled(var, max_blocks):
+    """A BlackJAX SMC ``update_strategy``: blocks of HMC moves until the particles moved enough.
+
+    Each block is BlackJAX's ``update_and_take_last`` (``num_mcmc_steps`` moves of every particle,
+    keeping the last); every block leaves the current tempered target invariant, so the number of
+    blocks may depend on the particle population (like the adapted step size) without changing what
+    the particles target. The update's info holds the acceptance of every move made (NaN where a
+    block was not run), the number of blocks and the final least-moved coordinate's m_j.
+    """
+    from blackjax.smc.base import update_and_take_last
+
+    def strategy(mcmc_init_fn, logposterior_fn, step_fn, num_mcmc_steps, n_particles, **kw):
+        block, n = update_and_take_last(mcmc_init_fn, logposterior_fn, step_fn, num_mcmc_steps, n_particles, **kw)
+
+        def update(keys, x0, params):
+            def moved(x):  # the least-moved coordinate's standardised mean squared jump
+                return jnp.min(jnp.mean((x - x0) ** 2, axis=0) / (2.0 * var))
+
+            x, info = block(keys, x0, params)
+            acc = jnp.full((max_blocks, *jnp.shape(info.acceptance_rate)), jnp.nan, x.dtype).at[0].set(
+                info.acceptance_rate)
+
+            def going(c):
+                _, _, m, m_prev, b = c
+                return (b < max_blocks) & (m < _MOVED_ENOUGH) & (m > (1.0 + _STILL_GROWING) * m_prev)
+
+            def another(c):
+                x, acc, m, _, b = c
+                x, info = block(jax.vmap(lambda k: jax.random.fold_in(k, b))(keys), x, params)
+                return x, acc.at[b].set(info.acceptance_rate), moved(x), m, b + 1
+
+            zero = jnp.zeros((), x.dtype)
+            x, acc, m, _, b = jax.lax.while_loop(going, another, (x, acc, moved(x), zero, jnp.asarray(1)))
+            return x, {"acceptance_rate": acc, "num_blocks": b, "moved": m}
+
+        return update, n
+
+    return strategy
+
+
+def _smc_step(flat, st, scale, *, constrain, target_ess, num_mcmc_steps, max_mcmc_steps, num_leapfrog):
     """One adaptive tempered SMC step of one run (vmapped over runs by the caller).
 
     The next temperature keeps the ESS at ``target_ess`` (BlackJAX ``adaptive_tempered_smc``); the
     particles are resampled and moved by HMC, whose inverse mass matrix is the particles' weighted
     covariance and whose step size is the run's adapted one times ``scale`` (the caller retries a step
-    with a smaller ``scale`` when the moves were rejected). A run at temperature 1 is left as it is.
+    with a smaller ``scale`` when the moves were rejected); blocks of ``num_mcmc_steps`` moves are
+    repeated, up to ``max_mcmc_steps`` moves, while the particles have not moved enough
+    (:func:`_moves_until_settled`). A run at temperature 1 is left as it is.
     """
     import blackjax
     from blackjax.smc import resampling
     from blackjax.smc.tempered import TemperedSMCState
 
     key, k = jax.random.split(st["key"])
+    strategy = _moves_until_settled(jnp.diag(st["cov"]), max(1, max_mcmc_steps // num_mcmc_steps))
     alg = blackjax.adaptive_tempered_smc(
         flat.log_prior, flat.log_likelihood, blackjax.hmc.build_kernel(), blackjax.hmc.init,
         _mcmc_params(st["cov"], st["step"] * scale, num_leapfrog), resampling.systematic, target_ess,
-        num_mcmc_steps=num_mcmc_steps)
+        num_mcmc_steps=num_mcmc_steps, update_strategy=strategy)
     new, info = alg.step(k, TemperedSMCState(st["x"], st["w"], st["beta"]))
     x, w = constrain(new.particles), constrain(new.weights)
-    acc = jnp.mean(info.update_info.acceptance_rate)
+    acc = jnp.nanmean(info.update_info["acceptance_rate"])
     step = st["step"] * scale
     out = {"x": x, "w": w, "beta": new.tempering_param, "cov": _weighted_cov(x, w),
            "step": _adapt_step_size(step, acc), "log_z": st["log_z"] + info.log_likelihood_increment, "key": key}
     done = st["beta"] >= 1.0
     out = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), st, out)
     rec = {"beta": out["beta"], "ess": _ess(out["w"]), "acceptance": jnp.where(done, jnp.nan, acc),
-           "increment": jnp.where(done, jnp.nan, info.log_likelihood_increment), "step_size": step}
+           "increment": jnp.where(done, jnp.nan, info.log_likelihood_increment), "step_size": step,
+           "num_moves": jnp.where(done, jnp.nan, num_mcmc_steps * info.update_info["num_blocks"]).astype(acc.dtype),
+           "moved": jnp.where(done, jnp.nan, info.update_info["moved"])}
     return out, rec
 
 
@@ -78,7 +132,7 @@ def _smc_step(flat, st, scale, *, constrain, target_ess, num_mcmc_steps, num_lea
 # with the step size times _RETRY_SCALE, up to _MAX_RETRIES times: HMC on a funnel-like tempered target
 # (a centred hierarchical model near temperature 1) needs a much smaller step than the previous one.
 _RETRY_BELOW, _RETRY_SCALE, _MAX_RETRIES = 0.2, 0.25, 4
-_RECORDS = ("beta", "ess", "acceptance", "increment", "step_size")
+_RECORDS = ("beta", "ess", "acceptance", "increment", "step_size", "num_moves", "moved")
 
 
 def _smc_run(flat, key, *, constrain, num_particles, max_steps, **step_settings):
@@ -125,10 +179,16 @@ def _smc_run(flat, key, *, constrain, num_particles, max_steps, **step_settings)
 
 
 def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=8, target_ess=0.5,
-                  num_mcmc_steps=10, num_leapfrog=5, max_steps=500, units, shard=None):
+                  num_mcmc_steps=10, max_mcmc_steps=None, num_leapfrog=5, max_steps=500, units, shard=None):
     _check_int(num_particles, "num_particles", 2)
     _check_int(num_runs, "num_runs", 2)
     _check_int(num_mcmc_steps, "num_mcmc_steps", 1)
+    if max_mcmc_steps is None:
+        max_mcmc_steps = 4 * num_mcmc_steps
+    _check_int(max_mcmc_steps, "max_mcmc_steps", 1)
+    if max_mcmc_steps < num_mcmc_steps:
+        raise ValueError(f"`max_mcmc_steps` ({max_mcmc_steps}) must be at least `num_mcmc_steps` ({num_mcmc_steps}): "
+                         "it caps the moves per tempering step, of which num_mcmc_steps always run.")
     _check_int(num_leapfrog, "num_leapfrog", 1)
     _check_int(max_steps, "max_steps", 1)
     check_open_unit_interval(target_ess, "target_ess", hint=" It is the fraction of the particles kept effective.")
@@ -139,7 +199,7 @@ def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=
     k_setup, k_run = jax.random.split(rng_key)
     R = num_runs
     settings = dict(num_particles=num_particles, max_steps=max_steps, target_ess=float(target_ess),
-                    num_mcmc_steps=num_mcmc_steps, num_leapfrog=num_leapfrog)
+                    num_mcmc_steps=num_mcmc_steps, max_mcmc_steps=max_mcmc_steps, num_leapfrog=num_leapfrog)
     # One compiled program runs every run to the posterior (runs vmapped, or sharded across devices).
     # (A hang on a factor model's MultivariateNormal likelihood was jaxlib 0.10's batched-LAPACK
     # thread-pool deadlock, avoided in _mapped_program: see _evidence_core._LAPACK_PRIMITIVES.)
@@ -167,6 +227,8 @@ def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=
         "increments": rec["increment"],
         "step_size": rec["step_size"],
         "num_retries": retries,  # (R, steps): redone attempts of each step
+        "num_moves": rec["num_moves"],  # (R, steps): HMC moves made at each step (blocks of num_mcmc_steps)
+        "moved": rec["moved"],  # (R, steps): least-moved coordinate's standardised squared jump (~1: forgotten)
         "min_ess": min_ess,
         "min_acceptance": min_acc,
         "num_particles": num_particles,
@@ -193,6 +255,13 @@ def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=
                        "so the tempered targets were not reached")
     elif min_acc < 0.1:
         problems.append(f"HMC moves accepted only {min_acc:.1%} at some step; the particles barely move")
+    moved = rec["moved"]
+    if np.any(np.isfinite(moved)) and np.nanmin(moved) < 0.05:
+        r, i = np.unravel_index(np.nanargmin(moved), moved.shape)
+        problems.append(f"after {int(rec['num_moves'][r, i])} HMC moves at temperature {rec['beta'][r, i]:.3g} the "
+                        f"particles had barely left their starting points (least-moved coordinate: mean squared "
+                        f"jump {np.nanmin(moved):.3f} of an independent draw's); raise `max_mcmc_steps` or "
+                        "`num_leapfrog`")
     if np.std(log_zs) > 1.0:
         problems.append(f"independent runs disagree (sd {np.std(log_zs):.2f} nats); use more particles or moves")
     _warn(problems, "smc", diag, invalid=invalid)

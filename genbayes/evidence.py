@@ -293,7 +293,8 @@ _OPTIONS = {
     "laplace": {"max_iter", "tol", "num_starts", "sites"},
     "thermodynamic": {"ladder", "num_warmup", "num_samples", "num_chains", "num_batches", "dense_mass",
                       "target_accept_prob", "sites", "progress", "shard"},
-    "smc": {"num_particles", "num_runs", "target_ess", "num_mcmc_steps", "num_leapfrog", "max_steps", "sites",
+    "smc": {"num_particles", "num_runs", "target_ess", "num_mcmc_steps", "max_mcmc_steps", "num_leapfrog",
+            "max_steps", "sites",
             "shard"},
     "bridge": {"num_warmup", "num_samples", "num_chains", "proposal", "maxiter", "tol", "dense_mass",
                "target_accept_prob", "progress", "sites"},
@@ -375,8 +376,10 @@ def log_evidence(model, *args, method: str, rng_key=None, options: dict | None =
             ``num_chains``, ``num_batches``, ``dense_mass``, ``target_accept_prob``, ``sites``, ``progress``;
             bridge: ``num_warmup``, ``num_samples``, ``num_chains``, ``proposal``, ``maxiter``, ``tol``,
             ``dense_mass``, ``target_accept_prob``, ``progress``; smc:
-            ``num_particles``, ``num_runs``, ``target_ess``, ``num_mcmc_steps``, ``num_leapfrog``,
-            ``max_steps``, ``sites``; laplace: ``max_iter``, ``tol``, ``num_starts``). ``shard`` (power posteriors
+            ``num_particles``, ``num_runs``, ``target_ess``, ``num_mcmc_steps`` (HMC moves per tempering
+            step, at least), ``max_mcmc_steps`` (at most; default 4× ``num_mcmc_steps``: further blocks of
+            moves run while some coordinate's particles have not moved about half as far as an independent
+            draw would), ``num_leapfrog``, ``max_steps``, ``sites``; laplace: ``max_iter``, ``tol``, ``num_starts``). ``shard`` (power posteriors
             and smc): split temperatures, runs or particles across all visible devices (default
             when more than one is visible; smc also takes ``"runs"`` or ``"particles"``, see
             :func:`prequential`); ``diagnostics["devices"]`` says how many were used.

@@ -24,6 +24,15 @@ def test_two_sites_within_3_se_of_exact(x64):
     assert ev.se > 0
     assert abs(ev.log_z - exact) < 3 * ev.se, (ev, exact)
     assert ev.diagnostics["min_acceptance"] > 0.1
+    # a Gaussian target that 10 HMC moves mix: no extra block of moves was run (no needless cost)
+    moves = ev.diagnostics["num_moves"]
+    assert np.all(moves[np.isfinite(moves)] == 10)
+
+
+def test_max_mcmc_steps_below_num_mcmc_steps_is_refused():
+    with np.testing.assert_raises_regex(ValueError, "max_mcmc_steps"):
+        log_evidence(two_sites, TWO_Z, TWO_Y, method="smc", rng_key=jax.random.PRNGKey(3),
+                     options={"num_mcmc_steps": 10, "max_mcmc_steps": 5})
 
 
 def test_run_stopped_at_max_steps_is_invalid_but_keeps_its_number(x64):
@@ -88,6 +97,13 @@ def test_centred_eight_schools_within_3_se_with_healthy_moves(x64):
     assert not [x for x in w if "accepted" in str(x.message)]
     assert ev.diagnostics["min_acceptance"] >= 0.1
     assert abs(ev.log_z - ref) < 3 * ev.se, (ev, ref)
+    # the funnel's particles move slowly: further blocks of moves ran (up to 4 x 10), and a step stopped
+    # after its first block only where every coordinate had gone half way to an independent draw
+    d = ev.diagnostics
+    moves, moved = d["num_moves"], d["moved"]
+    assert np.nanmax(moves) > 10 and np.nanmax(moves) <= 40
+    first = moves == 10
+    assert np.all(moved[first] >= 0.5), (moves, moved)
 
 
 def test_second_call_with_new_data_compiles_nothing(x64):
