@@ -71,21 +71,20 @@ def _moves_until_settled(var, max_blocks):
             def moved(x):  # the least-moved coordinate's standardised mean squared jump
                 return jnp.min(jnp.mean((x - x0) ** 2, axis=0) / (2.0 * var))
 
-            x, info = block(keys, x0, params)
-            acc = jnp.full((max_blocks, *jnp.shape(info.acceptance_rate)), jnp.nan, x.dtype).at[0].set(
-                info.acceptance_rate)
-
+            # the first block is the loop's first pass: one copy of the HMC kernel in the program
             def going(c):
                 _, _, m, m_prev, b = c
-                return (b < max_blocks) & (m < _MOVED_ENOUGH) & (m > (1.0 + _STILL_GROWING) * m_prev)
+                return (b == 0) | ((b < max_blocks) & (m < _MOVED_ENOUGH) & (m > (1.0 + _STILL_GROWING) * m_prev))
 
             def another(c):
                 x, acc, m, _, b = c
                 x, info = block(jax.vmap(lambda k: jax.random.fold_in(k, b))(keys), x, params)
                 return x, acc.at[b].set(info.acceptance_rate), moved(x), m, b + 1
 
-            zero = jnp.zeros((), x.dtype)
-            x, acc, m, _, b = jax.lax.while_loop(going, another, (x, acc, moved(x), zero, jnp.asarray(1)))
+            dtype = jnp.result_type(x0)
+            acc = jnp.full((max_blocks, jnp.shape(x0)[0], num_mcmc_steps), jnp.nan, dtype)
+            zero = jnp.zeros((), dtype)
+            x, acc, m, _, b = jax.lax.while_loop(going, another, (x0, acc, zero, zero, jnp.asarray(0)))
             return x, {"acceptance_rate": acc, "num_blocks": b, "moved": m}
 
         return update, n
