@@ -40,6 +40,7 @@ import argparse
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
 import scipy.optimize as so
 from numpyro.infer import MCMC, NUTS
 
@@ -116,10 +117,229 @@ def vcd_sweep(ts=(3, 10, 20, 40), num_steps=3000):
     return m, s
 
 
+def _white(z, params):
+    """Draws (constrained, per site) in the AutoNormal guide's whitened unconstrained coordinates x = (u - loc) / scale."""
+    cols = []
+    for n in sorted(k[: -len("_auto_loc")] for k in params if k.endswith("_auto_loc")):
+        v = np.asarray(z[n])
+        if n == "tau":  # positive: the unconstrained coordinate is log tau
+            v = np.log(v)
+        cols.append(((v - np.asarray(params[n + "_auto_loc"])) / np.asarray(params[n + "_auto_scale"])).reshape(len(v), -1))
+    return np.concatenate(cols, 1)
+
+
+def stopping_rules(num_chains=2000, group=8, ts=(0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64), num_steps=3000):
+    """Could VCD choose t per SVI step from its own particles (issue 16, option a)? Evidence at the default fit.
+
+    At the parameters of the default VCD fit (t = 3) of the centred model, ``num_chains`` chains of VCD's own
+    HMC kernel (guide-preconditioned, defaults) are run for each t in ``ts`` with one key; JAX's
+    ``random.split`` is prefix-consistent (checked below), so the chains for a smaller t are the first steps
+    of those for a larger t. Printed per t: the population max over coordinates of |corr(x0_i, x_t,i)| in the
+    guide's whitened coordinates, the largest |E x_t,i| (drift of q^(t) away from q), and E f(z_t),
+    f = log p(y, z) - log q(z) (L_VCD = E f(z_t) - E f(z0)). Then the chains are cut into groups of ``group``
+    (VCD's 8 particles) and three stopping rules computable from one step's particles are applied:
+    forgetting (max_i |corr_K(x0_i, x_t,i)| < 0.5, or corr_K(f(z0), f(z_t)) < 0.5) and the objective's increment over a doubling of t
+    (mean_K [f(z_2t) - f(z_t)] below 2 standard errors, or below 0.1 nats), t doubling from 3 to 48.
+    """
+    import numpyro
+    from numpyro.infer import SVI
+    from numpyro.infer.autoguide import AutoNormal
+    from numpyro.infer.util import log_density
+
+    from genbayes import vcd as V
+    from tests.test_vcd_models import MODELS
+
+    k = jax.random.key(0)
+    assert np.array_equal(np.asarray(jax.random.key_data(jax.random.split(k, 3))),
+                          np.asarray(jax.random.key_data(jax.random.split(k, 5)))[:3]), "split is not prefix-consistent"
+    model, args, *_ = MODELS["eight_schools_centered"]
+    g = AutoNormal(model)
+    params = V.fit(SVI(model, g, numpyro.optim.Adam(0.05), loss=V.VCD()), jax.random.key(1), num_steps, *args).params
+
+    @jax.jit
+    def f_of(z):
+        one = lambda zi: log_density(model, args, {}, zi)[0] - log_density(g, args, {}, {**params, **zi})[0]  # noqa: E731
+        return jax.vmap(one)(z)
+
+    F, X = {}, {}
+    for t in ts:
+        z0, zt, _ = V.VCD(num_mcmc_steps=max(t, 1)).draw(jax.random.key(3), params, model, g, num_chains, *args)
+        z = z0 if t == 0 else zt
+        F[t], X[t] = np.asarray(f_of(z)), _white(z, params)
+    print(f"default VCD fit of the centred model, {num_chains} chains of its HMC kernel:")
+    print(f"{'t':>4} {'max|corr(x0,xt)|':>17} {'max|E x_t|':>11} {'E f(z_t)':>9} {'corr(f(z0),f(zt))':>18}")
+    for t in ts[1:]:
+        c = np.array([np.corrcoef(X[0][:, i], X[t][:, i])[0, 1] for i in range(X[0].shape[1])])
+        print(f"{t:>4} {np.abs(c).max():>17.2f} {np.abs(X[t].mean(0)).max():>11.2f} {F[t].mean():>9.2f} "
+              f"{np.corrcoef(F[0], F[t])[0, 1]:>18.2f}")
+    G = num_chains // group
+    grp = lambda a: a[: G * group].reshape(G, group, *a.shape[1:])  # noqa: E731
+    rules = {
+        "increment < 2 se": lambda d: d.mean(1) < 2 * d.std(1, ddof=1) / np.sqrt(group),
+        "increment < 0.1 nat": lambda d: d.mean(1) < 0.1,
+    }
+    for name, test in rules.items():
+        T, done = np.full(G, 48), np.zeros(G, bool)
+        for t in (3, 6, 12, 24):
+            stop = test(grp(F[2 * t] - F[t])) & ~done
+            T[stop], done = 2 * t, done | stop
+        print(f"rule {name:>22} ({group} particles): realised t 10/50/90% {np.percentile(T, [10, 50, 90])}, mean {T.mean():.1f}")
+    T, done = np.full(G, ts[-1]), np.zeros(G, bool)
+    for t in ts[1:]:
+        a, b = grp(X[0]), grp(X[t])
+        a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
+        c = np.abs((a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))).max(1)
+        stop = (c < 0.5) & ~done
+        T[stop], done = t, done | stop
+    print(f"rule {'max|corr| < 0.5':>22} ({group} particles): realised t 10/50/90% {np.percentile(T, [10, 50, 90])}, mean {T.mean():.1f}")
+    T, done = np.full(G, ts[-1]), np.zeros(G, bool)
+    for t in ts[1:]:
+        a, b = grp(F[0]), grp(F[t])
+        a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
+        stop = ((a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1)) < 0.5) & ~done
+        T[stop], done = t, done | stop
+    print(f"rule {'corr(f0, ft) < 0.5':>22} ({group} particles): realised t 10/50/90% {np.percentile(T, [10, 50, 90])}, mean {T.mean():.1f}")
+
+
+def gradient_check(num_particles=2000, num_keys=16, h=0.02, num_steps=3000):
+    """Option (c): is the default fit on the centred model the optimum of the t = 3 objective, or a gradient defect?
+
+    At the default VCD fit (AutoNormal, t = 3), for the guide's loc of log tau and of mu: the mean of the
+    surrogate's gradient (the estimator of Ruiz & Titsias 2019, eq. 12, with the default leave-one-out
+    control variate and clip) against the central finite difference of the VCD estimate
+    E f(z_t) - E f(z0) with common random numbers (same keys), ``num_particles`` particles per key. The
+    kernel acts on u / S (S the guide's scale), so it does not move with a loc: the difference is the
+    derivative of the t = 3 objective itself. Agreement within 4 standard errors with both near zero
+    means the fit sits at that objective's stationary point (no gradient defect).
+    """
+    import numpyro
+    from numpyro.infer import SVI
+    from numpyro.infer.autoguide import AutoNormal
+
+    from genbayes import vcd as V
+    from tests.test_vcd_models import MODELS
+
+    model, args, *_ = MODELS["eight_schools_centered"]
+    g = AutoNormal(model)
+    params = V.fit(SVI(model, g, numpyro.optim.Adam(0.05), loss=V.VCD()), jax.random.key(1), num_steps, *args).params
+    loss = V.VCD(num_particles=num_particles)
+    wg = loss.wrap_guide(g)
+    state = SVI(model, wg, numpyro.optim.Adam(0.0), loss=loss).init(jax.random.key(0), *args).mutable_state[V.STATE_SITE]
+
+    def out(p, key):
+        return loss.loss_with_mutable_state(key, {**p, V.STATE_SITE: state}, model, wg, *args)
+
+    names = ("tau_auto_loc", "mu_auto_loc")
+
+    @jax.jit
+    def per_key(key):
+        grad = jax.grad(lambda p: out(p, key)["loss"])(params)
+        fd = [(out({**params, n: params[n] + h}, key)["mutable_state"][V.STATE_SITE]["vcd"]
+               - out({**params, n: params[n] - h}, key)["mutable_state"][V.STATE_SITE]["vcd"]) / (2 * h) for n in names]
+        return jnp.stack([grad[n] for n in names]), jnp.stack(fd)
+
+    grads, fds = map(np.asarray, zip(*[per_key(k) for k in jax.random.split(jax.random.key(7), num_keys)]))
+    for i, n in enumerate(names):
+        se = lambda a: a.std(ddof=1) / np.sqrt(len(a))  # noqa: E731
+        d = grads[:, i] - fds[:, i]
+        print(f"d L_3 / d {n}: surrogate gradient {grads[:, i].mean():+.3f} (se {se(grads[:, i]):.3f}), finite difference "
+              f"{fds[:, i].mean():+.3f} (se {se(fds[:, i]):.3f}); difference {d.mean():+.3f} (se {se(d):.3f})")
+
+
+def _step_times(svis, args, n=30, rounds=3):
+    """Seconds per compiled SVI step of each SVI in ``svis``, timed in alternation, the minimum of ``rounds`` rounds
+    (on a shared machine the minimum is the least disturbed measurement)."""
+    import time
+
+    steps, states = [], []
+    for svi in svis:
+        step = jax.jit(lambda s, svi=svi: svi.update(s, *args))
+        s, _ = step(svi.init(jax.random.key(0), *args))
+        jax.block_until_ready(s)
+        steps.append(step)
+        states.append(s)
+    best = [np.inf] * len(svis)
+    for _ in range(rounds):
+        for i, step in enumerate(steps):
+            s = states[i]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                s, loss = step(s)
+            jax.block_until_ready(loss)
+            best[i] = min(best[i], (time.perf_counter() - t0) / n)
+    return best
+
+
+def models_by_t(ts=(3, 40), names=None, num_steps=3000, fits=True):
+    """The rule of tests/test_vcd_models.py for VCD defaults but t, on all four models, with the step time.
+
+    Per model and t: distance from NUTS (max / mean over parameters, posterior sd) of the ``fit`` (as in the
+    test), the mean acceptance of the second half, and the time of one compiled SVI step against
+    Trace_ELBO with the same 8 particles (same process, same model). Then the rho = 0.95 Gaussian of
+    tests/test_vcd.py (plain idiom, AutoDiagonalNormal, Adam(0.01), 3000 steps, seed 0): fitted sds against
+    the symmetrised-KL optimum 0.559. ``fits=False``: the step times only.
+    """
+    import numpyro
+    from numpyro.infer import SVI, Predictive, Trace_ELBO
+    from numpyro.infer.autoguide import AutoDiagonalNormal, AutoNormal
+
+    from genbayes import vcd as V
+    from genbayes.models import toy2d
+    from tests.test_vcd_models import MODELS, _flat, _reference_and_elbo
+
+    for name in names or MODELS:
+        model, args, _, _, sites, select = MODELS[name]
+        opt = numpyro.optim.Adam(0.05)
+        elbo8 = SVI(model, AutoNormal(model), opt, Trace_ELBO(num_particles=8))
+        if not fits:
+            for t in ts:
+                base, tv = _step_times([elbo8, SVI(model, AutoNormal(model), opt, loss=V.VCD(num_mcmc_steps=t))], args)
+                print(f"{name}: VCD t = {t:>2}: {tv * 1e6:.0f} us/step = {tv / base:.1f} Trace_ELBO(8) steps "
+                      f"(budget 1.5 (1 + 5 t) = {1.5 * (1 + 5 * t):.0f})", flush=True)
+            continue
+        m, s, d_elbo = _reference_and_elbo(name)
+        print(f"{name}: ELBO distance max {d_elbo.max():.2f} mean {d_elbo.mean():.3f}")
+        for t in ts:
+            g = AutoNormal(model)
+            svi = SVI(model, g, opt, loss=V.VCD(num_mcmc_steps=t))
+            run = V.fit(svi, jax.random.key(1), num_steps, *args)
+            q = _flat(Predictive(g, params=run.params, num_samples=4000)(jax.random.key(2), *args), sites, select)
+            d = np.abs(q.mean(0) - m) / s
+            base, tv = _step_times([elbo8, SVI(model, AutoNormal(model), opt, loss=V.VCD(num_mcmc_steps=t))], args)
+            ok = d.max() <= 2 and d.mean() <= d_elbo.mean()
+            print(f"  VCD t = {t:>2}: distance max {d.max():.2f} mean {d.mean():.3f} ({'meets' if ok else 'fails'} the rule), "
+                  f"acceptance {float(np.mean(np.asarray(run.report.accept)[num_steps // 2:])):.2f}, "
+                  f"{tv * 1e6:.0f} us/step = {tv / base:.1f} Trace_ELBO(8) steps (budget 1.5 (1 + 5 t) = {1.5 * (1 + 5 * t):.0f})",
+                  flush=True)
+
+    def gauss():
+        numpyro.sample("z", dist.MultivariateNormal(0.0, toy2d.GAUSSIAN_COV))
+
+    for t in ts if fits else ():
+        svi = SVI(gauss, AutoDiagonalNormal(gauss), numpyro.optim.Adam(0.01), loss=V.VCD(num_mcmc_steps=t))
+        sd = np.asarray(svi.run(jax.random.key(0), num_steps, progress_bar=False).params["auto_scale"])
+        print(f"rho = 0.95 Gaussian, VCD t = {t:>2}: sds {np.round(sd, 3)} (symmetrised-KL optimum 0.559, test tolerance 0.03)",
+              flush=True)
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--vcd", action="store_true")
+    p.add_argument("--rules", action="store_true", help="stopping rules for an adaptive t (option a)")
+    p.add_argument("--models", action="store_true", help="all four models and the Gaussian at each --ts")
+    p.add_argument("--gradient", action="store_true", help="surrogate gradient against finite differences at the default fit")
+    p.add_argument("--ts", type=int, nargs="+", default=[3, 40])
+    p.add_argument("--names", nargs="+", default=None)
+    p.add_argument("--timing-only", action="store_true", help="with --models: step times, no fits")
     a = p.parse_args()
+    if a.rules:
+        stopping_rules()
+    if a.gradient:
+        gradient_check()
+    if a.models:
+        models_by_t(tuple(a.ts), a.names, fits=not a.timing_only)
+    if a.rules or a.models or a.gradient:
+        raise SystemExit
     ref = None
     if a.vcd:
         ref = vcd_sweep()
