@@ -29,8 +29,49 @@ between 20 and 40, not at the default t = 3.
 Part 1 alone measures distances against its own 20,000 NUTS draws: 0.79 / 0.166, 0.27 / 0.027 and
 1.09 / 0.118 for the three optima.
 
+Part 3 (``--rules``): could VCD choose t per SVI step from its own particles (issue 16, option a), staying
+stateless? At the default fit, 2000 chains of VCD's own kernel: the chains forget their start fast (the
+population max over coordinates of |corr(x0_i, x_t,i)| in the guide's whitened coordinates is 0.06 at
+t = 3; corr(f(z0), f(z_t)) 0.12 at t = 3), but q^(t) keeps drifting: the largest |E x_t,i|, that of log tau
+(downward), is 0.64 guide sd at t = 3, 1.59 at 12, 2.11 at 32, 2.33 at 64, and E f(z_t) rises from -30.44
+(t = 3) to -27.24 (12), -25.16 (32), -23.87 (64), E f(z0) = -33.93. The slow mode is a nonlinear one (the
+spread of the thetas, which sets tau), so a forgetting criterion (correlation, or the squared jump, per
+coordinate) says t = 3 is enough. Rules computed from 8 particles are ruled by noise (sd of f(z_2t) - f(z_t) per chain 4-10 nats): realised t
+(10/50/90 % over 250 groups of 8) for "stop when the increment of the mean f over a doubling of t is below
+2 se" 6/6/12; "below 0.1 nat" 6/24/48 (mean 28.6); max_i |corr_K(x0_i, x_t,i)| < 0.5: 2/24/64 (mean 31.1,
+though the population value is below 0.1 from t = 3: the long runs are noise); corr_K(f(z0), f(z_t)) < 0.5:
+1/1/3. None is a rule that runs about 40 steps on this model.
+
+Part 4 (``--gradient``): no defect in how the improved particles enter the gradient. At the default fit,
+2000 particles per key, 16 keys: d L_3 / d loc(log tau): surrogate gradient +0.110 (se 0.073), central
+finite difference of the VCD estimate with common random numbers +0.107 (se 0.062), difference +0.003
+(se 0.069); d / d loc(mu): -0.003 against -0.003 (difference 0.000, se 0.018). The fit sits at the
+stationary point of the t = 3 objective; the distance is that objective's, not the estimator's.
+
+Part 5 (``--models``): the four models of tests/test_vcd_models.py and the rho = 0.95 Gaussian of
+tests/test_vcd.py at t = 3 (default) and t = 40 (the t at which the centred model passes), distance max /
+mean, fit as in the test (ELBO: masked 0.41 / 0.198, two-site 0.75 / 0.239, binomial 0.53 / 0.205):
+
+    model                      t = 3            t = 40
+    masked                     0.34 / 0.132     5.75 / 1.265  (fails)
+    two-site regression        0.10 / 0.038     0.10 / 0.040
+    binomial hierarchical      0.77 / 0.161     0.50 / 0.063
+    rho = 0.95 Gaussian sds    0.545, 0.565     0.542, 0.547  (optimum 0.559, tolerance 0.03)
+
+t = 40 breaks the masked model: ``obs=y, obs_mask=...`` makes ``y_unobserved`` a latent of all 20 entries,
+and the 15 observed ones have a flat (improper) density, along which 40 HMC steps diffuse far; the guide's
+scales there reach about 60, the VCD estimate about 360 nats per step, and the noise reaches a, b, sigma
+(fitted sds 0.36, 0.37, 0.43 against NUTS 0.13, 0.22, 0.11; sigma 5.75 posterior sd off, E_q 1.13 against
+0.50). Already t = 10 fails it (1.19 / 0.340; sigma 1.19 sd off, E_q 0.63), while the centred model needs
+t of about 40 (t = 20: 0.87 / 0.145 against the ELBO's 0.139). So no fixed t passes all four models. Step
+times (``--models --timing-only``, VCD against Trace_ELBO with 8 particles, alternated, best of 3 rounds)
+are in the report of the run; on the shared 2-core machine they are too noisy to compare across runs.
+
     python benchmarks/bench_vcd_funnel.py          # part 1 (about 30 s)
     python benchmarks/bench_vcd_funnel.py --vcd    # part 1 and 2 (minutes)
+    python benchmarks/bench_vcd_funnel.py --rules  # part 3 (minutes)
+    python benchmarks/bench_vcd_funnel.py --gradient  # part 4 (minutes)
+    python benchmarks/bench_vcd_funnel.py --models --ts 3 40  # part 5 (tens of minutes; --names, --timing-only)
 """
 
 from __future__ import annotations
