@@ -64,8 +64,10 @@ scales there reach about 60, the VCD estimate about 360 nats per step, and the n
 (fitted sds 0.36, 0.37, 0.43 against NUTS 0.13, 0.22, 0.11; sigma 5.75 posterior sd off, E_q 1.13 against
 0.50). Already t = 10 fails it (1.19 / 0.340; sigma 1.19 sd off, E_q 0.63), while the centred model needs
 t of about 40 (t = 20: 0.87 / 0.145 against the ELBO's 0.139). So no fixed t passes all four models. Step
-times (``--models --timing-only``, VCD against Trace_ELBO with 8 particles, alternated, best of 3 rounds)
-are in the report of the run; on the shared 2-core machine they are too noisy to compare across runs.
+times (``--models --timing-only``: VCD against Trace_ELBO with 8 particles, alternated, best of 3 rounds),
+measured at a load average of 15-20 on the 2-core machine, so only their order is telling: VCD/ELBO step
+time at t = 3 / t = 40: masked 1.3 / 6.9, two-site 2.8 / 21.1, binomial 1.6 / 4.6, centred eight schools
+2.6 / 10.3 (budget 1.5 (1 + 5 t): 24 / 302).
 
     python benchmarks/bench_vcd_funnel.py          # part 1 (about 30 s)
     python benchmarks/bench_vcd_funnel.py --vcd    # part 1 and 2 (minutes)
