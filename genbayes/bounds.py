@@ -753,7 +753,8 @@ class MutualInformationBound:
         n: the number of units.
         num_datasets: the number of bootstrap data sets.
         valid: False when a number must not be used.
-        diagnostics: ``kl`` (num_datasets, K), ``empirical_risk`` (num_datasets, K), ``counts``,
+        diagnostics: ``kl`` and its Monte Carlo SE ``kl_se`` (num_datasets, K), ``empirical_risk``
+            (num_datasets, K), ``counts`` (the bootstrap counts of the units),
             ``warnings``, ``invalid``, ``time_s``.
 
     Example:
@@ -853,7 +854,7 @@ def mutual_information_bound(model, *args, learning_rates, rng_key, num_datasets
     mean_kl = kl.mean(axis=0)
     se = np.sqrt(kl.var(axis=0, ddof=1) / num_datasets + np.mean(kl_mc_se**2, axis=0) / num_datasets)
     risk = -run["pooled"][:, 2, k] / n
-    diag = {"kl": kl, "empirical_risk": risk, "counts": counts, "ladder": run["ladder"],
+    diag = {"kl": kl, "kl_se": kl_mc_se, "empirical_risk": risk, "counts": counts, "ladder": run["ladder"],
             "warnings": tuple(invalid) + tuple(problems), "invalid": tuple(invalid), "time_s": time.perf_counter() - t0}
     return MutualInformationBound(learning_rates=rates, mean_kl=mean_kl, mean_kl_se=se,
                                   bound=np.sqrt(2 * sigma**2 * np.maximum(mean_kl, 0.0) / n),

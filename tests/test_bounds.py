@@ -126,7 +126,7 @@ def _squared_exact(x, mu0, tau, w):
     return kl, log_z, e_loss
 
 
-@settings(max_examples=3)
+@settings(max_examples=2)
 @given(x=st.lists(st.floats(-3, 3), min_size=6, max_size=6), mu0=st.floats(-1, 1), tau=st.floats(0.5, 3.0),
        w_max=st.floats(0.5, 20.0))
 def test_kl_and_log_z_equal_the_closed_form(x64, x, mu0, tau, w_max):
@@ -153,13 +153,14 @@ def _nll_model(x):
 def test_log_z_of_a_likelihood_loss_equals_the_evidence(x64):
     """A negative log-likelihood loss at rate w: log Z(w) is the tempered model's evidence (exact at w = 1)."""
     x = jnp.asarray(np.random.default_rng(3).normal(1.0, 1.5, 8))
-    fam = gb.conjugate.NormalKnownVariance(0.5, 2.0, 1.5)
-    rates = np.array([0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0, 1.5])
-    r = _quiet(bounds.kl_to_prior, _nll_model, x, learning_rates=rates, rng_key=jax.random.PRNGKey(1), **RUN)
+    fam = gb.conjugate.NormalKnownVariance(0.5, 2.0**2, 1.5**2)   # variances: the prior sd 2, the noise sd 1.5
+    rates = np.array([0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0])
+    r = _quiet(bounds.kl_to_prior, _nll_model, x, learning_rates=rates, rng_key=jax.random.PRNGKey(1),
+               **dict(RUN, num_low_rungs=8))
     exact = gb.evidence.log_evidence(fam, x, method="exact").log_z
     k1 = int(np.flatnonzero(rates == 1.0)[0])
     assert abs(r.log_z[k1] - exact) <= 4.5 * r.log_z_se[k1] + 0.02, (r.log_z[k1], r.log_z_se[k1], exact)
-    for k in (2, 5, 8):   # the power posterior is Gaussian, so its Laplace evidence is exact
+    for k in (2,):   # the power posterior is Gaussian, so its Laplace evidence is exact
         lap = gb.evidence.log_evidence(gb.tempered(fam.model, temperature=rates[k]), x, method="laplace",
                                        rng_key=jax.random.PRNGKey(2)).log_z
         assert abs(r.log_z[k] - lap) <= 4.5 * r.log_z_se[k] + 0.02, (rates[k], r.log_z[k], r.log_z_se[k], lap)
@@ -271,26 +272,45 @@ def test_pac_bayes_bounds_hold_over_200_training_sets():
     print("violations / 200 and median bound / true risk:", report)
 
 
-def test_mutual_information_bound_is_at_least_the_mean_gap():
-    """Xu-Raginsky: E[R - r_hat] <= sqrt(2 sigma^2 E_S KL(rho_S || pi) / n), sigma = 1/2, over 2000 data sets."""
+def _threshold(x, y):
+    theta = numpyro.sample("theta", dist.Normal(0.0, 1.0))
+    with numpyro.plate("n", x.shape[0]):
+        numpyro.sample("y", Loss(sigmoid(SCALE), x - theta), obs=y)
+
+
+@pytest.mark.slow
+def test_mutual_information_bound_is_at_least_the_mean_gap(x64):
+    """Xu-Raginsky with sigma = 1/2 (a loss in [0, 1]): gb.bounds' estimate from one data set's bootstraps
+    is at least the mean generalization gap E[E_rho R - E_rho r_hat] over 2000 simulated data sets
+    (quadrature, known data distribution), and its per-bootstrap KLs equal quadrature on the same counts."""
     rng = np.random.default_rng(7)
+    n, T = 30, 2000
+    rates = np.array([2.0, 8.0, 30.0])
     grid = np.linspace(-6, 6, 1201)
     log_prior = stats.norm.logpdf(grid) + np.log(grid[1] - grid[0])
-    true = _true_sigmoid_risk(grid)
-    n, T = 30, 2000
-    rates = np.array([1.0, 5.0, 30.0, 100.0])
+
+    def gibbs(emp_sum):  # (..., G) summed losses -> (..., K, G) Gibbs posteriors on the grid, and KL
+        lw = -rates[:, None] * emp_sum[..., None, :] + log_prior
+        rho = np.exp(lw - special.logsumexp(lw, axis=-1, keepdims=True))
+        return rho, np.sum(rho * (np.log(np.maximum(rho, 1e-300)) - log_prior), axis=-1)
+
     x = rng.normal(size=(T, n))
     y = (x > 0) ^ (rng.random((T, n)) < ETA)
     s = np.where(y, 1.0, -1.0)
-    emp = special.expit(-s[:, None, :] * (x[:, None, :] - grid[None, :, None]) / SCALE).mean(axis=2)
-    lw = -rates[None, :, None] * n * emp[:, None, :] + log_prior
-    rho = np.exp(lw - special.logsumexp(lw, axis=2, keepdims=True))
-    kl = np.sum(rho * (np.log(np.maximum(rho, 1e-300)) - log_prior), axis=2).mean(axis=0)
-    gap = (rho @ true - np.sum(rho * emp[:, None, :], axis=2))  # (T, K)
-    bound = np.sqrt(2 * 0.25 * kl / n)
-    upper = gap.mean(axis=0) + 3 * gap.std(axis=0, ddof=1) / np.sqrt(T)
-    assert np.all(gap.mean(axis=0) > 0)      # a real gap, growing with the rate
-    assert np.all(bound >= upper), (bound, gap.mean(axis=0))
+    loss = special.expit(-s[:, None, :] * (x[:, None, :] - grid[None, :, None]) / SCALE)  # (T, G, n)
+    rho, _ = gibbs(loss.sum(axis=2))
+    gap = rho @ _true_sigmoid_risk(grid) - np.sum(rho * loss.mean(axis=2)[:, None, :], axis=2)  # (T, K)
+    mean_gap = gap.mean(axis=0) + 3 * gap.std(axis=0, ddof=1) / np.sqrt(T)
+    assert np.all(gap.mean(axis=0) > 0)   # a real gap, so the comparison has teeth
+    r = _quiet(bounds.mutual_information_bound, _threshold, jnp.asarray(x[0]), jnp.asarray(y[0].astype(int)),
+               learning_rates=rates, num_datasets=4, rng_key=jax.random.PRNGKey(5),
+               **dict(RUN, num_chains=2, num_low_rungs=8))
+    assert r.valid and r.sigma == 0.5 and r.n == n
+    assert np.all(r.bound >= mean_gap), (r.bound, gap.mean(axis=0))
+    _, kl_ref = gibbs(r.diagnostics["counts"] @ loss[0].T)  # the same bootstrap counts, by quadrature
+    kl, se = r.diagnostics["kl"], r.diagnostics["kl_se"]
+    assert np.all(np.abs(kl - kl_ref) <= 4.5 * se + 0.02 * kl_ref + 0.05), (kl, se, kl_ref)
+    assert np.allclose(r.bound, np.sqrt(2 * 0.25 * r.mean_kl / n))
 
 
 # ----------------------------------------------------------------------------- bad input
