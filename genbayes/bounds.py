@@ -493,8 +493,8 @@ def kl_to_prior(model, *args, learning_rates, rng_key, units=None, **kwargs) -> 
         ...     with numpyro.plate("n", x.shape[0]):
         ...         numpyro.sample("x", gb.Loss(gb.losses.squared, mu), obs=x)
         >>> x = jnp.array([0.3, -0.5, 1.2, 0.8])
-        >>> r = gb.bounds.kl_to_prior(model, x, learning_rates=jnp.linspace(0.25, 2.0, 8), num_warmup=200,
-        ...                           num_samples=400, num_chains=2, rng_key=jax.random.PRNGKey(0))
+        >>> r = gb.bounds.kl_to_prior(model, x, learning_rates=jnp.linspace(0.25, 2.0, 8), num_warmup=150,
+        ...                           num_samples=300, num_chains=2, num_low_rungs=4, rng_key=jax.random.PRNGKey(0))
         >>> v = 1 / (2.0 * 4 + 1.0); m = v * 2.0 * float(x.sum())        # closed form at w = 2
         >>> exact = 0.5 * (v + m**2 - 1 - jnp.log(v))
         >>> bool(abs(r.kl[-1] - exact) < 4 * r.kl_se[-1] + 0.02)
@@ -691,8 +691,8 @@ def pac_bayes(model, *args, learning_rates=None, rng_key, delta=0.05, bound="kl"
         ...         numpyro.sample("y", gb.Loss(gb.losses.sigmoid(0.5), b * x), obs=y)
         >>> x = jax.random.normal(jax.random.PRNGKey(0), (200,)); y = (x + 0.5 * jax.random.normal(
         ...     jax.random.PRNGKey(1), (200,)) > 0).astype(int)
-        >>> r = gb.bounds.pac_bayes(model, x, y, learning_rates=jnp.geomspace(0.5, 200.0, 16), rng_key=jax.random.PRNGKey(2),
-        ...                         num_warmup=200, num_samples=400, num_chains=2)
+        >>> r = gb.bounds.pac_bayes(model, x, y, learning_rates=jnp.geomspace(0.5, 200.0, 6), rng_key=jax.random.PRNGKey(2),
+        ...                         num_warmup=100, num_samples=200, num_chains=2, num_low_rungs=6)
         >>> bool(r.empirical_risk[r.best_index] < r.best_bound < 0.5)
         True
     """
@@ -825,7 +825,8 @@ def mutual_information_bound(model, *args, learning_rates, rng_key, num_datasets
         ...         numpyro.sample("y", gb.Loss(gb.losses.sigmoid(0.5), b * x), obs=y)
         >>> x = jax.random.normal(jax.random.PRNGKey(0), (50,)); y = (x > 0).astype(int)
         >>> r = gb.bounds.mutual_information_bound(model, x, y, learning_rates=jnp.array([1.0, 4.0, 16.0]),
-        ...         num_datasets=4, rng_key=jax.random.PRNGKey(1), num_warmup=150, num_samples=200, num_chains=2)
+        ...         num_datasets=2, rng_key=jax.random.PRNGKey(1), num_warmup=100, num_samples=100, num_chains=2,
+        ...         num_low_rungs=4)
         >>> bool(r.bound[0] < r.bound[-1] < 0.5)                   # more information at a higher rate
         True
     """
