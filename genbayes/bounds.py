@@ -5,10 +5,7 @@ the loss summed over the n observation units (:mod:`genbayes.units`), is the dis
 minimises :math:`w\,E_\rho[L] + \mathrm{KL}(\rho\,\|\,\pi)` (Catoni 2007, Lemma 1.1.3; Bissiri, Holmes
 & Walker 2016), so every ingredient of a PAC-Bayes bound is a by-product of sampling it:
 
-.. math::
-
-    \log Z(w) = \log \int e^{-w L}\,d\pi = -\int_0^w E_{\rho_t}[L]\,dt, \qquad
-    \mathrm{KL}(\rho_w \,\|\, \pi) = -w\,E_{\rho_w}[L] - \log Z(w),
+.. math:: \log Z(w) = \log \int e^{-w L}\,d\pi = -\int_0^w E_{\rho_t}[L]\,dt, \qquad \mathrm{KL}(\rho_w \,\|\, \pi) = -w\,E_{\rho_w}[L] - \log Z(w),
 
 the first by thermodynamic integration along the learning rate (Friel & Pettitt 2008, eq. 6, with
 the curvature-corrected trapezoid of Friel, Hurn & Wyse 2014, eq. 8), the second because
@@ -50,8 +47,8 @@ from ._ladder import _MAX_DIVERGENT_FRACTION, _ti_cumulative
 from ._programs import data_program
 from ._validation import check_key, check_open_unit_interval
 
-__all__ = ["kl_to_prior", "pac_bayes", "pac_bayes_bound", "kl_inverse", "mutual_information_bound", "KLToPrior",
-           "PACBayes", "MutualInformationBound", "BOUNDS"]
+__all__ = ["kl_to_prior", "pac_bayes", "pac_bayes_bound", "kl_inverse", "mutual_information_bound", "default_rates",
+           "KLToPrior", "PACBayes", "MutualInformationBound", "BOUNDS"]
 
 BOUNDS = ("kl", "catoni", "mcallester")
 """The values of ``pac_bayes(bound=...)``."""
@@ -391,7 +388,7 @@ class KLToPrior:
     r"""KL(ρ_w ‖ π), log Z(w) and :math:`E_{\rho_w}[L]` of a Gibbs posterior at every rate of a ladder, with SEs.
 
     Returned by :func:`kl_to_prior`: :math:`\log Z(w) = -\int_0^w E_{\rho_t}[L]\,dt` (thermodynamic
-    integration along the rate) and :math:`\mathrm{KL}(\rho_w\|\pi) = -w E_{\rho_w}[L] - \log Z(w)`.
+    integration along the rate, Friel & Pettitt 2008) and :math:`\mathrm{KL}(\rho_w\|\pi) = -w E_{\rho_w}[L] - \log Z(w)`.
 
     Attributes:
         learning_rates: the rates w (K,), increasing.
@@ -456,9 +453,7 @@ def _kl_record(run, rates, n, problems, invalid, t0, b=0):
 def kl_to_prior(model, *args, learning_rates, rng_key, units=None, **kwargs) -> KLToPrior:
     r"""KL(ρ_w ‖ π) and log Z(w) of a Gibbs posterior at every learning rate of a ladder, from one batched run.
 
-    .. math::
-
-        \log Z(w) = -\int_0^w E_{\rho_t}[L]\,dt, \qquad \mathrm{KL}(\rho_w\|\pi) = -w\,E_{\rho_w}[L] - \log Z(w),
+    .. math:: \log Z(w) = -\int_0^w E_{\rho_t}[L]\,dt, \qquad \mathrm{KL}(\rho_w\|\pi) = -w\,E_{\rho_w}[L] - \log Z(w),
 
     :math:`\rho_w \propto e^{-wL}\pi`, :math:`L(\theta) = \sum_u \ell_u(\theta)` the loss summed over the
     observation units. The integral is the corrected trapezoid rule (Friel, Hurn & Wyse 2014, eq. 8)
@@ -521,7 +516,8 @@ def kl_to_prior(model, *args, learning_rates, rng_key, units=None, **kwargs) -> 
 class PACBayes:
     r"""A PAC-Bayes bound on the expected risk of the Gibbs posterior at every rate of a ladder.
 
-    Returned by :func:`pac_bayes`. Risks are in the loss's own units (range ``loss_range``): with
+    Returned by :func:`pac_bayes` (bounds of Seeger 2002, Maurer 2004, Catoni 2007, McAllester 1999).
+    Risks are in the loss's own units (range ``loss_range``): with
     probability at least 1 − δ over the data, :math:`E_{\rho_w} R \le` ``bound`` at every rate at once.
 
     Attributes:
@@ -619,7 +615,7 @@ class PACBayes:
 def default_rates(n, loss_range=(0.0, 1.0), num=32):
     r"""The default ladder of :func:`pac_bayes`: ``num`` rates with :math:`w(b - a)` geometric from 0.1 to n.
 
-    Catoni's constant :math:`C = w(b - a)` ranges from nearly the prior (C = 0.1: the empirical risk
+    Catoni's constant :math:`C = w(b - a)` (Catoni 2007, Thm. 1.2.6) ranges from nearly the prior (C = 0.1: the empirical risk
     counts for little) to C = n (the KL term is of the order of the empirical risk's weight).
 
     Example:
@@ -741,7 +737,7 @@ def _pac_record(klr, reps, bat, rates, loss_range, delta, bound, t0):
 class MutualInformationBound:
     r"""The Xu–Raginsky bound :math:`\sqrt{2\sigma^2 I(W;S)/n}` on the expected generalization gap, at every rate.
 
-    Returned by :func:`mutual_information_bound`; :math:`I(W;S) \le E_S\,\mathrm{KL}(\rho_S\|\pi)` is
+    Returned by :func:`mutual_information_bound` (Xu & Raginsky 2017, Thm. 1); :math:`I(W;S) \le E_S\,\mathrm{KL}(\rho_S\|\pi)` is
     estimated by the mean KL over ``num_datasets`` bootstrap data sets.
 
     Attributes:

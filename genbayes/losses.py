@@ -333,7 +333,8 @@ zero_one = _tag(_zero_one, "zero_one", smooth=False, margin=True, loss_range=(0.
 For evaluation (test error, the risk a PAC-Bayes bound controls), not for NUTS: its gradient is
 zero almost everywhere, so a Gibbs posterior under it cannot be sampled by gradient-based MCMC;
 use :func:`sigmoid` there. A tie f = 0 counts as an error. Labels in {0, 1} or {−1, 1};
-``loss_range = (0, 1)``.
+``loss_range = (0, 1)``. Its risk is the misclassification probability that the PAC-Bayes bounds of
+McAllester (1999) and Catoni (2007) were first stated for.
 
 Example:
     >>> import jax.numpy as jnp, genbayes.losses as L

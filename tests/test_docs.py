@@ -34,6 +34,7 @@ PAGES = {
     "cv": ["genbayes.cv"],
     "evidence": ["genbayes.evidence"],
     "bridge": ["genbayes.bridge"],
+    "bounds": ["genbayes.bounds"],
     "vcd": ["genbayes.vcd"],
     "infomax": ["genbayes.infomax"],
     "interop": ["genbayes.interop"],
