@@ -331,7 +331,11 @@ def _rate_ladder(model, args, kwargs, rng_key, rates, U, latent, counts=None, *,
                            make)
     (pooled, reps, bat), lo, hi = jax.device_get(
         program({k: res.samples[k] for k in latent}, jnp.asarray(row_counts), jnp.asarray(lad)))
-    return {"ladder": lad, "reported": np.arange(K1 - rates.size, K1), "pooled": np.asarray(pooled), "reps": np.asarray(reps), "batches": np.asarray(bat),
+    reported = np.arange(K1 - rates.size, K1)
+    # the draws at the reported rates, chains pooled: (B, K, R S, ...) (held-out risks, predictions)
+    draws = {k: np.asarray(res.samples[k]).reshape((B, K1, R * num_samples) + np.shape(res.samples[k])[2:])[:, reported]
+             for k in latent}
+    return {"ladder": lad, "reported": reported, "samples": draws, "pooled": np.asarray(pooled), "reps": np.asarray(reps), "batches": np.asarray(bat),
             "loss_min": float(lo), "loss_max": float(hi),
             "divergent": np.asarray(res.diagnostics["num_divergent"]).reshape(B, K1, R),
             "num_samples": num_samples, "num_chains": R, "devices": res.devices}
@@ -397,9 +401,10 @@ class KLToPrior:
         expected_loss, expected_loss_se: :math:`E_{\rho_w}[L]`, L the loss summed over the n units (K,).
         n: the number of observation units.
         valid: False when a number must not be used (``diagnostics["invalid"]`` says why).
-        diagnostics: ``ladder`` (0 and the rates), ``replicates`` (R, 4, K+1) and ``batches``
-            (rows log Z, KL, E[log-lik], uncorrected log Z), ``divergent``, ``warnings``, ``invalid``,
-            ``time_s``.
+        diagnostics: ``ladder`` (0, the low rungs and the rates), ``samples`` (dict latent site ->
+            draws at each reported rate, chains pooled, shape ``(K, R S, ...)``), ``replicates``
+            (R, 4, K) and ``batches`` (R M, 4, K) (rows log Z, KL, E[log-lik], uncorrected log Z),
+            ``divergent``, ``warnings``, ``invalid``, ``time_s``.
 
     Example:
         >>> import numpy as np
@@ -443,7 +448,8 @@ def _kl_record(run, rates, n, problems, invalid, t0, b=0):
     k = run["reported"]
     p, reps, bat = run["pooled"][b][:, k], run["reps"][b][..., k], run["batches"][b][..., k]
     se = _se(reps, bat, axis=0)
-    diag = {"ladder": run["ladder"], "replicates": reps, "batches": bat, "divergent": run["divergent"][b],
+    diag = {"ladder": run["ladder"], "samples": {k: v[b] for k, v in run["samples"].items()}, "replicates": reps,
+            "batches": bat, "divergent": run["divergent"][b],
             "warnings": tuple(invalid) + tuple(problems), "invalid": tuple(invalid), "devices": run["devices"],
             "time_s": time.perf_counter() - t0}
     return KLToPrior(learning_rates=rates, kl=p[1], kl_se=se[1], log_z=p[0], log_z_se=se[0], expected_loss=-p[2],
