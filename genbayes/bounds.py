@@ -364,11 +364,39 @@ def _ladder_checks(run, what):
         problems.append(f"the trapezoid rule's curvature correction reaches {gap[b, k]:.3g} nats at learning rate "
                         f"{lad[k]:.4g}, so log Z and KL there carry a discretisation error of that order; use more "
                         "learning rates (a denser ladder from 0)")
+    ok = _rungs_ok(run)
+    reported = run["reported"]
+    if not np.all(ok[:, reported]):
+        b, k = np.unravel_index(np.argmin(ok[:, reported]), ok[:, reported].shape)
+        msg = (f"the estimates at learning rates >= {lad[reported][k]:.4g} are unusable (a rung with over 1% divergent "
+               "transitions, a non-finite value, or a KL below 0 or falling with the rate, which KL(rho_w || pi) "
+               "cannot do: chains that did not explore the Gibbs posterior); they are flagged in `rate_valid` and "
+               "never chosen. Use a smaller top rate, more warm-up, or a better-conditioned model")
+        (problems if np.any(ok[:, reported]) else invalid).append(msg)
     for p in invalid:
         warnings.warn(f"{what}: INVALID: {p}.", RuntimeWarning, stacklevel=4)
     for p in problems:
         warnings.warn(f"{what}: {p}.", RuntimeWarning, stacklevel=4)
-    return problems, invalid
+    return problems, invalid, ok[:, reported]
+
+
+def _rungs_ok(run, z=3.0):
+    """(B, K1) whether each rung's estimates are usable; a bad rung spoils every later one (log Z is cumulative).
+
+    KL(ρ_w‖π) is non-decreasing in w (its derivative is w Var_{ρ_w}(L) >= 0), so a KL estimate that falls
+    by more than z standard errors from one rung to the next, or lies z SE below 0, means chains that did
+    not explore their Gibbs posterior.
+    """
+    S, R = run["num_samples"], run["num_chains"]
+    pooled = run["pooled"]
+    kl = pooled[:, 1]
+    se = _se(run["reps"][:, :, 1], run["batches"][:, :, 1], axis=1)
+    good = np.all(np.isfinite(pooled), axis=1) & np.isfinite(se)
+    good &= run["divergent"].sum(axis=2) / (R * S) <= _MAX_DIVERGENT_FRACTION
+    good &= kl >= -z * se - 1e-3
+    falls = kl[:, 1:] < kl[:, :-1] - z * np.sqrt(se[:, 1:] ** 2 + se[:, :-1] ** 2) - 1e-3
+    good[:, 1:] &= ~falls
+    return np.cumprod(good, axis=1).astype(bool)
 
 
 _RUN_OPTIONS = ("num_warmup", "num_samples", "num_chains", "num_batches", "num_low_rungs", "dense_mass", "target_accept_prob",
@@ -377,6 +405,11 @@ _RUN_OPTIONS = ("num_warmup", "num_samples", "num_chains", "num_batches", "num_l
 
 def _split_options(kwargs):
     return {k: kwargs.pop(k) for k in list(kwargs) if k in _RUN_OPTIONS}
+
+
+def _all_valid(res):
+    """``res.rate_valid``, or all True when it was not recorded."""
+    return np.ones(res.learning_rates.size, bool) if res.rate_valid is None else np.asarray(res.rate_valid)
 
 
 def _frame(columns):
@@ -400,7 +433,10 @@ class KLToPrior:
         log_z, log_z_se: the log normalising constant of :math:`e^{-wL}\pi` and its SE (K,).
         expected_loss, expected_loss_se: :math:`E_{\rho_w}[L]`, L the loss summed over the n units (K,).
         n: the number of observation units.
-        valid: False when a number must not be used (``diagnostics["invalid"]`` says why).
+        valid: False when no number may be used (``diagnostics["invalid"]`` says why).
+        rate_valid: (K,) whether the estimates at each rate are usable (None: all); a rate fails with
+            over 1% divergent transitions, a non-finite value, or a KL below 0 or falling with w (KL is
+            non-decreasing in w), and, log Z being cumulative, so does every higher rate.
         diagnostics: ``ladder`` (0, the low rungs and the rates), ``samples`` (dict latent site ->
             draws at each reported rate, chains pooled, shape ``(K, R S, ...)``), ``replicates``
             (R, 4, K) and ``batches`` (R M, 4, K) (rows log Z, KL, E[log-lik], uncorrected log Z),
@@ -428,6 +464,7 @@ class KLToPrior:
     n: int
     valid: bool
     diagnostics: dict = dataclasses.field(repr=False)
+    rate_valid: np.ndarray | None = None
 
     def __repr__(self):
         w = self.learning_rates
@@ -438,10 +475,10 @@ class KLToPrior:
         """A pandas DataFrame, one row per learning rate."""
         return _frame({"learning_rate": self.learning_rates, "kl": self.kl, "kl_se": self.kl_se, "log_z": self.log_z,
                        "log_z_se": self.log_z_se, "expected_loss": self.expected_loss,
-                       "expected_loss_se": self.expected_loss_se})
+                       "expected_loss_se": self.expected_loss_se, "rate_valid": _all_valid(self)})
 
 
-def _kl_record(run, rates, n, problems, invalid, t0, b=0):
+def _kl_record(run, rates, n, problems, invalid, t0, ok, b=0):
     """The :class:`KLToPrior` of data set b of a rate-ladder run (the rung at w = 0 dropped)."""
     import time
 
@@ -453,7 +490,7 @@ def _kl_record(run, rates, n, problems, invalid, t0, b=0):
             "warnings": tuple(invalid) + tuple(problems), "invalid": tuple(invalid), "devices": run["devices"],
             "time_s": time.perf_counter() - t0}
     return KLToPrior(learning_rates=rates, kl=p[1], kl_se=se[1], log_z=p[0], log_z_se=se[0], expected_loss=-p[2],
-                     expected_loss_se=se[2], n=n, valid=not invalid, diagnostics=diag)
+                     expected_loss_se=se[2], n=n, valid=not invalid, diagnostics=diag, rate_valid=ok[b])
 
 
 def kl_to_prior(model, *args, learning_rates, rng_key, units=None, **kwargs) -> KLToPrior:
@@ -509,8 +546,8 @@ def kl_to_prior(model, *args, learning_rates, rng_key, units=None, **kwargs) -> 
     opt = _split_options(kwargs)
     U, latent, _ = _gibbs_info(model, args, kwargs, rng_key, units)
     run = _rate_ladder(model, args, kwargs, rng_key, rates, U, latent, **opt)
-    problems, invalid = _ladder_checks(run, "kl_to_prior")
-    return _kl_record(run, rates, U.num_units, problems, invalid, t0)
+    problems, invalid, ok = _ladder_checks(run, "kl_to_prior")
+    return _kl_record(run, rates, U.num_units, problems, invalid, t0, ok)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -535,8 +572,9 @@ class PACBayes:
         delta: the confidence level δ (shared by the K rates through the union bound).
         loss_range: (a, b).
         n: the number of units.
-        valid: False when a number must not be used (``diagnostics["invalid"]``).
+        valid: False when no number may be used (``diagnostics["invalid"]``).
         diagnostics: as :class:`KLToPrior`'s, with ``kl_to_prior`` (the :class:`KLToPrior`).
+        rate_valid: (K,) usable rates, as :class:`KLToPrior`'s; the minimising rate is chosen among them.
 
     Example:
         >>> import numpy as np
@@ -560,11 +598,12 @@ class PACBayes:
     n: int
     valid: bool
     diagnostics: dict = dataclasses.field(repr=False)
+    rate_valid: np.ndarray | None = None
 
     @property
     def best_index(self) -> int:
-        """Index of the rate with the smallest bound (the first on ties)."""
-        return int(np.nanargmin(self.bound))
+        """Index of the usable rate (``rate_valid``) with the smallest bound (the first on ties)."""
+        return int(np.nanargmin(np.where(_all_valid(self), self.bound, np.inf)))
 
     @property
     def best_rate(self) -> float:
@@ -586,7 +625,7 @@ class PACBayes:
         """A pandas DataFrame, one row per learning rate."""
         return _frame({"learning_rate": self.learning_rates, "empirical_risk": self.empirical_risk,
                        "empirical_risk_se": self.empirical_risk_se, "kl": self.kl, "kl_se": self.kl_se,
-                       "bound": self.bound, "bound_se": self.bound_se})
+                       "bound": self.bound, "bound_se": self.bound_se, "rate_valid": _all_valid(self)})
 
     def plot(self, ax=None, test_risk=None):
         """Bound and empirical risk against the learning rate (log axis), the minimising rate marked.
@@ -606,7 +645,7 @@ class PACBayes:
         for y, se, label in ((self.bound, self.bound_se, f"PAC-Bayes bound ({self.bound_type}, δ={self.delta:g})"),
                              (self.empirical_risk, self.empirical_risk_se, "empirical risk E_ρ[r̂]")):
             line, = ax.plot(w, y, marker="o", ms=3, label=label)
-            ax.fill_between(w, y - 2 * se, y + 2 * se, color=line.get_color(), alpha=0.2)
+            ax.fill_between(w, y - 2 * se, y + 2 * se, color=line.get_color(), alpha=0.2, label="± 2 Monte Carlo SE")
         if test_risk is not None:
             ax.plot(w, np.asarray(test_risk), marker="s", ms=3, label="held-out risk E_ρ[R_test]")
         ax.axvline(self.best_rate, color="grey", ls="--", label=f"minimising rate w = {self.best_rate:.3g}")
@@ -619,19 +658,21 @@ class PACBayes:
 
 
 def default_rates(n, loss_range=(0.0, 1.0), num=32):
-    r"""The default ladder of :func:`pac_bayes`: ``num`` rates with :math:`w(b - a)` geometric from 0.1 to n.
+    r"""The default ladder of :func:`pac_bayes`: ``num`` rates with :math:`w(b - a)` geometric from 0.1 to :math:`4\sqrt n`.
 
-    Catoni's constant :math:`C = w(b - a)` (Catoni 2007, Thm. 1.2.6) ranges from nearly the prior (C = 0.1: the empirical risk
-    counts for little) to C = n (the KL term is of the order of the empirical risk's weight).
+    Catoni's constant :math:`C = w(b - a)` (Catoni 2007, Thm. 1.2.6) ranges from nearly the prior
+    (C = 0.1: the empirical risk counts for little) to :math:`4\sqrt n`, past the :math:`C \sim \sqrt n`
+    where the bounds of a noisy problem are usually smallest; a nearly separable problem can gain from
+    higher rates (pass them), whose Gibbs posteriors are also harder for NUTS to explore.
 
     Example:
         >>> from genbayes.bounds import default_rates
         >>> r = default_rates(100, (0.0, 2.0), num=3)
         >>> [round(v, 4) for v in r.tolist()]
-        [0.05, 1.5811, 50.0]
+        [0.05, 1.0, 20.0]
     """
     a, b = loss_range
-    return np.geomspace(0.1, float(n), num) / (b - a)
+    return np.geomspace(0.1, 4.0 * math.sqrt(n), num) / (b - a)
 
 
 def _bound_curves(risk, kl, n, rates, loss_range, delta, bound):
@@ -668,7 +709,7 @@ def pac_bayes(model, *args, learning_rates=None, rng_key, delta=0.05, bound="kl"
         model: NumPyro model with :class:`genbayes.Loss` observed sites at rate 1 (or ``gb.gibbs``-wrapped).
         *args, **kwargs: the model's arguments (data).
         learning_rates: increasing rates (default :func:`default_rates`: 32 rates, :math:`w(b-a)`
-            from 0.1 to n); fixed before seeing the data.
+            from 0.1 to :math:`4\sqrt n`); fixed before seeing the data.
         rng_key: JAX PRNG key.
         delta: δ in (0, 1).
         bound: ``"kl"`` (the tightest), ``"catoni"`` or ``"mcallester"``.
@@ -712,8 +753,8 @@ def pac_bayes(model, *args, learning_rates=None, rng_key, delta=0.05, bound="kl"
     _check_in_range(lu.min(), lu.max(), loss_range, "at a prior draw")
     run = _rate_ladder(model, args, kwargs, rng_key, rates, U, latent, **opt)
     _check_in_range(run["loss_min"], run["loss_max"], loss_range, "at the posterior draws")
-    problems, invalid = _ladder_checks(run, "pac_bayes")
-    klr = _kl_record(run, rates, U.num_units, problems, invalid, t0)
+    problems, invalid, ok = _ladder_checks(run, "pac_bayes")
+    klr = _kl_record(run, rates, U.num_units, problems, invalid, t0, ok)
     k = run["reported"]
     return _pac_record(klr, run["reps"][0][..., k], run["batches"][0][..., k], rates, loss_range, delta, bound, t0)
 
@@ -731,7 +772,7 @@ def _pac_record(klr, reps, bat, rates, loss_range, delta, bound, t0):
     diag = dict(klr.diagnostics, kl_to_prior=klr, time_s=time.perf_counter() - t0)
     return PACBayes(learning_rates=rates, empirical_risk=emp, empirical_risk_se=klr.expected_loss_se / n, kl=klr.kl,
                     kl_se=klr.kl_se, bound=bnd, bound_se=bse, bound_type=bound, delta=float(delta),
-                    loss_range=(a, b), n=n, valid=klr.valid, diagnostics=diag)
+                    loss_range=(a, b), n=n, valid=klr.valid, diagnostics=diag, rate_valid=klr.rate_valid)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -754,7 +795,8 @@ class MutualInformationBound:
         sigma: the sub-Gaussian constant σ of the loss.
         n: the number of units.
         num_datasets: the number of bootstrap data sets.
-        valid: False when a number must not be used.
+        valid: False when no number may be used.
+        rate_valid: (K,) rates usable on every bootstrap data set (as :class:`KLToPrior`'s).
         diagnostics: ``kl`` and its Monte Carlo SE ``kl_se`` (num_datasets, K), ``empirical_risk``
             (num_datasets, K), ``counts`` (the bootstrap counts of the units),
             ``warnings``, ``invalid``, ``time_s``.
@@ -777,6 +819,7 @@ class MutualInformationBound:
     num_datasets: int
     valid: bool
     diagnostics: dict = dataclasses.field(repr=False)
+    rate_valid: np.ndarray | None = None
 
     def __repr__(self):
         return (f"MutualInformationBound(sigma={self.sigma:g}, n={self.n}, {self.num_datasets} data sets, "
@@ -786,7 +829,7 @@ class MutualInformationBound:
     def to_dataframe(self):
         """A pandas DataFrame, one row per learning rate."""
         return _frame({"learning_rate": self.learning_rates, "mean_kl": self.mean_kl, "mean_kl_se": self.mean_kl_se,
-                       "bound": self.bound, "empirical_risk": self.empirical_risk})
+                       "bound": self.bound, "empirical_risk": self.empirical_risk, "rate_valid": _all_valid(self)})
 
 
 def mutual_information_bound(model, *args, learning_rates, rng_key, num_datasets=16, sigma=None, loss_range=None,
@@ -850,7 +893,7 @@ def mutual_information_bound(model, *args, learning_rates, rng_key, num_datasets
     idx = np.asarray(jax.random.randint(key_boot, (num_datasets, n), 0, n))
     counts = np.stack([np.bincount(i, minlength=n) for i in idx]).astype(float)
     run = _rate_ladder(model, args, kwargs, key_run, rates, U, latent, counts, **opt)
-    problems, invalid = _ladder_checks(run, "mutual_information_bound")
+    problems, invalid, ok = _ladder_checks(run, "mutual_information_bound")
     k = run["reported"]
     kl = run["pooled"][:, 1, k]  # (B, K)
     kl_mc_se = _se(run["reps"][:, :, 1, k], run["batches"][:, :, 1, k], axis=1)
@@ -862,4 +905,5 @@ def mutual_information_bound(model, *args, learning_rates, rng_key, num_datasets
     return MutualInformationBound(learning_rates=rates, mean_kl=mean_kl, mean_kl_se=se,
                                   bound=np.sqrt(2 * sigma**2 * np.maximum(mean_kl, 0.0) / n),
                                   empirical_risk=risk.mean(axis=0), sigma=float(sigma), n=n,
-                                  num_datasets=int(num_datasets), valid=not invalid, diagnostics=diag)
+                                  num_datasets=int(num_datasets), valid=not invalid, diagnostics=diag,
+                                  rate_valid=np.all(ok, axis=0))

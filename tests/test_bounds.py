@@ -223,7 +223,7 @@ def test_pac_bayes_calibration_matches_quadrature_and_the_bound_is_its_formula(x
 
     matplotlib.use("Agg")
     ax = r.plot()
-    assert ax.get_xlabel() == "learning rate w" and len(ax.get_legend().get_texts()) == 3
+    assert ax.get_xlabel() == "learning rate w" and len(ax.get_legend().get_texts()) == 5
 
 
 # ----------------------------------------------------------------------------- the bound holds
