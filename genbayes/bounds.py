@@ -351,11 +351,11 @@ def _ladder_checks(run, what):
     frac = run["divergent"].sum(axis=2) / (R * S)  # (B, K1)
     if np.any(frac > 0):
         b, k = np.unravel_index(np.argmax(frac), frac.shape)
-        msg = (f"{int(run['divergent'].sum())} divergent NUTS transitions, most at learning rate {lad[k]:.4g} "
-               f"({100 * frac[b, k]:.2g}% of its draws)")
-        (invalid if frac[b, k] > _MAX_DIVERGENT_FRACTION else problems).append(
-            msg + ("; above 1% the Gibbs posterior there is not explored (raise target_accept_prob or "
-                   "reparameterise)" if frac[b, k] > _MAX_DIVERGENT_FRACTION else ""))
+        # a rung above 1% is unusable, with every rung after it: `_rungs_ok` flags those rates
+        problems.append(f"{int(run['divergent'].sum())} divergent NUTS transitions, most at learning rate "
+                        f"{lad[k]:.4g} ({100 * frac[b, k]:.2g}% of its draws)"
+                        + ("; above 1% the Gibbs posterior there is not explored (raise target_accept_prob or "
+                           "reparameterise)" if frac[b, k] > _MAX_DIVERGENT_FRACTION else ""))
     se = _se(run["reps"][:, :, 0], run["batches"][:, :, 0], axis=1)  # (B, K1) SE of log Z
     gap = np.abs(pooled[:, 0] - pooled[:, 3])
     bad = gap > np.maximum(0.1, 2 * se)

@@ -367,3 +367,35 @@ def test_a_gibbs_wrapped_likelihood_model_is_accepted():
     m = gb.gibbs(_likelihood_model, loss={"x": squared})
     U, latent, tr = bounds._gibbs_info(m, (X,), {}, jax.random.PRNGKey(0), None)
     assert U.num_units == 4 and latent == ["mu"]
+
+
+def _synthetic_run(kl, kl_spread=0.01, divergent=None, S=100, R=2):
+    """A rate-ladder record whose KL row is ``kl`` (pooled) with replicates/batches spread by ``kl_spread``."""
+    K1 = len(kl)
+    rng = np.random.default_rng(0)
+    pooled = np.zeros((1, 4, K1))
+    pooled[0, 1] = kl
+    reps = pooled[:, None] + kl_spread * rng.normal(size=(1, R, 4, K1))
+    bat = pooled[:, None] + kl_spread * rng.normal(size=(1, 5 * R, 4, K1))
+    div = np.zeros((1, K1, R), int) if divergent is None else np.asarray(divergent)[None]
+    return {"pooled": pooled, "reps": reps, "batches": bat, "divergent": div, "num_samples": S, "num_chains": R}
+
+
+def test_unusable_rates_are_flagged_from_the_first_bad_rung_on():
+    """KL(rho_w || pi) is non-decreasing in w (derivative w Var(L) >= 0) and >= 0; log Z is cumulative."""
+    ok = bounds._rungs_ok(_synthetic_run([0.0, 1.0, 2.0, 3.0, 4.0]))
+    assert ok.tolist() == [[True] * 5]
+    ok = bounds._rungs_ok(_synthetic_run([0.0, 1.0, 2.0, 0.5, 4.0]))      # falls at rung 3: 3 and 4 unusable
+    assert ok.tolist() == [[True, True, True, False, False]]
+    ok = bounds._rungs_ok(_synthetic_run([0.0, -1.0, 2.0, 3.0, 4.0]))     # below 0 at rung 1
+    assert ok.tolist() == [[True, False, False, False, False]]
+    div = np.zeros((5, 2), int)
+    div[2, 0] = 3                                                          # 3 of 200 draws: 1.5% > 1%
+    assert bounds._rungs_ok(_synthetic_run([0.0, 1.0, 2.0, 3.0, 4.0], divergent=div)).tolist() == [[True, True] + [False] * 3]
+    # within noise: a KL that falls by less than 3 SE is not flagged
+    assert bounds._rungs_ok(_synthetic_run([0.0, 1.0, 0.99, 3.0, 4.0], kl_spread=0.05)).all()
+    rec = bounds.PACBayes(np.array([1.0, 2.0, 4.0]), np.full(3, 0.2), np.zeros(3), np.array([1.0, 2.0, -5.0]),
+                          np.zeros(3), np.array([0.40, 0.35, 0.10]), np.zeros(3), "kl", 0.05, (0.0, 1.0), 100, True, {},
+                          rate_valid=np.array([True, True, False]))
+    assert rec.best_rate == 2.0 and rec.best_bound == 0.35    # the unusable rate's small bound is never chosen
+    assert rec.to_dataframe()["rate_valid"].tolist() == [True, True, False]
