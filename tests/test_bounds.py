@@ -157,7 +157,7 @@ def test_log_z_of_a_likelihood_loss_equals_the_evidence(x64):
     fam = gb.conjugate.NormalKnownVariance(0.5, 2.0**2, 1.5**2)   # variances: the prior sd 2, the noise sd 1.5
     rates = np.array([0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0])
     r = _quiet(bounds.kl_to_prior, _nll_model, x, learning_rates=rates, rng_key=jax.random.PRNGKey(1),
-               **dict(RUN, num_low_rungs=8))
+               **dict(RUN, num_warmup=200, num_samples=300, num_low_rungs=6))
     exact = gb.evidence.log_evidence(fam, x, method="exact").log_z
     k1 = int(np.flatnonzero(rates == 1.0)[0])
     assert abs(r.log_z[k1] - exact) <= 4.5 * r.log_z_se[k1] + 0.02, (r.log_z[k1], r.log_z_se[k1], exact)
