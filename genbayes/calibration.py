@@ -802,7 +802,7 @@ def calibrate(model, *args, method: str = "llb", rng_key, progress: bool = True,
         "safebayes": {"grid", "start", "score", "num_warmup", "num_samples", "target_accept_prob", "dense_mass",
                       "max_tree_depth", "init_strategy"},
         "pac-bayes": {"learning_rates", "delta", "bound", "loss_range", "num_warmup", "num_samples", "num_chains",
-                      "num_batches", "num_low_rungs", "dense_mass", "target_accept_prob", "shard"},
+                      "num_batches", "num_low_rungs", "dense_mass", "target_accept_prob", "shard", "chunk_size"},
     }[method]
     opt = {k: kwargs.pop(k) for k in list(kwargs) if k in options}
     check_args_finite(args, kwargs)  # the data, positional or keyword (the settings are popped above)
