@@ -287,9 +287,10 @@ def _rate_ladder(model, args, kwargs, rng_key, rates, U, latent, counts=None, *,
 
     The ladder ``lad`` is 0, ``num_low_rungs`` rates geometric from 1e-4 ``rates[0]`` (excluded), then ``rates``.
     Row ``(b K1 + k) R + r`` of :func:`genbayes.batched.run` is chain r at rate ``lad[k]`` for data set b
-    (unit weights ``lad[k] * counts[b]``). Returns ``reported`` (the rungs of ``rates``) and a dict of NumPy arrays: ``pooled`` (B, 4, K1),
-    ``reps`` (B, R, 4, K1), ``batches`` (B, R M, 4, K1) (rows: log Z, KL, E[log-lik], uncorrected log Z),
-    ``loss_min``/``loss_max`` (the per-unit loss over all draws), ``divergent`` (B, K1, R).
+    (unit weights ``lad[k] * counts[b]``). Returns a dict: ``reported`` (the rungs of ``rates``), ``samples``
+    (the draws there, (B, K, R S, ...)), ``pooled`` (B, 4, K1), ``reps`` (B, R, 4, K1), ``batches``
+    (B, R M, 4, K1) (rows: log Z, KL, E[log-lik], uncorrected log Z), ``loss_min``/``loss_max`` (the
+    per-unit loss over all draws), ``divergent`` (B, K1, R).
     """
     from .units import log_likelihood
 
@@ -335,8 +336,8 @@ def _rate_ladder(model, args, kwargs, rng_key, rates, U, latent, counts=None, *,
     # the draws at the reported rates, chains pooled: (B, K, R S, ...) (held-out risks, predictions)
     draws = {k: np.asarray(res.samples[k]).reshape((B, K1, R * num_samples) + np.shape(res.samples[k])[2:])[:, reported]
              for k in latent}
-    return {"ladder": lad, "reported": reported, "samples": draws, "pooled": np.asarray(pooled), "reps": np.asarray(reps), "batches": np.asarray(bat),
-            "loss_min": float(lo), "loss_max": float(hi),
+    return {"ladder": lad, "reported": reported, "samples": draws, "pooled": np.asarray(pooled),
+            "reps": np.asarray(reps), "batches": np.asarray(bat), "loss_min": float(lo), "loss_max": float(hi),
             "divergent": np.asarray(res.diagnostics["num_divergent"]).reshape(B, K1, R),
             "num_samples": num_samples, "num_chains": R, "devices": res.devices}
 
@@ -399,8 +400,8 @@ def _rungs_ok(run, z=3.0):
     return np.cumprod(good, axis=1).astype(bool)
 
 
-_RUN_OPTIONS = ("num_warmup", "num_samples", "num_chains", "num_batches", "num_low_rungs", "dense_mass", "target_accept_prob",
-                "progress", "shard", "chunk_size")
+_RUN_OPTIONS = ("num_warmup", "num_samples", "num_chains", "num_batches", "num_low_rungs", "dense_mass",
+                "target_accept_prob", "progress", "shard", "chunk_size")
 
 
 def _split_options(kwargs):
