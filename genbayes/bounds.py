@@ -520,7 +520,8 @@ def kl_to_prior(model, *args, learning_rates, rng_key, units=None, **kwargs) -> 
             ``target_accept_prob`` (0.8), ``progress`` (False), ``shard``, ``chunk_size`` (8; see
             :func:`genbayes.batched.run`: the rows are in increasing rate, so a chunk holds neighbouring
             rates, whose NUTS trees are alike, and waits less for the deepest tree; ``None`` runs all
-            rows as one vmap. Measured by ``benchmarks/bench_bounds.py --quick``: 1.8 times faster warm).
+            rows as one vmap. Measured by ``benchmarks/bench_bounds.py --quick`` on a loaded 2-core machine: 1.2 and
+            1.6 times faster warm than one vmap in two runs).
 
     Returns:
         :class:`KLToPrior`.
