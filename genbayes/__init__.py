@@ -10,6 +10,7 @@ The public API (see the README and DESIGN.md):
 - :mod:`genbayes.batched`: many weighted posteriors as one compiled, vmapped, shardable program;
 - :mod:`genbayes.cv`: Bayesian leave-P-out cross-validation and the marginal-likelihood identity;
 - :mod:`genbayes.evidence`: log marginal likelihood estimators and prequential SMC;
+- :mod:`genbayes.bounds`: PAC-Bayes and information-theoretic generalization bounds for Gibbs posteriors;
 - :mod:`genbayes.vcd`: variational contrastive divergence, a NumPyro ELBO improved by MCMC;
 - :mod:`genbayes.infomax`: β-VAE / InfoMax / β-TCVAE objectives and information estimators;
 - :mod:`genbayes.interop`: ArviZ conversion, PSIS and LOO (the only module that imports arviz);
@@ -27,13 +28,13 @@ from typing import TYPE_CHECKING
 # Submodules and names load on first use (PEP 562), so ``import genbayes`` and the ``genbayes``
 # command start in milliseconds rather than the ~4 s of importing JAX, NumPyro and Optax; the
 # ``genbayes demo`` parent process then never imports them at all (its workers do).
-_SUBMODULES = ("batched", "bridge", "calibration", "conjugate", "cv", "evidence", "fisher", "handlers", "infomax", "interop",
+_SUBMODULES = ("batched", "bounds", "bridge", "calibration", "conjugate", "cv", "evidence", "fisher", "handlers", "infomax", "interop",
                "losses", "models", "units", "vcd")
 _NAMES = {"Calibration": "calibration", "calibrate": "calibration", "gibbs": "handlers", "reweight": "handlers",
           "tempered": "handlers", "Loss": "losses", "use_cpu_devices": "_programs"}
 
 if TYPE_CHECKING:  # pragma: no cover - static analysis and IDEs see the eager imports
-    from . import (batched, bridge, calibration, conjugate, cv, evidence, fisher, handlers, infomax,  # noqa: F401
+    from . import (batched, bounds, bridge, calibration, conjugate, cv, evidence, fisher, handlers, infomax,  # noqa: F401
                    interop, losses, models, units, vcd)
     from .calibration import Calibration, calibrate  # noqa: F401
     from .handlers import gibbs, reweight, tempered  # noqa: F401
@@ -71,6 +72,7 @@ __all__ = [
     "batched",
     "cv",
     "evidence",
+    "bounds",
     "vcd",
     "infomax",
     "models",

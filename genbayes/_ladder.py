@@ -88,11 +88,29 @@ def _ti_estimate(ladder, ll):
         >>> [round(float(v), 4) for v in _ti_estimate(jnp.array([0.0, 1.0]), jnp.array([[-1.0, -3.0], [-2.0, -2.0]]))]
         [-1.8333, -2.0]
     """
+    corrected, plain = _ti_cumulative(ladder, ll)
+    return corrected[-1], plain[-1]
+
+
+def _ti_cumulative(ladder, ll):
+    r"""The integral up to every rung: :math:`\int_0^{\beta_k} E_\beta[\ell]\,d\beta`, k = 0..K; ll is (K+1, S).
+
+    The corrected trapezoid rule of :func:`_ti_estimate` stopped at each rung (0 at the first);
+    returns (corrected, plain), each of shape (K+1,). :mod:`genbayes.bounds` reads log Z(w) at every
+    learning rate of its ladder from it.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from genbayes._ladder import _ti_cumulative
+        >>> [round(float(v), 4) for v in _ti_cumulative(jnp.array([0.0, 1.0, 2.0]), jnp.full((3, 2), -1.0))[1]]
+        [0.0, -1.0, -2.0]
+    """
     E = jnp.mean(ll, axis=1)
     V = jnp.var(ll, axis=1, ddof=1)
     db = jnp.diff(ladder)
-    plain = jnp.sum(db * (E[1:] + E[:-1]) / 2.0)
-    correction = jnp.sum(db**2 / 12.0 * (V[1:] - V[:-1]))
+    zero = jnp.zeros(1, dtype=E.dtype)
+    plain = jnp.concatenate([zero, jnp.cumsum(db * (E[1:] + E[:-1]) / 2.0)])
+    correction = jnp.concatenate([zero, jnp.cumsum(db**2 / 12.0 * (V[1:] - V[:-1]))])
     return plain - correction, plain
 
 

@@ -11,6 +11,16 @@ The Gibbs posterior :math:`\pi_w(\theta \mid x) \propto \exp(-w \sum_i \ell(\the
   full-data loss minimiser with frequency 1 − α.
 - ``"safebayes"`` — SafeBayes (Grünwald & van Ommen 2017): the w on a grid in (0, 1] that
   minimises the cumulative prequential posterior-expected loss.
+- ``"pac-bayes"`` — the w on a ladder fixed in advance that minimises a PAC-Bayes bound on the
+  expected risk :math:`E_{\rho_w} R` of a bounded loss (:func:`genbayes.bounds.pac_bayes`).
+
+They target different things. ``llb`` and ``gpc`` target *coverage*: credible regions for the
+loss minimiser θ* of the right frequentist size (llb asymptotically, gpc at the sample size).
+``safebayes`` targets *prediction*: the posterior-expected (log-)loss of the next observation.
+``pac-bayes`` targets *risk with a certificate*: the rate whose randomized predictor has the
+smallest guaranteed upper bound on its expected loss (holding with probability 1 − δ, union bound
+over the ladder); it cares nothing about the width of credible regions, and its rate grows with
+n more slowly than a coverage-calibrated one would need to.
 
 The model is an ordinary NumPyro model whose observed sites carry a :class:`genbayes.losses.Loss`
 (or that is wrapped in :class:`genbayes.gibbs`), written at learning rate 1: the returned rate is
@@ -56,7 +66,7 @@ from .fisher import _observed_sites, _trace, sandwich
 
 __all__ = ["calibrate", "Calibration", "loss_minimizer", "METHODS"]
 
-METHODS = ("llb", "gpc", "safebayes")
+METHODS = ("llb", "gpc", "safebayes", "pac-bayes")
 """The values of ``calibrate(method=...)``."""
 
 
@@ -105,6 +115,8 @@ class Calibration:
             extra = f", grid={len(d['grid'])} rates, start={d['start']}"
         elif self.method == "llb":
             extra = f", n={d['n']}"
+        elif self.method == "pac-bayes":
+            extra = f", bound={d['bound']:.4g} ({d['bound_type']}, delta={d['delta']:g}), n={d['n']}"
         return f"Calibration(method={self.method!r}, learning_rate={self.learning_rate:.4g}{extra})"
 
     def to_dataframe(self):
@@ -118,6 +130,8 @@ class Calibration:
             return df
         if self.method == "safebayes":
             return pd.DataFrame({"learning_rate": np.asarray(d["grid"]), "cumulative_loss": np.asarray(d["cumulative_loss"])})
+        if self.method == "pac-bayes":
+            return d["pac_bayes"].to_dataframe()
         return pd.DataFrame({"learning_rate": [self.learning_rate], "n": [d["n"]]})
 
 
@@ -731,11 +745,20 @@ def calibrate(model, *args, method: str = "llb", rng_key, progress: bool = True,
     posteriors are one batched NUTS program (prefix weights). Options: ``grid``, ``start``
     (default n // 4), ``score``, ``num_warmup``/``num_samples`` (200).
 
+    ``method="pac-bayes"``: :math:`\arg\min_w` over the ladder ``learning_rates`` (default
+    :func:`genbayes.bounds.default_rates`) of the PAC-Bayes bound ``bound`` ("kl", "catoni",
+    "mcallester") on :math:`E_{\rho_w} R` at level ``delta`` (union bound over the ladder, so the
+    guarantee holds at the chosen rate), for a loss with range ``loss_range``; all rates are one batched
+    NUTS program (:func:`genbayes.bounds.pac_bayes`, whose result is ``diagnostics["pac_bayes"]``).
+    Options: ``learning_rates``, ``delta`` (0.05), ``bound`` ("kl"), ``loss_range`` and the run
+    options of :func:`genbayes.bounds.kl_to_prior`. Unlike llb and gpc it targets the risk, not the
+    coverage of credible regions (see the module docstring).
+
     Args:
         model: NumPyro model with ``Loss`` observed sites (or a ``gb.gibbs``-wrapped likelihood
             model) at learning rate 1.
         *args: the model's positional arguments (with the data).
-        method: ``"llb"``, ``"gpc"`` or ``"safebayes"``.
+        method: ``"llb"``, ``"gpc"``, ``"safebayes"`` or ``"pac-bayes"``.
         rng_key: JAX PRNG key (required).
         progress: show progress (gpc iterations, safebayes compilation).
         theta_hat: the loss minimiser as a dict latent site -> value (default: :func:`loss_minimizer`).
@@ -778,6 +801,8 @@ def calibrate(model, *args, method: str = "llb", rng_key, progress: bool = True,
                 "params", "ess_threshold", "target_accept_prob", "dense_mass", "max_tree_depth", "init_strategy"},
         "safebayes": {"grid", "start", "score", "num_warmup", "num_samples", "target_accept_prob", "dense_mass",
                       "max_tree_depth", "init_strategy"},
+        "pac-bayes": {"learning_rates", "delta", "bound", "loss_range", "num_warmup", "num_samples", "num_chains",
+                      "num_batches", "num_low_rungs", "dense_mass", "target_accept_prob", "shard", "chunk_size"},
     }[method]
     opt = {k: kwargs.pop(k) for k in list(kwargs) if k in options}
     check_args_finite(args, kwargs)  # the data, positional or keyword (the settings are popped above)
@@ -787,6 +812,13 @@ def calibrate(model, *args, method: str = "llb", rng_key, progress: bool = True,
     opt["units"] = units
     if method == "llb":
         w, diag = _llb(model, args, kwargs, rng_key=rng_key, theta_hat=theta_hat, bandwidth=opt.pop("bandwidth", "auto"), progress=progress, **opt)
+    elif method == "pac-bayes":
+        from .bounds import pac_bayes
+
+        res = pac_bayes(model, *args, rng_key=rng_key, progress=progress, **opt, **kwargs)
+        w = res.best_rate
+        diag = {"n": res.n, "pac_bayes": res, "bound": res.best_bound, "bound_type": res.bound_type,
+                "delta": res.delta, "empirical_risk": float(res.empirical_risk[res.best_index])}
     elif method == "gpc":
         w, diag = _gpc(model, args, kwargs, rng_key=rng_key, theta_hat=theta_hat, progress=progress, **opt)
     else:

@@ -26,7 +26,7 @@ SUBCOMMAND_MODULES: list[str] = ["genbayes.cv", "genbayes.evidence"]
 
 # rough single-process cost of each section in quick mode (s, 2-core CPU, mostly JAX compilation):
 # the pool starts the longest first so two processes finish together
-_QUICK_COST = {"evidence": 20, "conjugate": 13, "gibbs": 11, "infomax": 10, "vcd": 7, "cv": 3}
+_QUICK_COST = {"evidence": 20, "bounds": 16, "conjugate": 13, "gibbs": 11, "infomax": 10, "vcd": 7, "cv": 3}
 
 
 # XLA CPU options that trade run-time speed for compile time; each is added unless XLA_FLAGS sets it.

@@ -16,7 +16,9 @@ it has a kink) and carries attributes that the calibration code reads:
 - ``log_normalizer`` (only where closed form): :math:`w \mapsto \log \int e^{-w \ell(f, y)} dy`
   (squared, absolute, check), which turns :math:`e^{-w\ell}` into a density (used by SafeBayes);
 - ``margin``: ``True`` for classification losses of the margin :math:`y \cdot f` (hinge,
-  logistic), ``False`` for losses of the residual :math:`u = y - f`.
+  logistic), ``False`` for losses of the residual :math:`u = y - f`;
+- ``loss_range`` (only for bounded losses: :func:`sigmoid`, ``zero_one``): the interval ``(a, b)``
+  holding every value, read by the PAC-Bayes bounds of :mod:`genbayes.bounds`.
 """
 
 from __future__ import annotations
@@ -43,14 +45,17 @@ __all__ = [
     "hinge",
     "logistic",
     "negative_log_likelihood",
+    "sigmoid",
+    "zero_one",
     "Loss",
     "loss_name",
 ]
 
 
-def _tag(fn, name: str, *, smooth: bool = True, margin: bool = False, doc: str | None = None, log_normalizer=None):
+def _tag(fn, name: str, *, smooth: bool = True, margin: bool = False, doc: str | None = None, log_normalizer=None,
+         loss_range=None):
     """The loss ``fn`` with its inputs checked, and the calibration metadata (``name``, ``smooth``,
-    ``margin``, ``log_normalizer``) attached."""
+    ``margin``, ``log_normalizer``, ``loss_range``) attached."""
 
     @functools.wraps(fn)
     def loss(p, y):
@@ -60,6 +65,8 @@ def _tag(fn, name: str, *, smooth: bool = True, margin: bool = False, doc: str |
     loss.name, loss.smooth, loss.margin = name, smooth, margin
     if log_normalizer is not None:
         loss.log_normalizer = log_normalizer
+    if loss_range is not None:
+        loss.loss_range = loss_range
     if doc is not None:
         loss.__doc__ = doc
     return loss
@@ -249,7 +256,7 @@ def _signed(y):
     if is_concrete(y):  # checked whenever the labels are known at trace time (data passed to the model)
         bad = np.setdiff1d(np.unique(_real_array(y, "labels")), [-1, 0, 1])
         if bad.size:
-            raise ValueError(f"hinge/logistic labels must be in {{0, 1}} or {{-1, 1}} (0 and -1 both mean the "
+            raise ValueError(f"labels of a margin loss (hinge, logistic, sigmoid, zero_one) must be in {{0, 1}} or {{-1, 1}} (0 and -1 both mean the "
                              f"negative class), got other values {bad[:5].tolist()}; recode them, e.g. y = (y == "
                              f"positive_class).astype(int).")
     return jnp.where(jnp.asarray(y) > 0, 1.0, -1.0)
@@ -285,6 +292,54 @@ Example:
     >>> import genbayes.losses as L
     >>> round(float(L.logistic(0.0, 1)), 6)
     0.693147
+""")
+
+
+def sigmoid(scale=1.0) :
+    r"""Sigmoid loss :math:`\ell(f, y) = 1/(1 + e^{s f / c})`, :math:`s = \pm 1`: a smooth surrogate of the 0-1 loss.
+
+    Bounded in (0, 1) (``loss_range = (0, 1)``), so the PAC-Bayes bounds of :mod:`genbayes.bounds`
+    apply to it, and differentiable everywhere, so NUTS can sample its Gibbs posterior (the 0-1
+    loss has zero gradient almost everywhere). As the scale c → 0 it tends to the 0-1 loss
+    :math:`1\{s f < 0\}` (value 1/2 at f = 0); it is the smoothed 0-1 loss of Mason, Baxter,
+    Bartlett & Frean (2000, "Boosting algorithms as gradient descent"). Not convex: the Gibbs
+    posterior may be multimodal. Labels in {0, 1} or {−1, 1}.
+
+    Args:
+        scale: c > 0, the width of the transition around the decision boundary f = 0.
+
+    Example:
+        >>> import jax.numpy as jnp, genbayes.losses as L
+        >>> [round(v, 4) for v in L.sigmoid(1.0)(jnp.array([0.0, 2.0, 2.0]), jnp.array([1, 1, 0])).tolist()]
+        [0.5, 0.1192, 0.8808]
+        >>> L.sigmoid().loss_range
+        (0.0, 1.0)
+    """
+    _positive_scalar(scale, "scale", "the width of the sigmoid around f = 0")
+
+    def _sigmoid(p, y):
+        return jax.nn.sigmoid(-_signed(y) * p / scale)
+
+    return _tag(_sigmoid, f"sigmoid(scale={_fmt(scale)})", margin=True, loss_range=(0.0, 1.0))
+
+
+def _zero_one(p, y):
+    # a tie (f = 0) counts as an error: the score gives no decision there
+    return jnp.where(_signed(y) * p > 0, 0.0, 1.0)
+
+
+zero_one = _tag(_zero_one, "zero_one", smooth=False, margin=True, loss_range=(0.0, 1.0), doc=r"""The 0-1 loss :math:`1\{s f \le 0\}`, :math:`s = \pm 1`: the misclassification indicator of a score f.
+
+For evaluation (test error, the risk a PAC-Bayes bound controls), not for NUTS: its gradient is
+zero almost everywhere, so a Gibbs posterior under it cannot be sampled by gradient-based MCMC;
+use :func:`sigmoid` there. A tie f = 0 counts as an error. Labels in {0, 1} or {−1, 1};
+``loss_range = (0, 1)``. Its risk is the misclassification probability that the PAC-Bayes bounds of
+McAllester (1999) and Catoni (2007) were first stated for.
+
+Example:
+    >>> import jax.numpy as jnp, genbayes.losses as L
+    >>> L.zero_one(jnp.array([2.0, -0.5, 0.0]), jnp.array([1, 1, 0])).tolist()
+    [0.0, 1.0, 1.0]
 """)
 
 

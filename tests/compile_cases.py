@@ -143,6 +143,21 @@ def calibrate_safebayes(i):
                  progress=False, num_warmup=10, num_samples=10))
 
 
+def _bounded_model(x, y):
+    b = numpyro.sample("b", dist.Normal(0.0, 2.0))
+    with numpyro.plate("n", x.shape[0]):
+        numpyro.sample("y", Loss(gb.losses.sigmoid(1.0), b * x), obs=y)
+
+
+_LADDER_SMALL = {"num_warmup": 10, "num_samples": 20, "num_chains": 2, "num_batches": 2, "num_low_rungs": 2,
+                 "progress": False}
+
+
+def bounds_pac_bayes(i):
+    return float(np.sum(gb.bounds.pac_bayes(_bounded_model, _x(i, 10), _bits(i, 10), learning_rates=[1.0, 2.0],
+                                            rng_key=_key(i), **_LADDER_SMALL).bound))
+
+
 # ------------------------------------------------------------------------------------ evidence
 
 
@@ -219,7 +234,7 @@ CASES = {f.__name__: f for f in [
     cv_cumulative_enumerate, cv_cumulative_psis,
     cv_identity_enumerate, cv_identity_counting, cv_identity_exact_permutations, cv_identity_data_order,
     cv_identity_permutation, cv_identity_smc,
-    calibrate_llb, calibrate_gpc, calibrate_safebayes,
+    calibrate_llb, calibrate_gpc, calibrate_safebayes, bounds_pac_bayes,
     _ev("exact"), _ev("laplace"),
     _ev("thermodynamic", {"ladder": 4, "num_warmup": 10, "num_samples": 20, "num_chains": 2, "progress": False}),
     _ev("stepping_stone", {"ladder": 4, "num_warmup": 10, "num_samples": 20, "num_chains": 2, "progress": False}),
@@ -232,7 +247,8 @@ CASES = {f.__name__: f for f in [
 
 SLOW = {"cv_identity_permutation", "cv_lpo_auto", "cv_identity_smc", "calibrate_gpc", "cv_lpo_psis",
         "evidence_thermodynamic", "evidence_smc", "calibrate_safebayes", "evidence_stepping_stone", "cv_lpo_refit",
-        "cv_cumulative_psis", "calibrate_llb", "evidence_laplace", "vcd_fit", "evidence_bridge", "batched_run"}
+        "cv_cumulative_psis", "calibrate_llb", "evidence_laplace", "vcd_fit", "evidence_bridge", "batched_run",
+        "bounds_pac_bayes"}
 """Cases whose two calls took more than ~13 s in the suite on 2 shared cores (NUTS, SMC, HMC compilations)."""
 
 KNOWN_COMPILES = {}

@@ -24,6 +24,7 @@ TITLES = {
     "gibbs": "Gibbs posteriors",
     "cv": "Cross-validation and the marginal likelihood",
     "evidence": "Marginal likelihood estimators",
+    "bounds": "Generalization bounds",
     "vcd": "VCD",
     "infomax": "rate–distortion",
 }

@@ -34,12 +34,13 @@ PAGES = {
     "cv": ["genbayes.cv"],
     "evidence": ["genbayes.evidence"],
     "bridge": ["genbayes.bridge"],
+    "bounds": ["genbayes.bounds"],
     "vcd": ["genbayes.vcd"],
     "infomax": ["genbayes.infomax"],
     "interop": ["genbayes.interop"],
     "models": ["genbayes.models"] + [f"genbayes.models.{m}" for m in importlib.import_module("genbayes.models").__all__],
     "report": ["genbayes.cli", "genbayes.report", "genbayes.demos"]
-    + [f"genbayes.demos.{m}" for m in ("conjugate", "gibbs", "cv", "evidence", "vcd", "infomax")],
+    + [f"genbayes.demos.{m}" for m in ("conjugate", "gibbs", "cv", "evidence", "bounds", "vcd", "infomax")],
 }
 
 # Modules other branches are editing while this one was written; their docstring gaps are known

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-SECTIONS = ["conjugate", "gibbs", "cv", "evidence", "vcd", "infomax"]
+SECTIONS = ["conjugate", "gibbs", "cv", "evidence", "bounds", "vcd", "infomax"]
 """The demo's sections, in report order (``genbayes demo --sections NAME ...`` picks some)."""
 
 
