@@ -36,8 +36,11 @@ def model(X, y):
 
 
 def scaled_model(w, X, y):
-    with numpyro.handlers.scale(scale=w):   # w is traced (an argument), so 0 is allowed
-        model(X, y)
+    # the Gibbs posterior at rate w: only the loss is scaled, never the prior (a scale around the whole
+    # model would give pi^w exp(-w L)); w is traced (an argument), so 0 is allowed
+    beta = numpyro.sample("beta", dist.Normal(0.0, 2.0).expand([X.shape[1]]).to_event(1))
+    with numpyro.plate("n", X.shape[0]), numpyro.handlers.scale(scale=w):
+        numpyro.sample("y", gb.Loss(gb.losses.sigmoid(0.5), X @ beta), obs=y)
 
 
 def main(quick):
