@@ -18,9 +18,12 @@ import os
 
 from genbayes.cli import fast_compile_xla_flags  # light: genbayes imports JAX lazily
 
-# The XLA_FLAGS the suite was started with, before the fast-compile flags: tests marked ``run_bound``
-# run with these (see pytest_pyfunc_call below).
-_USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")
+# The XLA_FLAGS the suite was started with, before the fast-compile flags, kept in the environment
+# because xdist's workers (and subprocesses) start with the flags already added. Tests marked
+# ``run_bound`` run with these (see pytest_pyfunc_call below), and so do the run-bound subprocesses
+# that some tests start themselves (the demo, a notebook).
+USER_XLA_FLAGS_ENV = "GENBAYES_SUITE_USER_XLA_FLAGS"
+_USER_XLA_FLAGS = os.environ.setdefault(USER_XLA_FLAGS_ENV, os.environ.get("XLA_FLAGS", ""))
 # set in the environment of the pytest process that runs one run-bound test with XLA's default flags
 RUN_BOUND_CHILD_ENV = "GENBAYES_SUITE_RUN_BOUND_CHILD"
 if os.environ.get(RUN_BOUND_CHILD_ENV) != "1":
