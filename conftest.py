@@ -8,6 +8,9 @@ cut it without touching any test's sizes or tolerances:
   tests/test_cv.py on 2 cores: 173 s -> 127 s from the first alone. The programs still compute
   the same functions (rounding may differ in the last bits, as with any change of fusion), and
   every test must pass as it is. Subprocesses started by tests inherit them.
+- except for tests marked ``run_bound``: the few statistical checks whose time goes to running long
+  sampler programs, which -O0 makes 1.4-2.6 times slower. Each runs in a child pytest process with
+  the ``XLA_FLAGS`` the suite started with (``pytest_pyfunc_call`` below), and they start first.
 - pytest-xdist (``-n auto --dist loadgroup`` in pyproject.toml), because compilation is
   single-threaded: two workers on 2 cores took the same files to 93 s. Tests that share a
   module- or session-scoped fixture are put in one ``xdist_group`` so the fixture is built once
