@@ -119,7 +119,7 @@ def pytest_pyfunc_call(pyfuncitem):
     """Run a test marked ``run_bound`` in a fresh pytest process with the suite's starting ``XLA_FLAGS``.
 
     The fast-compile flags (LLVM -O0, legacy emitters) pay off for the many tests that mostly compile
-    small programs, but a few statistical checks run long sampler programs, which run 2-3 times
+    small programs, but a few statistical checks run long sampler programs, which run 1.4-2.6 times
     slower at -O0 than at XLA's default optimisation (e.g. the Pima SMC + stepping stone check).
     JAX reads ``XLA_FLAGS`` once, when it starts, so such a test runs whole, fixtures and all, in
     a child pytest process that does not add the fast-compile flags; its outcome is this test's
@@ -128,10 +128,13 @@ def pytest_pyfunc_call(pyfuncitem):
     """
     if pyfuncitem.get_closest_marker("run_bound") is None or os.environ.get(RUN_BOUND_CHILD_ENV) == "1":
         return None
+    import re
     import subprocess
     import sys
 
-    env = dict(os.environ, **{RUN_BOUND_CHILD_ENV: "1"})
+    # a plain pytest process, not an xdist worker (whose PYTEST_XDIST_* variables it would inherit)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
+    env[RUN_BOUND_CHILD_ENV] = "1"
     if _USER_XLA_FLAGS:
         env["XLA_FLAGS"] = _USER_XLA_FLAGS
     else:
@@ -142,11 +145,13 @@ def pytest_pyfunc_call(pyfuncitem):
     proc = subprocess.run(cmd, cwd=pyfuncitem.config.rootpath, env=env, capture_output=True, text=True)
     out = proc.stdout + proc.stderr
     print(out)  # shown with the test's report when it fails
-    lines = [ln for ln in out.splitlines() if ln.strip()]
-    summary = lines[-1] if lines else ""
-    if proc.returncode == 0 and " 1 passed" in f" {summary}" and "skipped" not in summary:
+    # pytest's closing line, e.g. "1 passed, 2 warnings in 140.22s" (anything printed after it is ignored)
+    summary = next((ln.strip(" =") for ln in reversed(out.splitlines())
+                    if re.search(r"\b\d+ (passed|failed|skipped|errors?|xfailed|xpassed|deselected)\b.* in [\d.]+s", ln)),
+                   "")
+    if proc.returncode == 0 and re.match(r"1 passed\b", summary) and "skipped" not in summary:
         return True
-    if proc.returncode == 0 and "1 skipped" in summary:
+    if proc.returncode == 0 and re.match(r"1 skipped\b", summary):
         pytest.skip(f"skipped in the run-bound child process: {summary}")
     pytest.fail(f"the run-bound child pytest process (XLA_FLAGS={_USER_XLA_FLAGS!r}) exited with "
                 f"{proc.returncode}:\n{out[-6000:]}", pytrace=False)
