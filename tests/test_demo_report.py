@@ -37,6 +37,11 @@ def quick_report(tmp_path_factory):
     cmd = [exe] if exe else [sys.executable, "-m", "genbayes.cli"]
     # the sections also pickle their matplotlib Figures there (genbayes.demos.save_figure), for the figure checks
     env = {**os.environ, "GENBAYES_DEMO_FIGURES": str(out.parent / "figures")}
+    # the demo chooses each section's XLA flags itself (fast compile, XLA's defaults for the run-bound
+    # evidence section: genbayes.cli._RUN_BOUND_SECTIONS): give it the flags the suite started with,
+    # not the suite's fast-compile ones, which would hold the evidence section at -O0 too (conftest.py;
+    # that section alone: 43 -> 40 s CPU)
+    env["XLA_FLAGS"] = os.environ.get("GENBAYES_SUITE_USER_XLA_FLAGS", env.get("XLA_FLAGS", ""))
     proc = subprocess.run(cmd + ["demo", "--quick", "--out", str(out)], capture_output=True, text=True,
                           timeout=600, cwd=out.parent, env=env)
     return out, proc

@@ -108,6 +108,7 @@ def test_ti_and_ss_converge_as_ladder_grows(x64):
 
 
 @pytest.mark.slow
+@pytest.mark.run_bound  # default-size SMC and NUTS ladder: 123 -> 99 s CPU at XLA's default flags (conftest.py)
 @pytest.mark.parametrize("covariate,expected", [("density", -310.128), ("adjusted_density", -301.705)])
 def test_radiata_pine_acceptance(x64, covariate, expected):
     """Issue acceptance: smc, stepping_stone, thermodynamic within 0.15 nats and 3 SE of exact."""

@@ -82,6 +82,7 @@ def _published(model):
 
 
 @pytest.mark.slow
+@pytest.mark.run_bound  # long NUTS ladder and SMC programs: 357 -> 139 s CPU (model 1) at XLA's default flags (conftest.py)
 @pytest.mark.parametrize("model", [1, 2])
 def test_pima_smc_and_stepping_stone_match_friel_wyse(x64, model):
     """SMC and stepping stone within 3 combined SE of the published Chib–Jeliazkov value.

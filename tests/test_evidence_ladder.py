@@ -79,6 +79,7 @@ SCHOOLS_LADDER = {"ladder": 6, "num_warmup": 100, "num_samples": 100, "num_batch
 
 
 @pytest.mark.slow
+@pytest.mark.run_bound  # NUTS on a funnel, long trajectories: 133 -> 60 s CPU at XLA's default flags (conftest.py)
 def test_se_covers_run_to_run_spread_on_centred_eight_schools(x64):
     """Six independent ladders (keys 0..5) on the centred eight schools (a funnel): the spread of the
     estimates matches their reported SEs.

@@ -426,6 +426,7 @@ def test_digits_rate_distortion_sweep_is_monotone_and_mi_bounded():
 
 
 @pytest.mark.slow
+@pytest.mark.run_bound  # 16 x 1,500 SVI steps: 110 -> 79 s CPU at XLA's default flags (conftest.py)
 def test_beta_tcvae_beats_vae_on_mig_and_total_correlation_on_factorial_discs():
     """Acceptance, reduced size (8 paired seeds × 1,500 steps, hidden 64, batch 64, 10 latents, 432 discs).
 

@@ -75,6 +75,9 @@ def test_wheel_holds_the_models_and_runs_the_quick_demo_from_another_directory(t
 
     run_dir = tmp_path / "elsewhere"
     run_dir.mkdir()
+    # as a user runs it: the demo chooses each section's XLA flags from the flags the suite started with
+    # (the suite's fast-compile ones would hold its run-bound evidence section at -O0 too; conftest.py)
+    env["XLA_FLAGS"] = os.environ.get("GENBAYES_SUITE_USER_XLA_FLAGS", env.get("XLA_FLAGS", ""))
     demo = subprocess.run([sys.executable, "-c", "from genbayes.cli import main; main()", "demo", "--quick",
                            "--out", "report"], capture_output=True, text=True, timeout=900, cwd=run_dir, env=env)
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
