@@ -181,17 +181,26 @@ def _batched_lapack_may_deadlock() -> bool:
     return jax.default_backend() == "cpu" and version < (0, 11)
 
 
-def _primitives(jaxpr):
-    """Names of every primitive in a (closed) jaxpr, sub-jaxprs (jit, cond, scan, custom rules) included."""
+def _lapack_operand_size(jaxpr) -> int:
+    """The largest operand (elements) of any LAPACK primitive in a (closed) jaxpr, sub-jaxprs included; 0 if none."""
     jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
-    names = set()
+    size = 0
     for eqn in jaxpr.eqns:
-        names.add(eqn.primitive.name)
+        if eqn.primitive.name in _LAPACK_PRIMITIVES:
+            size = max([size] + [int(np.prod(getattr(v.aval, "shape", ()))) for v in eqn.invars])
         for v in eqn.params.values():
             for sub in (v if isinstance(v, (tuple, list)) else (v,)):
                 if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
-                    names |= _primitives(sub)
-    return names
+                    size = max(size, _lapack_operand_size(sub))
+    return size
+
+
+# Densities whose LAPACK operands (per particle) are smaller than this stay batched: a 2 x 2 Cholesky
+# factor of a regression prior (radiata pine: scale_tril depends on the precision, so the solve is batched
+# over particles) ran batched in every SMC run of this suite and its benchmarks before the guard existed,
+# never hanging, and evaluating it one particle at a time made radiata's warm SMC ~8x slower than the
+# BlackJAX baseline. The hang was seen with 6 x 6 covariances and 100 x 6 right-hand sides.
+_SEQUENTIAL_LAPACK_FROM = 16
 
 
 def _one_at_a_time(f, x, consts):
@@ -304,8 +313,9 @@ def _mapped_program(kind, model, args, kwargs, units, settings, one, num_rows, r
             a, kw = rebuild(dyn_leaves)
             flat = _FlatModel(model, a, kw, z0, units)
             if _batched_lapack_may_deadlock():
-                flat.one_at_a_time = bool(_primitives(jax.make_jaxpr(flat.log_likelihood)(flat.flat0))
-                                          & _LAPACK_PRIMITIVES)
+                # log_likelihood's jaxpr holds the prior's terms too (two potentials): one check for both
+                size = _lapack_operand_size(jax.make_jaxpr(flat.log_likelihood)(flat.flat0))
+                flat.one_at_a_time = size >= _SEQUENTIAL_LAPACK_FROM
             return one(flat, *row, constrain=constrain)
 
         in_axes = (None, None) + (0,) * num_rows
