@@ -88,12 +88,12 @@ CASES = {
     "infomax.train diverging": (lambda: _train(1e8), FloatingPointError, "loss became non-finite at step"),
     # labels 2 used to count silently as the positive class
     "hinge labels outside {0, 1}": (lambda: gb.losses.hinge(jnp.zeros(3), jnp.array([1, 2, 0])), ValueError,
-                                    r"labels must be in \{0, 1\} or \{-1, 1\}.*\[2"),
+                                    r"labels of a margin loss .*must be in \{0, 1\} or \{-1, 1\}.*\[2"),
     # in NumPyro's own MCMC (data passed as constants) the check runs while the model is traced
     "logistic labels in a model": (
         lambda: numpyro.infer.MCMC(numpyro.infer.NUTS(margin_model), num_warmup=5, num_samples=5,
                                    progress_bar=False).run(KEY, jnp.array([0.5, 1.0, 0.0])),
-        ValueError, r"labels must be in .*\[0.5\]"),
+        ValueError, r"labels of a margin loss .*must be in .*\[0.5\]"),
 }
 
 

@@ -68,7 +68,7 @@ def section(outdir: Path, *, quick: bool, seed: int) -> Section:
         rows["empirical risk"].append(Estimate(float(res.empirical_risk[i]), float(res.empirical_risk_se[i])))
         rows["KL(ρ_w ‖ π)"].append(Estimate(float(res.kl[i]), float(res.kl_se[i])))
         rows["bound"].append(Estimate(float(res.bound[i]), float(res.bound_se[i])))
-        rows["chosen"].append("yes" if i == k else ("unusable" if not res.rate_valid[i] else ""))
+        rows["chosen"].append("yes" if i == k else ("unusable" if not res.rate_valid[i] else "no"))
     ax = res.plot(test_risk=test)
     fig = ax.figure
     fig.tight_layout()
