@@ -257,7 +257,8 @@ def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=
     moved = rec["moved"]
     if np.any(np.isfinite(moved)) and np.nanmin(moved) < 0.05:
         r, i = np.unravel_index(np.nanargmin(moved), moved.shape)
-        problems.append(f"after {int(rec['num_moves'][r, i])} HMC moves at temperature {rec['beta'][r, i]:.3g} the "
+        beta_moved = rec["beta"][r, i - 1] if i else 0.0  # the moves target the step's starting temperature
+        problems.append(f"after {int(rec['num_moves'][r, i])} HMC moves at temperature {beta_moved:.3g} the "
                         f"particles had barely left their starting points (least-moved coordinate: mean squared "
                         f"jump {np.nanmin(moved):.3f} of an independent draw's); raise `max_mcmc_steps` or "
                         "`num_leapfrog`")

@@ -104,6 +104,11 @@ def test_centred_eight_schools_within_3_se_with_healthy_moves(x64):
     assert np.nanmax(moves) > 10 and np.nanmax(moves) <= 40
     first = moves == 10
     assert np.all(moved[first] >= 0.5), (moves, moved)
+    # from the prior (a wide funnel) the first step's moves were retried at a 16-64x smaller step size and
+    # left the particles nearly where they were: a caution (not invalid: the runs' spread is in the SE)
+    low = np.nanmin(moved[:, 0])
+    assert low < 0.05 and ev.valid
+    assert [x for x in w if "barely left" in str(x.message) and "temperature 0 " in str(x.message)], low
 
 
 def test_second_call_with_new_data_compiles_nothing(x64):
