@@ -130,6 +130,16 @@ def _ss_estimate(ladder, ll):
     return jnp.sum(logsumexp(lw, axis=1) - jnp.log(S))
 
 
+def _check_run(num_samples, num_chains, num_batches):
+    """The replicate-ladder settings: at least 2 chains, batches of at least 2 draws dividing num_samples."""
+    _check_int(num_samples, "num_samples", 2)
+    _check_int(num_chains, "num_chains", 2)
+    _check_int(num_batches, "num_batches", 2)
+    if num_samples % num_batches or num_samples // num_batches < 2:
+        raise ValueError(f"`num_samples` ({num_samples}) must be a multiple of `num_batches` ({num_batches}) "
+                         "with at least 2 draws per batch.")
+
+
 def _ladder_estimates(lad, ll, num_batches):
     """Both estimators (pooled draws), their SEs and per-rung diagnostics; ll is (K+1, R, S).
 
@@ -227,12 +237,7 @@ def _power_posteriors(model, args, kwargs, rng_key, *, ladder=32, num_warmup=500
         ((4,), (2,))
     """
     ladder = check_ladder(ladder)
-    _check_int(num_samples, "num_samples", 2)
-    _check_int(num_chains, "num_chains", 2)
-    _check_int(num_batches, "num_batches", 2)
-    if num_samples % num_batches or num_samples // num_batches < 2:
-        raise ValueError(f"`num_samples` ({num_samples}) must be a multiple of `num_batches` ({num_batches}) "
-                         "with at least 2 draws per batch.")
+    _check_run(num_samples, num_chains, num_batches)
     K1, R = ladder.shape[0], num_chains
 
     # one constant weight β per chain on the one unit that holds every likelihood entry;

@@ -43,7 +43,7 @@ import numpy as np
 
 from . import batched
 from ._evidence_core import _check_int
-from ._ladder import _MAX_DIVERGENT_FRACTION, _ti_cumulative
+from ._ladder import _MAX_DIVERGENT_FRACTION, _check_run, _ti_cumulative
 from ._programs import data_program
 from ._validation import check_key, check_open_unit_interval
 
@@ -294,12 +294,7 @@ def _rate_ladder(model, args, kwargs, rng_key, rates, U, latent, counts=None, *,
     """
     from .units import log_likelihood
 
-    _check_int(num_samples, "num_samples", 2)
-    _check_int(num_chains, "num_chains", 2)
-    _check_int(num_batches, "num_batches", 2)
-    if num_samples % num_batches or num_samples // num_batches < 2:
-        raise ValueError(f"`num_samples` ({num_samples}) must be a multiple of `num_batches` ({num_batches}) "
-                         "with at least 2 draws per batch.")
+    _check_run(num_samples, num_chains, num_batches)
     # below the first rate E_t[L] falls fastest (from the prior's mean loss): the integral needs rungs
     # geometric from 1e-4 w_1 there; they are integrated over but not reported
     _check_int(num_low_rungs, "num_low_rungs", 0)
