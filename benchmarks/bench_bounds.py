@@ -9,7 +9,11 @@ program. The baseline is what a careful user would write: a Python loop over the
 model (a linear classifier with the sigmoid loss, simulated data), warm-up, draws and NUTS settings;
 cold and warm times, compile time and compilations of both, ratios from alternating warm rounds.
 
-Usage: python benchmarks/bench_bounds.py [--quick]
+With ``--devices k`` the process splits the CPU into k JAX devices before JAX starts (as the
+``genbayes`` command does by default, ``gb.use_cpu_devices``): the ladder's rows are then split across
+them, while the loop baseline runs one chain at a time on one device, as a plain loop does.
+
+Usage: python benchmarks/bench_bounds.py [--quick] [--devices k]
 """
 
 from __future__ import annotations
@@ -92,4 +96,7 @@ def main(quick):
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer draws and rounds")
-    main(p.parse_args().quick)
+    p.add_argument("--devices", type=int, default=1, help="CPU devices to split the host into (default 1)")
+    a = p.parse_args()
+    jax.config.update("jax_num_cpu_devices", a.devices)  # before JAX initialises its backend
+    main(a.quick)

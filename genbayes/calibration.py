@@ -55,8 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
-from numpyro.infer.initialization import init_to_uniform
-from numpyro.infer.util import constrain_fn, initialize_model
+from numpyro.infer.util import constrain_fn
 from numpyro.primitives import Messenger
 
 from . import batched
@@ -216,12 +215,25 @@ def _local_latents(model, args, kwargs, tr, U):
     rest = [k for k in latent if k not in local]
     if rest and is_concrete({k: tr[k]["value"] for k in latent}):
         point = {k: jnp.asarray(tr[k]["value"]) for k in latent}
-        loss = _loss_vector(_probe_losses(model), args, kwargs, U)
+
+        def make(a, kw):
+            loss = _loss_vector(_probe_losses(model), a, kw, U)
+
+            def jacobians(point):  # site -> (U, d_k): d(per-unit loss)/d(site's coordinates)
+                out = {}
+                for k in rest:
+                    flat, unravel = ravel_pytree(point[k])
+                    out[k] = jax.jacfwd(lambda t, k=k, unravel=unravel: loss({**point, k: unravel(t)}))(flat)
+                return out
+
+            return jacobians
+
+        # one compiled program per model and structure (the data are inputs), not eager operations
+        jacobians = data_program("local_latents", model, args, kwargs, (U.key, tuple(rest)), make)(point)
         for k in rest:
-            flat, unravel = ravel_pytree(point[k])
-            if flat.size == 0:
+            jac = np.asarray(jacobians[k])
+            if jac.size == 0:
                 continue
-            jac = np.asarray(jax.jacfwd(lambda t: loss({**point, k: unravel(t)}))(flat))  # (U, d_k)
             used = np.sum(jac != 0, axis=0)
             if np.any(used == 0):
                 ignored.add(k)
@@ -254,9 +266,12 @@ def loss_minimizer(model, *args, rng_key, num_steps: int = 1000, step_size: floa
     Adam (Optax) with a cosine-decayed step size on the mean loss, in NumPyro's unconstrained
     space, one compiled ``lax.scan``; it tolerates the kinks of absolute/check/hinge losses (the
     decaying step makes the subgradient iterates settle; Adam: Kingma & Ba 2015). θ̂ is the
-    point the Gibbs posterior concentrates on (Bissiri, Holmes & Walker 2016, §2). Started at a uniform draw in (−2, 2)
-    in unconstrained space (NumPyro's ``init_to_uniform``); each step moves each coordinate by
-    at most about ``step_size``, so parameters far from that box need a larger ``step_size``.
+    point the Gibbs posterior concentrates on (Bissiri, Holmes & Walker 2016, §2). Started at the
+    first of 32 uniform draws in (−2, 2) of the unconstrained space where the loss and its gradient
+    are finite (NumPyro's ``init_to_uniform``, drawn inside the compiled program); each step moves
+    each coordinate by at most about ``step_size``, so parameters far from that box need a larger
+    ``step_size``. Raises ``NonFiniteLoss`` (a ``ValueError`` and ``FloatingPointError``) when no draw
+    gives a finite loss.
 
     Args:
         model: the loss model (observed sites carry a :class:`genbayes.losses.Loss`).
@@ -284,17 +299,11 @@ def loss_minimizer(model, *args, rng_key, num_steps: int = 1000, step_size: floa
         >>> round(float(th["mu"]), 2)                         # the median
         1.0
     """
+    from ._evidence_core import _layout
+
     names, U, latent, _, _ = _model_info(model, args, kwargs, rng_key, units)
-    try:
-        info = initialize_model(rng_key, model, model_args=args, model_kwargs=kwargs,
-                                init_strategy=init_to_uniform(radius=2.0))
-    except RuntimeError as e:  # NumPyro's bare "Cannot find valid initial parameters"
-        if "Cannot find valid initial parameters" not in str(e):
-            raise
-        raise NonFiniteLoss("loss_minimizer: the loss (or the prior's log density) is not finite at any of NumPyro's "
-                            "initial points; check the loss for NaN values (e.g. a loss undefined for some "
-                            "observations) and the data.") from None
-    z0 = info.param_info.z
+    z0 = _layout(model, args, kwargs, U, rng_key)  # zeros in the unconstrained layout (nothing compiled)
+
     def make(args, kwargs):
         risk = _loss_vector(model, args, kwargs, U)
         opt = optax.adam(optax.cosine_decay_schedule(step_size, num_steps, alpha=1e-4))
@@ -302,7 +311,19 @@ def loss_minimizer(model, *args, rng_key, num_steps: int = 1000, step_size: floa
         def objective(z):
             return jnp.mean(risk(constrain_fn(model, args, kwargs, z)))
 
-        def solve(z):
+        def solve(key, z0):
+            # NumPyro's init_to_uniform(radius=2) in the program: the first of _INIT_TRIES uniform draws in
+            # (-2, 2) of the unconstrained space where the loss and its gradient are finite
+            flat0, unravel = ravel_pytree(z0)
+            starts = jax.random.uniform(key, (_INIT_TRIES, flat0.shape[0]), flat0.dtype, -2.0, 2.0)
+
+            def finite(t):
+                v, g = jax.value_and_grad(lambda t: objective(unravel(t)))(t)
+                return jnp.isfinite(v) & jnp.all(jnp.isfinite(g))
+
+            ok = jax.vmap(finite)(starts)
+            z = unravel(starts[jnp.argmax(ok)])
+
             def step(carry, _):
                 z, s = carry
                 g = jax.grad(objective)(z)
@@ -310,14 +331,22 @@ def loss_minimizer(model, *args, rng_key, num_steps: int = 1000, step_size: floa
                 return (optax.apply_updates(z, upd), s), None
 
             (z, _), _ = jax.lax.scan(step, (z, opt.init(z)), None, length=num_steps)
-            return z
+            return constrain_fn(model, args, kwargs, z), jnp.any(ok)
 
         return solve
 
     # compiled once per model, units, argument structure and settings (the data are inputs)
-    z = data_program("loss_minimizer", model, args, kwargs, (U.key, int(num_steps), float(step_size)), make)(z0)
-    out = constrain_fn(model, args, kwargs, z)
+    settings = (U.key, int(num_steps), float(step_size))
+    out, found = data_program("loss_minimizer", model, args, kwargs, settings, make)(rng_key, z0)
+    if not bool(found):
+        raise NonFiniteLoss(f"loss_minimizer: the loss or its gradient is not finite at any of {_INIT_TRIES} starting "
+                            "points drawn uniformly in (-2, 2) of the unconstrained space; check the loss for NaN "
+                            "values (e.g. a loss undefined for some observations) and the data.")
     return {k: out[k] for k in latent}
+
+
+# starting points tried by loss_minimizer (NumPyro's initialize_model tries up to 100, one at a time)
+_INIT_TRIES = 32
 
 
 def _weighted_quantile(x, w, q):

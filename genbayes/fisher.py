@@ -42,6 +42,7 @@ rescaled to the uniform kernel: :math:`h = 1.74 \cdot 0.9 \min(\hat\sigma, \math
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -52,6 +53,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro.handlers import seed, substitute, trace
 from numpyro.primitives import Messenger
 
+from . import _programs
 from ._validation import NonFiniteLoss, check_args_finite, guard_empty_plates, is_concrete
 
 __all__ = [
@@ -201,13 +203,18 @@ def _flat_log_density(model, args, kwargs, params, sites, wrap=None, units=None)
         names = list(U.index)
     flat, unravel = ravel_pytree({k: jnp.asarray(v) for k, v in params.items()})
     m = wrap(model) if wrap is not None else model
+    return flat, unravel, _per_unit_fn(m, args, kwargs, names, U, unravel), names, tr
+
+
+def _per_unit_fn(m, args, kwargs, names, U, unravel):
+    """f(θ_flat, obs=None) -> per-observation (``U is None``: sites ``names``) or per-unit log density."""
 
     def f(theta, obs=None):
         mm = _replace_obs(m, values=obs) if obs else m
         t = _trace(mm, args, kwargs, unravel(theta))
         return _per_obs_from_trace(t, names) if U is None else _per_unit_from_trace(t, U)
 
-    return flat, unravel, f, names, tr
+    return f
 
 
 # ----------------------------------------------------------------------------- public API
@@ -480,22 +487,42 @@ class Sandwich(NamedTuple):
     n: int
     bandwidths: dict
 
+    def _xp(self):
+        # concrete matrices: numpy (no eager JAX operation to compile); traced ones: jax.numpy
+        return (np, np.asarray(self.I), np.asarray(self.J)) if is_concrete((self.I, self.J)) else (jnp, self.I, self.J)
+
     @property
     def covariance(self):
         r"""Sandwich covariance of the loss minimiser, :math:`J^{-1} I J^{-1} / n`."""
-        Jinv = jnp.linalg.inv(self.J)
-        return Jinv @ self.I @ Jinv.T / self.n
+        xp, I, J = self._xp()
+        Jinv = xp.linalg.inv(J)
+        return Jinv @ I @ Jinv.T / self.n
 
     @property
     def llb_learning_rate(self):
         r"""Lyddon, Holmes & Walker (2019) rate :math:`\mathrm{tr}(J I^{-1} J^\top) / \mathrm{tr}(J)`."""
-        return jnp.trace(self.J @ jnp.linalg.solve(self.I, self.J.T)) / jnp.trace(self.J)
+        xp, I, J = self._xp()
+        return xp.trace(J @ xp.linalg.solve(I, J.T)) / xp.trace(J)
 
     def __repr__(self):
         return (
-            f"Sandwich(D={self.I.shape[0]}, n={self.n}, tr(I)={float(jnp.trace(self.I)):.4g}, "
-            f"tr(J)={float(jnp.trace(self.J)):.4g}, bandwidths={self.bandwidths})"
+            f"Sandwich(D={self.I.shape[0]}, n={self.n}, tr(I)={float(np.trace(np.asarray(self.I))):.4g}, "
+            f"tr(J)={float(np.trace(np.asarray(self.J))):.4g}, bandwidths={self.bandwidths})"
         )
+
+
+def _sandwich_parts(model, args, kwargs, names, U, params, bws):
+    """Per-unit scores g (n, d), per-unit log densities (n,), I = Cov(g) and J = -H / n at ``params``.
+
+    J from the losses smoothed with bandwidths ``bws`` (site -> h) where given. Pure: run under
+    ``jit`` by :func:`sandwich`, which checks its inputs and outputs.
+    """
+    flat, unravel = ravel_pytree({k: jnp.asarray(v) for k, v in params.items()})
+    f = _per_unit_fn(model, args, kwargs, names, U, unravel)
+    g = jax.jacfwd(f)(flat)
+    fj = _per_unit_fn(_smooth_losses(model, bandwidths=bws), args, kwargs, names, U, unravel) if bws else f
+    J = -jax.hessian(lambda t: jnp.sum(fj(t)))(flat) / g.shape[0]
+    return g, f(flat), jnp.atleast_2d(jnp.cov(g, rowvar=False)), J
 
 
 def sandwich(model, params, *args, sites=None, bandwidth="auto", units=None, **kwargs) -> Sandwich:
@@ -567,28 +594,28 @@ def sandwich(model, params, *args, sites=None, bandwidth="auto", units=None, **k
         if is_concrete(h) and not (np.isfinite(h) and h > 0):
             raise ValueError(f"bandwidth for site {k!r} must be finite and > 0, got {h!r}.")
     # scores from the loss itself (a smoothed subgradient would shrink I); curvature from the smoothing
-    sel = None if units is not None else names
-    flat, _, f, _, _ = _flat_log_density(model, args, kwargs, params, sel, units=units)
-    g = jax.jacfwd(f)(flat)
+    if is_concrete((params, bws)):
+        # concrete inputs: one compiled program per model, sites and structure (data and params are
+        # its inputs), so a first call traces under jit instead of running every operation eagerly
+        settings = (tuple(names), None if units is None else units.key, tuple(sorted(bws)))
+        part = _programs.data_program("sandwich", model, args, kwargs, settings,
+                                      lambda a, kw: partial(_sandwich_parts, model, a, kw, names, units))
+        g, values, I, J = part({k: jnp.asarray(v) for k, v in params.items()}, {k: jnp.asarray(h) for k, h in bws.items()})
+    else:
+        g, values, I, J = _sandwich_parts(model, args, kwargs, names, units, params, bws)
     n = g.shape[0]
     if n < 2:  # the score covariance I has n - 1 degrees of freedom: NaN from one unit
         raise ValueError(f"sandwich needs at least 2 observation units to estimate I (the covariance of the "
                          f"per-unit scores); the data give {n}.")
     if is_concrete(g):
         # a unit whose loss is NaN can still have a finite (zero) gradient: check both
-        ok = np.all(np.isfinite(np.asarray(g)), axis=1) & np.isfinite(np.asarray(f(flat)))
+        ok = np.all(np.isfinite(np.asarray(g)), axis=1) & np.isfinite(np.asarray(values))
         bad = np.flatnonzero(~ok)
         if bad.size:  # a NaN-loss unit used to enter I with score 0, as if it were information
             raise NonFiniteLoss(
                 f"sandwich: the per-unit loss or its gradient is not finite for {bad.size} of {n} observation units "
                 f"(first: unit {int(bad[0])}) at these parameters; check the data there and the loss (a NaN or "
                 f"infinite loss value, or a parameter outside the loss's domain).")
-    I = jnp.atleast_2d(jnp.cov(g, rowvar=False))
-    if bws:
-        _, _, f, _, _ = _flat_log_density(
-            model, args, kwargs, params, sel, wrap=lambda m: _smooth_losses(m, bandwidths=bws), units=units
-        )
-    J = -jax.hessian(lambda t: jnp.sum(f(t)))(flat) / n
     if is_concrete(J):
         eig = np.linalg.eigvalsh(0.5 * (np.asarray(J) + np.asarray(J).T))
         if not np.all(eig > 0):

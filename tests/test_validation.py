@@ -82,7 +82,7 @@ CASES = {
     # the NaN-loss unit used to enter the score covariance with score 0
     "sandwich with a NaN-loss unit": (
         lambda: gb.fisher.sandwich(nan_loss_model, {"mu": jnp.array(0.0)}, jnp.array([1.0, 2.0, 9.0, 3.0])),
-        FloatingPointError, r"returned NaN for 1 of 4 observation\(s\) \(first at index \[2\]\)"),
+        FloatingPointError, r"not finite for 1 of 4 observation units \(first: unit 2\)"),
     # 100 % NaN losses used to come back without a word
     "infomax.train learning_rate=nan": (lambda: _train(float("nan")), ValueError, "`learning_rate` must be a finite"),
     "infomax.train diverging": (lambda: _train(1e8), FloatingPointError, "loss became non-finite at step"),
