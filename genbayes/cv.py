@@ -47,6 +47,7 @@ import numpy as np
 from jax.scipy.special import gammaln, logsumexp
 
 from . import conjugate as _conj
+from ._programs import ProgramCache, num_devices, resolve_shard, shard_leading
 from ._validation import check_args_finite
 
 __all__ = ["lpo", "cumulative", "identity", "LPOResult", "IdentityReport", "add_cli", "default_memory_budget"]
@@ -495,10 +496,29 @@ def _exact_subset_value(fam, data, mask, joint):
     return jnp.sum(mask * jax.vmap(term)(idx))
 
 
-@partial(jax.jit, static_argnames=("joint", "chunk"))
-def _exact_values(fam, data, masks, joint, chunk):
+def _exact_values_batched(fam, data, masks, joint, chunk):
     f = lambda m: _exact_subset_value(fam, data, m, joint)  # noqa: E731
     return jax.lax.map(f, masks, batch_size=min(chunk, masks.shape[0]))
+
+
+_exact_values_one_device = jax.jit(_exact_values_batched, static_argnames=("joint", "chunk"))
+_EXACT_SHARDED = ProgramCache(maxsize=8)
+
+
+def _exact_values(fam, data, masks, joint, chunk):
+    """Exact values of the held-out sets ``masks`` (rows), split across all devices when there are several.
+
+    Every set's value is computed by the same per-set program wherever it runs, and the sets are
+    independent, so the values do not depend on the device or process count (no cross-set sum on
+    device). With several devices the rows go through :func:`genbayes._programs.shard_leading`
+    (every process's devices in a ``jax.distributed`` job); each device evaluates ``chunk`` sets at
+    a time, so the memory per host is ``chunk`` sets per local device.
+    """
+    if not resolve_shard(None):
+        return _exact_values_one_device(fam, data, masks, joint=joint, chunk=chunk)
+    run, _ = _EXACT_SHARDED.get((joint, chunk, num_devices()), lambda: shard_leading(
+        lambda m, f, d: _exact_values_batched(f, d, m, joint, chunk), (0, None, None), axis_name="subset"))
+    return run(masks, fam, data)
 
 
 def _counts_and_alpha(fam, x):
@@ -912,8 +932,10 @@ class _Runner:
         if self.base == "exact":
             size = 1 << max(m - 1, 0).bit_length()
             padded = jnp.concatenate([masks, jnp.repeat(masks[:1], size - m, axis=0)]) if size > m else masks
+            # several devices run at once on one host's memory: the budget's chunk is split between them
+            chunk = max(1, self.chunk // jax.local_device_count()) if resolve_shard(None) else self.chunk
             vals = np.asarray(_exact_values(self.target.family, tuple(self.target.args), padded, self.joint,
-                                            self.chunk), dtype=np.float64)[:m]
+                                            chunk), dtype=np.float64)[:m]
             del padded
             mc_var = np.zeros(m)
             psi_sum = None
