@@ -70,7 +70,7 @@ def launch_local(argv, num_processes: int, devices_per_process: int, *, timeout_
     base["JAX_PLATFORMS"] = "cpu"
     base[ENV_NUM], base[ENV_PORT] = str(num_processes), str(free_port())
     log_dir = tempfile.mkdtemp(prefix="genbayes-mh-") if log_dir is None else str(log_dir)
-    procs, logs = [], []
+    procs, logs, timed_out = [], [], False
     try:
         for i in range(num_processes):
             path = os.path.join(log_dir, f"process{i}.log")
@@ -79,10 +79,14 @@ def launch_local(argv, num_processes: int, devices_per_process: int, *, timeout_
                 procs.append(subprocess.Popen([sys.executable, *argv], env=dict(base, **{ENV_ID: str(i)}), stdout=out,
                                               stderr=subprocess.STDOUT, start_new_session=True))
         deadline = time.monotonic() + timeout_s
-        while any(p.poll() is None for p in procs):
-            if any(p.returncode not in (None, 0) for p in procs):
+        while True:
+            codes = [p.poll() for p in procs]  # every process polled: any() would stop at the first running one
+            if all(c is not None for c in codes):
+                break
+            if any(c not in (None, 0) for c in codes):
                 break  # one failed: its peers would wait for it in a collective
             if time.monotonic() > deadline:
+                timed_out = True
                 break
             time.sleep(0.2)
     finally:
@@ -97,7 +101,6 @@ def launch_local(argv, num_processes: int, devices_per_process: int, *, timeout_
     texts = [open(path).read() for path in logs]
     codes = [p.returncode for p in procs]
     if any(c != 0 for c in codes):
-        timed_out = time.monotonic() > deadline
         tails = "\n".join(f"--- process {i} (exit {c}) ---\n{t[-3000:]}" for i, (c, t) in enumerate(zip(codes, texts)))
         raise RuntimeError(("timed out after %.0f s" % timeout_s if timed_out else "a process failed")
                            + f"; exit codes {codes}\n{tails}")
