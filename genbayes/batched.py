@@ -47,8 +47,11 @@ class BatchedSamples:
             ``mean_accept_prob``, ``mean_num_steps``, ``step_size``.
         weights: the ``(B, n)`` weights the posteriors were drawn for.
         num_chains: C, the chains per posterior (1 for NUTS); :meth:`chains` splits the draws by chain.
+        held_on_devices: the number of devices the draws were computed on, recorded by :func:`run`
+            from the output arrays' shardings before they were gathered (in a ``jax.distributed``
+            job, every process's devices); ``None`` reads it from the arrays' shardings.
 
-    ``devices`` is the number of devices holding the draws (more than 1 when the B axis was
+    ``devices`` is the number of devices that computed the draws (more than 1 when the B axis was
     sharded); it is read from the arrays' shardings, not from the request.
 
     Example:
@@ -63,7 +66,7 @@ class BatchedSamples:
     diagnostics: dict
     weights: jax.Array
     num_chains: int = 1
-    held_on_devices: int | None = None  # set by run(): devices the draws were computed on (all processes')
+    held_on_devices: int | None = None
 
     def chains(self, site) -> np.ndarray:
         """The draws of ``site`` split by chain: shape ``(B, num_chains, num_samples // num_chains, ...)``."""

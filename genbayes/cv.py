@@ -455,19 +455,33 @@ class _Plan:
         self.num_batches = -(-total // self.batch_size)
         self._table = _binom_table(n, p) if exhaustive and fixed is None else None
 
+    def count(self, b):
+        """How many subsets batch b holds."""
+        return min(self.batch_size, self.total - b * self.batch_size)
+
+    def indices(self, b):
+        """The numbers of batch b's subsets (ranks when exhaustive, else the random draws' indices), int32.
+
+        Padded to a power of two (repeating the last subset) so that few distinct shapes are
+        compiled; the padding rows are dropped. Formed in int64; the plan never enumerates more
+        than 2^31 − 1 subsets, so the int32 numbers on device cannot overflow.
+        """
+        lo, m = b * self.batch_size, self.count(b)
+        size = 1 << max(m - 1, 0).bit_length()
+        return jnp.asarray(np.minimum(np.arange(lo, lo + size, dtype=np.int64), self.total - 1).astype(np.int32))
+
+    @property
+    def source(self):
+        """What turns a subset's number into its mask: the binomial table (exhaustive) or the key (random)."""
+        return self._table if self.exhaustive else self.rng_key
+
     def masks(self, b):
-        lo = b * self.batch_size
-        m = min(self.batch_size, self.total - lo)
+        lo, m = b * self.batch_size, self.count(b)
         if self.fixed is not None:
             return self.fixed[lo : lo + m]
-        # pad to a power of two so that few distinct shapes are compiled; padding rows are dropped.
-        # Ranks are formed in int64 and the plan never enumerates more than 2^31 − 1 subsets, so the
-        # int32 ranks on device cannot overflow.
-        size = 1 << max(m - 1, 0).bit_length()
-        ranks = np.minimum(np.arange(lo, lo + size, dtype=np.int64), self.total - 1).astype(np.int32)
         if self.exhaustive:
-            return _unrank_batch(jnp.asarray(ranks), self._table, self.n, self.p)[:m]
-        return _random_masks(self.rng_key, jnp.asarray(ranks), self.n, self.p)[:m]
+            return _unrank_batch(self.indices(b), self._table, self.n, self.p)[:m]
+        return _random_masks(self.rng_key, self.indices(b), self.n, self.p)[:m]
 
 
 # --------------------------------------------------------------------------------------------
@@ -503,6 +517,40 @@ def _exact_values_batched(fam, data, masks, joint, chunk):
 
 _exact_values_one_device = jax.jit(_exact_values_batched, static_argnames=("joint", "chunk"))
 _EXACT_SHARDED = ProgramCache(maxsize=8)
+
+
+def _numbered_values_batched(index, fam, data, source, *, exhaustive, n, p, joint, chunk):
+    """Exact values of the p-subsets numbered ``index``, each mask made on device from its number.
+
+    The same subsets as :meth:`_Plan.masks` (``_unrank`` of a rank, or the random draw of
+    ``fold_in(key, index)``), without the masks of the whole batch ever being materialised, so that
+    with several devices each device (each host) makes only its own subsets' masks.
+    """
+    dt = _float()
+
+    def one(i):
+        if exhaustive:
+            mask = _unrank(i, n, p, source)
+        else:
+            u = jax.random.uniform(jax.random.fold_in(source, i), (n,))
+            mask = (jnp.argsort(jnp.argsort(u)) < p).astype(dt)
+        return _exact_subset_value(fam, data, mask, joint)
+
+    return jax.lax.map(one, index, batch_size=min(chunk, index.shape[0]))
+
+
+_NUMBERED_STATIC = ("exhaustive", "n", "p", "joint", "chunk")
+_numbered_values_one_device = jax.jit(_numbered_values_batched, static_argnames=_NUMBERED_STATIC)
+
+
+def _plan_values(fam, data, plan, b, joint, chunk):
+    """Exact values of batch b of ``plan`` (a float array, padded rows included), split across all devices when several."""
+    static = dict(exhaustive=plan.exhaustive, n=plan.n, p=plan.p, joint=joint, chunk=chunk)
+    if not resolve_shard(None):
+        return _numbered_values_one_device(plan.indices(b), fam, data, plan.source, **static)
+    run, _ = _EXACT_SHARDED.get(("numbered", tuple(static.items()), num_devices()), lambda: shard_leading(
+        partial(_numbered_values_batched, **static), (0, None, None, None), axis_name="subset"))
+    return run(plan.indices(b), fam, data, plan.source)
 
 
 def _exact_values(fam, data, masks, joint, chunk):
@@ -926,17 +974,23 @@ class _Runner:
 
     def batch(self, b):
         """Statistics of batch b (a JSON-serialisable dict)."""
-        masks = self.plan.masks(b)
-        m = int(masks.shape[0])
+        m = self.plan.count(b)
+        # the exact method makes planned subsets' masks on device from their numbers (on every device,
+        # only its own); the masks of the batch are formed here only when they are recorded
+        numbered = self.base == "exact" and self.plan.fixed is None
+        masks = self.plan.masks(b) if not numbered or self.keep_subsets else None
         out = {"batch": b, "count": m}
         if self.base == "exact":
-            size = 1 << max(m - 1, 0).bit_length()
-            padded = jnp.concatenate([masks, jnp.repeat(masks[:1], size - m, axis=0)]) if size > m else masks
             # several devices run at once on one host's memory: the budget's chunk is split between them
             chunk = max(1, self.chunk // jax.local_device_count()) if resolve_shard(None) else self.chunk
-            vals = np.asarray(_exact_values(self.target.family, tuple(self.target.args), padded, self.joint,
-                                            chunk), dtype=np.float64)[:m]
-            del padded
+            fam, data = self.target.family, tuple(self.target.args)
+            if numbered:
+                vals = np.asarray(_plan_values(fam, data, self.plan, b, self.joint, chunk), dtype=np.float64)[:m]
+            else:
+                size = 1 << max(m - 1, 0).bit_length()
+                padded = jnp.concatenate([masks, jnp.repeat(masks[:1], size - m, axis=0)]) if size > m else masks
+                vals = np.asarray(_exact_values(fam, data, padded, self.joint, chunk), dtype=np.float64)[:m]
+                del padded
             mc_var = np.zeros(m)
             psi_sum = None
         elif self.base == "refit":
