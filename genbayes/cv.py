@@ -669,18 +669,46 @@ def _enumerate_all_p(fam, data, chunk=1 << 14, memory_budget=None):
         raise ValueError(f"enumerating all 2^{n} − 1 held-out sets needs about {_fmt_bytes(needed)}, above "
                          f"memory_budget = {_fmt_bytes(budget)}; raise memory_budget, or lower max_subsets below "
                          f"2^{n} − 1 to use random orderings.")
-    sums = _enumerate_sums(fam, tuple(data), n=n, chunk=chunk)
+    if resolve_shard(None):
+        # the local devices run at once on this host's memory: the budget's chunk is split between them
+        sums = _enumerate_sums_sharded(fam, tuple(data), n, max(1, chunk // jax.local_device_count()))
+    else:
+        sums = _enumerate_sums(fam, tuple(data), n=n, chunk=chunk)
     counts = jnp.asarray([math.comb(n, p) for p in range(1, n + 1)], dtype=_float())
     return sums / counts
 
 
 @partial(jax.jit, static_argnames=("n", "chunk"))
 def _enumerate_sums(fam, data, n, chunk):
-    """Σ over held-out sets S of size p of the mean held-out log predictive, for p = 0..n (index p).
+    """Σ over held-out sets S of size p of the mean held-out log predictive, for p = 1..n (index p − 1).
 
     Subset r (1 ≤ r < 2^n) holds out the points whose bits are set in r. ``jax.lax.fori_loop`` over
     chunks of ``chunk`` consecutive ranks; each chunk is one vmapped predictive, summed by size.
     """
+    return _enumerate_range(0, -(-(2**n - 1) // chunk), fam, data, n=n, chunk=chunk)[1:]
+
+
+_ENUMERATE_SHARDED = ProgramCache(maxsize=8)
+
+
+def _enumerate_sums_sharded(fam, data, n, chunk):
+    """:func:`_enumerate_sums` with the chunks split into one contiguous range per device (every host's, in a
+    ``jax.distributed`` job); each device returns its per-size sums and they are added here.
+
+    The same values as on one device up to the association of the sums (each device's running
+    sum, then the D partial sums in device order).
+    """
+    D = num_devices()
+    bounds = np.round(np.linspace(0, -(-(2**n - 1) // chunk), D + 1)).astype(np.int32)
+    run, _ = _ENUMERATE_SHARDED.get(("enumerate", n, chunk, D), lambda: shard_leading(
+        jax.vmap(partial(_enumerate_range, n=n, chunk=chunk), in_axes=(0, 0, None, None)), (0, 0, None, None),
+        axis_name="subsets"))
+    parts = run(jnp.asarray(bounds[:-1]), jnp.asarray(bounds[1:]), fam, data)  # (D, n + 1)
+    return jnp.sum(parts, axis=0)[1:]
+
+
+def _enumerate_range(lo, hi, fam, data, *, n, chunk):
+    """Per-size sums (index p = 0..n) of the mean held-out log predictive over the subsets of chunks lo..hi − 1."""
     total = 2**n - 1
     bits = jnp.arange(n, dtype=jnp.int32)
     dt = _float()
@@ -697,7 +725,7 @@ def _enumerate_sums(fam, data, n, chunk):
         size = jax.lax.population_count(r)
         return acc + jax.ops.segment_sum(vals, size, num_segments=n + 1)
 
-    return jax.lax.fori_loop(0, -(-total // chunk), body, jnp.zeros(n + 1, dt))[1:]
+    return jax.lax.fori_loop(lo, hi, body, jnp.zeros(n + 1, dt))
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ to a file; the test checks that the job spread the work over all 4 devices, that
 hold the whole result, and that it equals the single-process one:
 
 - the exhaustive leave-p-out on a conjugate family is exact (no sampling, no cross-set sums on
-  device): every held-out set's value and the mean are equal **bit for bit**;
+  device): every held-out set's value and the mean are equal **bit for bit**; the identity's
+  enumeration of all 2^n - 1 sets adds per-size sums on each device, then across devices, so it
+  equals to the association of those sums (1e-13 relative);
 - NUTS (batched, GPC) and SMC: equal to rounding, with the tolerances of tests/test_sharding.py
   (1e-6 relative for NUTS, whose adaptation feeds rounding back along the chain; 1e-9 for SMC),
   for the same reasons; GPC coverage counts exactly. A wrong key or a misplaced row gives
@@ -64,6 +66,9 @@ SCRIPT = textwrap.dedent(
     out["lpo"] = {"values": np.asarray(r.diagnostics["values"]).tolist(), "value": r.value,
                   "num_subsets": r.num_subsets, "method": r.method}
 
+    #     and the identity's exhaustive enumeration: all 2^8 - 1 held-out sets, per-size sums split by device
+    rep = cv.identity(fam, y)
+    out["identity"] = {"s_cv": np.asarray(rep.s_cv).tolist(), "method": rep.method}
     out.setdefault("laps", {})["lpo"] = time.perf_counter() - t0
     # (c) GPC: B = 6 bootstrap replicates per NUTS batch, two iterations, no draw reuse
     x = median.simulate(jax.random.PRNGKey(3), 20)
@@ -143,7 +148,7 @@ def test_job_spans_both_processes_and_every_process_holds_the_result(results):
     assert (p0["smc"]["shard"], p0["smc"]["devices"]) == ("runs", 4)
     assert (p0["prequential"]["shard"], p0["prequential"]["devices"]) == ("particles", 4)
     # both processes hold the whole result: the same numbers, bit for bit
-    for key in ("nuts", "lpo", "gpc", "smc", "prequential"):
+    for key in ("nuts", "lpo", "identity", "gpc", "smc", "prequential"):
         assert p0[key] == p1[key], key
 
 
@@ -152,6 +157,13 @@ def test_exhaustive_lpo_bitwise_equal_one_process(results):
     assert job["num_subsets"] == one["num_subsets"] == 56 and job["method"] == one["method"] == "enumerate"
     assert job["values"] == one["values"]  # exact: bit for bit
     assert job["value"] == one["value"]
+
+
+def test_exhaustive_identity_equal_one_process(results):
+    """All 2^n - 1 held-out sets: each device sums its own range, so equal up to the sums' association."""
+    job, one = results["job"][0]["identity"], results["one"]["identity"]
+    assert job["method"] == one["method"] == "enumerate"
+    np.testing.assert_allclose(job["s_cv"], one["s_cv"], rtol=1e-13, atol=0)
 
 
 def test_batched_nuts_equal_one_process(results):
