@@ -1,26 +1,28 @@
 """Exhaustive S_CV over a ``jax.distributed`` job on this machine, against one process on one device.
 
-    python benchmarks/bench_multihost.py            # n = 24, p = 12: C(24, 12) = 2,704,156 held-out sets
-    python benchmarks/bench_multihost.py --quick    # n = 20, p = 10: 184,756 held-out sets
+    python benchmarks/bench_multihost.py            # n = 24: lpo p = 12 (2,704,156 sets), identity (16,777,215 sets)
+    python benchmarks/bench_multihost.py --quick    # n = 20: lpo p = 10 (184,756 sets), identity (1,048,575 sets)
 
-Runs ``gb.cv.lpo(family, y, p=p, method="exact")`` (every held-out set of size p, exact conjugate
-predictives, float64) in four layouts, one after another, each in fresh processes started on
-loopback (``genbayes._multihost.launch_local``, gloo CPU collectives):
+Two exhaustive, exact computations on a conjugate family (NormalKnownVariance, float64):
+``gb.cv.lpo(family, y, p=n // 2, method="exact")`` (every held-out set of size p) and
+``gb.cv.identity(family, y)`` (S_CV(p) for every p from all 2^n − 1 held-out sets), in four
+layouts, one after another, each in fresh processes started on loopback
+(``genbayes._multihost.launch_local``, gloo CPU collectives):
 
     1 process x 1 device   (the baseline)
     1 process x 2 devices  (single-process sharding, docs/scaling.md)
     2 processes x 1 device (the same 2 devices, split over two processes: the multi-process overhead)
     2 processes x 2 devices
 
-Each process times the call twice: cold (tracing, compiling and running) and warm (the compiled
-programs reused); a job's time is its slowest process's. Prints the times, the ratios against the
-baseline, and checks that every layout gives the baseline's S_CV bit for bit (the values are exact
-and independent: no cross-set sums on device).
+Each process times each call twice: cold (tracing, compiling and running) and warm (the compiled
+programs reused); a job's time is its slowest process's. Prints the times and the speed-ups
+against the baseline, and checks the results: S_CV(p) of lpo bit for bit in every layout (exact,
+independent values per held-out set), identity's to 1e-12 relative (per-device partial sums).
 
 On a machine with C cores, D devices in all can give at most min(D, C) times the baseline:
 XLA runs one CPU device's share mostly on one core. On a 2-core machine, 4 devices (2 x 2) are
-4 programs sharing 2 cores, so expect at most ~2x, less the per-batch gather and placement
-costs and whatever else runs on the machine.
+4 programs sharing 2 cores, so expect at most ~2x, less the fixed per-call costs (planning,
+tracing, the final gather, host-side sums) and whatever else runs on the machine.
 """
 
 from __future__ import annotations

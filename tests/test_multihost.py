@@ -1,7 +1,8 @@
 """Several processes (a ``jax.distributed`` job): the batched tools run unchanged, and equal one process.
 
-One script runs batched NUTS, an exhaustive conjugate leave-p-out, GPC calibration and SMC (by
-runs, and prequential by particles) in a job of 2 processes on this machine, each with 2 forced
+One script runs batched NUTS, an exhaustive conjugate leave-p-out and the identity's enumeration,
+refit leave-one-out, a stepping-stone ladder, GPC calibration and SMC (by runs, and prequential by
+particles) in a job of 2 processes on this machine, each with 2 forced
 CPU devices (a global mesh of 4), talking over loopback with gloo CPU collectives. The same
 script runs once more as a single process with 1 device. Every process writes what it holds
 to a file; the test checks that the job spread the work over all 4 devices, that both processes
@@ -11,7 +12,7 @@ hold the whole result, and that it equals the single-process one:
   device): every held-out set's value and the mean are equal **bit for bit**; the identity's
   enumeration of all 2^n - 1 sets adds per-size sums on each device, then across devices, so it
   equals to the association of those sums (1e-13 relative);
-- NUTS (batched, GPC) and SMC: equal to rounding, with the tolerances of tests/test_sharding.py
+- NUTS (batched, refits, ladder, GPC) and SMC: equal to rounding, with the tolerances of tests/test_sharding.py
   (1e-6 relative for NUTS, whose adaptation feeds rounding back along the chain; 1e-9 for SMC),
   for the same reasons; GPC coverage counts exactly. A wrong key or a misplaced row gives
   differences of the size of the Monte Carlo error, orders of magnitude above these.
@@ -70,6 +71,16 @@ SCRIPT = textwrap.dedent(
     rep = cv.identity(fam, y)
     out["identity"] = {"s_cv": np.asarray(rep.s_cv).tolist(), "method": rep.method}
     out.setdefault("laps", {})["lpo"] = time.perf_counter() - t0
+
+    # (b') refit leave-one-out: 8 folds, one NUTS chain per training set (gb.batched.run underneath)
+    r = cv.lpo(fam, y, p=1, method="refit", rng_key=jax.random.PRNGKey(7), **nuts)
+    out["refit"] = {"values": np.asarray(r.diagnostics["values"]).tolist(), "value": r.value}
+    # (b'') a power-posterior ladder: 5 temperatures x 2 replicate chains as one batch
+    ev = evidence.log_evidence(fam, y, method="stepping_stone", rng_key=jax.random.PRNGKey(8),
+                               options={"ladder": 4, "num_batches": 2, **nuts})
+    out["ladder"] = {"ss": ev.diagnostics["stepping_stone"], "ti": ev.diagnostics["thermodynamic"],
+                     "devices": ev.diagnostics["devices"]}
+    out.setdefault("laps", {})["refit_ladder"] = time.perf_counter() - t0
     # (c) GPC: B = 6 bootstrap replicates per NUTS batch, two iterations, no draw reuse
     x = median.simulate(jax.random.PRNGKey(3), 20)
     cal = calibrate(median.model, x, method="gpc", rng_key=jax.random.PRNGKey(4), B=6, init=1.0, max_iter=2,
@@ -148,7 +159,8 @@ def test_job_spans_both_processes_and_every_process_holds_the_result(results):
     assert (p0["smc"]["shard"], p0["smc"]["devices"]) == ("runs", 4)
     assert (p0["prequential"]["shard"], p0["prequential"]["devices"]) == ("particles", 4)
     # both processes hold the whole result: the same numbers, bit for bit
-    for key in ("nuts", "lpo", "identity", "gpc", "smc", "prequential"):
+    assert p0["ladder"]["devices"] == 4 and results["one"]["ladder"]["devices"] == 1
+    for key in ("nuts", "lpo", "identity", "refit", "ladder", "gpc", "smc", "prequential"):
         assert p0[key] == p1[key], key
 
 
@@ -172,6 +184,14 @@ def test_batched_nuts_equal_one_process(results):
     np.testing.assert_allclose(job["step_size"], one["step_size"], rtol=1e-6, atol=0)
     # six different posteriors, not one row copied
     assert len({round(float(np.mean(m)), 8) for m in job["mu"]}) == 6
+
+
+def test_refit_cv_and_ladder_equal_one_process(results):
+    job, one = results["job"][0], results["one"]
+    np.testing.assert_allclose(job["refit"]["values"], one["refit"]["values"], rtol=1e-6, atol=0)
+    np.testing.assert_allclose(job["refit"]["value"], one["refit"]["value"], rtol=1e-6, atol=0)
+    np.testing.assert_allclose([job["ladder"]["ss"], job["ladder"]["ti"]], [one["ladder"]["ss"], one["ladder"]["ti"]],
+                               rtol=1e-6, atol=0)
 
 
 def test_gpc_equal_one_process(results):
