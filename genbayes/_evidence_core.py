@@ -114,16 +114,30 @@ class _FlatModel:
             m, enumerated = self._weighted_model, False
         return lambda x: -potential_energy(m, args, self.kwargs, self.unravel(x), enumerated=enumerated)
 
+    def _prior_and_likelihood(self, x):
+        """(log prior with Jacobian, log-likelihood) at flat ``x`` from one evaluation of the model.
+
+        The weighted log density is linear in a common weight, f(w) = log prior + w log-likelihood,
+        so one forward-mode derivative at w = 1 gives f(1) and the log-likelihood f'(1) exactly (at
+        w = 0 the handler masks the likelihood out and the derivative is 0: see ``reweight``). Two
+        potentials, f(0) and f(1) - f(0), evaluated the model twice per gradient; SMC's
+        ``log_prior`` and ``log_likelihood`` now trace the same computation, which XLA merges.
+        """
+        value, lik = jax.jvp(lambda w: self.log_density(w)(x), (jnp.ones((), jnp.result_type(x)),),
+                             (jnp.ones((), jnp.result_type(x)),))
+        # a -inf likelihood (a particle outside the data's support) leaves the prior undefined as a
+        # difference; the tempered target is -inf there for every temperature > 0 either way
+        return jnp.where(jnp.isneginf(lik), value, value - lik), lik
+
     def log_prior(self, x):
         if self.one_at_a_time:
             return self._sequential(_FlatModel.log_prior, x)
-        return self.log_density(jnp.asarray(0.0))(x)
+        return self._prior_and_likelihood(x)[0]
 
     def log_likelihood(self, x):
         if self.one_at_a_time:
             return self._sequential(_FlatModel.log_likelihood, x)
-        # Two potentials rather than a private NumPyro helper: the prior terms cancel exactly in x64.
-        return self.log_density(jnp.asarray(1.0))(x) - self.log_density(jnp.asarray(0.0))(x)
+        return self._prior_and_likelihood(x)[1]
 
     def _sequential(self, method, x):
         """``method(self, x)`` with the model's array arguments passed explicitly (no traced closure)."""
@@ -315,7 +329,7 @@ def _mapped_program(kind, model, args, kwargs, units, settings, one, num_rows, r
             a, kw = rebuild(dyn_leaves)
             flat = _FlatModel(model, a, kw, z0, units)
             if _batched_lapack_may_deadlock():
-                # log_likelihood's jaxpr holds the prior's terms too (two potentials): one check for both
+                # log_likelihood traces the whole model, prior terms included: one check for both
                 size = _lapack_operand_size(jax.make_jaxpr(flat.log_likelihood)(flat.flat0))
                 flat.one_at_a_time = size >= _SEQUENTIAL_LAPACK_FROM
             return one(flat, *row, constrain=constrain)

@@ -11,7 +11,6 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import logsumexp
 
 from ._evidence_core import (_MIN_ESS_ABS, _check_int, _ess, _mapped_program, _shard_mode, _starts_at_prior, _warn,
                              _weighted_cov)
@@ -33,14 +32,27 @@ def _adapt_step_size(step_size, acceptance, target=0.65):
     return jnp.clip(step_size * jnp.exp(acceptance - target), 1e-4, 1.5)
 
 
+def _batched_like(tree, key):
+    """``tree`` with every leaf made to depend on ``key`` (plus an exact zero derived from it).
+
+    Under ``vmap`` over runs a loop carry that starts unbatched (a constant such as a counter) and
+    becomes batched in the body makes JAX batch the loop body once more to find that out; in
+    nested loops the extra passes multiply (3 per level instead of 2: most of SMC's trace time).
+    Carries that start batched avoid them; the zero costs nothing at run time.
+    """
+    zero = jnp.ravel(key)[0] * 0
+    return jax.tree_util.tree_map(lambda a: a + zero.astype(jnp.result_type(a)), tree)
+
+
 def _smc_init(flat, key, *, constrain, num_particles):
     """One run's starting state: prior draws, uniform weights, temperature 0 (vmapped over runs)."""
     k_init, k_run = jax.random.split(key)
     x = constrain(flat.sample_prior(k_init, num_particles))
     dtype = x.dtype
     w = constrain(jnp.full((num_particles,), 1.0 / num_particles, dtype))
-    return {"x": x, "w": w, "beta": jnp.zeros((), dtype), "cov": _weighted_cov(x, w),
-            "step": jnp.asarray(1.0 / flat.dim**0.25, dtype), "log_z": jnp.zeros((), dtype), "key": k_run}
+    st = {"x": x, "w": w, "beta": jnp.zeros((), dtype), "cov": _weighted_cov(x, w),
+          "step": jnp.asarray(1.0 / flat.dim**0.25, dtype), "log_z": jnp.zeros((), dtype)}
+    return {**_batched_like(st, k_run), "key": k_run}
 
 
 # Moves until the particles have forgotten where they started (Chopin & Papaspiliopoulos 2020,
@@ -83,7 +95,8 @@ def _moves_until_settled(var, max_blocks):
             dtype = jnp.result_type(x0)
             acc = jnp.full((max_blocks, jnp.shape(x0)[0], num_mcmc_steps), jnp.nan, dtype)
             zero = jnp.zeros((), dtype)
-            x, acc, m, _, b = jax.lax.while_loop(going, another, (x0, acc, zero, zero, jnp.asarray(0)))
+            init = _batched_like((x0, acc, zero, zero, jnp.asarray(0)), keys)
+            x, acc, m, _, b = jax.lax.while_loop(going, another, init)
             return x, {"acceptance_rate": acc, "num_blocks": b, "moved": m}
 
         return update, n
@@ -156,7 +169,8 @@ def _smc_run(flat, key, *, constrain, num_particles, max_steps, **step_settings)
             return new, rec, scale, tries + 1
 
         rec0 = {k: jnp.zeros((), dtype) for k in _RECORDS}
-        new, rec, _, tries = jax.lax.while_loop(again, attempt, (st, rec0, jnp.ones((), dtype), jnp.asarray(-1)))
+        init = _batched_like((st, rec0, jnp.ones((), dtype), jnp.asarray(-1)), st["key"])
+        new, rec, _, tries = jax.lax.while_loop(again, attempt, init)
         return new, rec, tries
 
     def going(c):
@@ -170,8 +184,8 @@ def _smc_run(flat, key, *, constrain, num_particles, max_steps, **step_settings)
         return new, recs, retries.at[i].set(tries), i + 1
 
     recs = {k: jnp.full((max_steps,), jnp.nan, dtype) for k in _RECORDS}
-    st, recs, retries, n = jax.lax.while_loop(going, one_step, (st, recs, jnp.zeros(max_steps, jnp.int32),
-                                                                jnp.asarray(0)))
+    init = _batched_like((st, recs, jnp.zeros(max_steps, jnp.int32), jnp.asarray(0)), st["key"])
+    st, recs, retries, n = jax.lax.while_loop(going, one_step, init)
     return {"log_z": st["log_z"], "beta": st["beta"], "x": st["x"], "records": recs, "retries": retries,
             "num_steps": n}
 
@@ -210,7 +224,8 @@ def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=
     retries = np.asarray(out["retries"])[:, :used]
     log_zs, final_beta = np.asarray(state["log_z"]), np.asarray(state["beta"])
     num_steps = np.asarray(out["num_steps"])
-    log_z = float(logsumexp(log_zs) - np.log(R))  # log of the mean of the unbiased Z estimates
+    # the log of the mean of the unbiased Z estimates (numpy, not jax.scipy: no eager compilations)
+    log_z = float(np.logaddexp.reduce(log_zs) - np.log(R))
     se = float(np.std(log_zs, ddof=1) / np.sqrt(R))
     min_ess = float(np.nanmin(rec["ess"]))
     min_acc = float(np.nanmin(rec["acceptance"])) if np.any(np.isfinite(rec["acceptance"])) else float("nan")
