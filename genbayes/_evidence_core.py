@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._programs import ProgramCache, num_devices, particle_constraint, shard_leading, split_args
+from ._programs import ProgramCache, devices_used, gather, num_devices, particle_constraint, shard_leading, split_args
 from .handlers import reweight
 
 # Below this many effective particles (or importance draws) an estimate is flagged as unreliable.
@@ -315,8 +315,10 @@ def _mapped_program(kind, model, args, kwargs, units, settings, one, num_rows, r
     rows split across devices (:func:`genbayes._programs.shard_leading`, independent, no
     communication); ``"particles"`` the same vmapped program with every particle array constrained
     to be split across devices (:func:`genbayes._programs.particle_constraint`; XLA inserts the
-    collectives for weights, ESS, covariances and resampling). Returns ``call(*rows)`` for
-    ``num_rows`` row arrays.
+    collectives for weights, ESS, covariances and resampling). Returns ``call(*rows) -> (outputs, devices)``
+    for ``num_rows`` row arrays: ``devices`` is the number of devices the outputs were computed on
+    (every process's, in a ``jax.distributed`` job), and the outputs are whole on every process
+    (:func:`genbayes._programs.gather`).
     """
     z0 = _layout(model, args, kwargs, units, rng_key)
     dyn, rebuild, static_key = split_args(args, kwargs)
@@ -340,7 +342,14 @@ def _mapped_program(kind, model, args, kwargs, units, settings, one, num_rows, r
 
     key = None if static_key is None else (kind, model, units.key, static_key, settings, mode, num_devices())
     compiled, _ = _PROGRAMS.get(key, build)
-    return lambda *rows: compiled(dyn, z0, *rows)
+
+    def call(*rows):
+        out = compiled(dyn, z0, *rows)
+        # shard_leading's run gathers its outputs itself (in a multi-process job): count its mesh
+        devices = compiled.num_devices if mode == "runs" else devices_used(out)
+        return gather(out), devices
+
+    return call
 
 
 def _weighted_cov(x, w):

@@ -182,8 +182,66 @@ def use_cpu_devices(count: int | None = None) -> int:
 
 
 def num_devices() -> int:
-    """How many devices a sharded program would use: all visible ones (``len(jax.devices())``)."""
+    """How many devices a sharded program would use: all visible ones (``len(jax.devices())``).
+
+    In a ``jax.distributed`` job (several processes) these are the devices of *every* process.
+    """
     return len(jax.devices())
+
+
+def multi_process() -> bool:
+    """True inside a ``jax.distributed`` job with more than one process (``jax.process_count() > 1``)."""
+    return jax.process_count() > 1
+
+
+def _is_key(a) -> bool:
+    return jnp.issubdtype(getattr(a, "dtype", np.float32), jax.dtypes.prng_key)
+
+
+def place(a, sharding):
+    r"""``a`` placed with ``sharding``; in a multi-process job each process feeds only its own rows.
+
+    Our batched inputs (weights, keys, held-out masks) are computed identically by every process
+    from the same key, so every process holds the whole array. With one process this is
+    ``jax.device_put``. When ``sharding`` spans devices of other processes, the global array is
+    assembled with ``jax.make_array_from_callback``: each process copies the slices its own
+    devices hold, and nothing is sent between processes. Typed PRNG key arrays are placed through
+    their key data. Inside a traced program it is ``jax.device_put`` (a sharding constraint).
+    """
+    if isinstance(a, jax.core.Tracer) or sharding.is_fully_addressable:
+        return jax.device_put(a, sharding)
+    if _is_key(a):
+        return jax.random.wrap_key_data(place(jax.random.key_data(a), sharding), impl=jax.random.key_impl(a))
+    host = np.asarray(a)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def gather(tree):
+    r"""``tree`` with every array that spans several processes replaced by a process-local copy of its full value.
+
+    Sharded programs in a multi-process job return global arrays, of which each process can read
+    only its own shards (``np.asarray`` refuses). A fully replicated array (what
+    :func:`shard_leading` returns in a multi-process job: its program ends with an all-gather)
+    becomes its copy on this process's first device, with no communication;
+    any other is gathered with ``jax.experimental.multihost_utils.process_allgather``. Arrays
+    that one process holds entirely (every array in a single-process run) are returned as they
+    are, as are tracers and non-arrays. Every process must call it at the same point (the
+    gather is a collective); after it, each process holds the whole result and the code that
+    follows is ordinary single-process code.
+    """
+
+    def one(x):
+        if not isinstance(x, jax.Array) or isinstance(x, jax.core.Tracer) or x.is_fully_addressable:
+            return x
+        if _is_key(x):
+            return jax.random.wrap_key_data(one(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+        if x.is_fully_replicated:
+            return x.addressable_data(0)
+        from jax.experimental import multihost_utils
+
+        return jnp.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree_util.tree_map(one, tree)
 
 
 def resolve_shard(shard, name: str = "shard") -> bool:
@@ -213,6 +271,12 @@ def shard_leading(batched, in_axes, *, axis_name: str = "shard", check: bool = F
     arguments with ``NamedSharding(Mesh(devices), P(axis_name))`` and runs one ``jax.jit`` of
     ``jax.shard_map(batched)``: device d computes rows :math:`[d\,B'/D, (d+1)\,B'/D)`, B' the padded
     size, with no communication between devices. Every output has the batch as its leading axis.
+
+    In a ``jax.distributed`` job (several processes, e.g. one per host) the mesh holds every
+    process's devices; each process, which computes the same inputs, feeds only the rows of its own
+    devices (:func:`place`), the program ends with one all-gather of the outputs, and ``run``
+    returns process-local arrays holding the whole result on every process (:func:`gather`). When
+    ``run`` is traced inside a caller's ``jax.jit``, the caller gathers its own outputs.
 
     Each device runs ``batched`` on B'/D rows instead of B, so XLA may associate the arithmetic
     of batched reductions differently than on one device: results agree to rounding error,
@@ -251,18 +315,24 @@ def shard_leading(batched, in_axes, *, axis_name: str = "shard", check: bool = F
     except TypeError:  # JAX < 0.7 spells it check_rep
         fn = jax.jit(_shard_map()(batched, check_rep=check, **kw))
     sharding = NamedSharding(mesh, spec)
+    if multi_process():
+        # In a jax.distributed job the mesh spans every process's devices: end the program with one
+        # all-gather (outputs replicated), so that each process can read the whole result (gather).
+        replicated = NamedSharding(mesh, P())
+        sharded = fn
+        fn = jax.jit(lambda *a: jax.lax.with_sharding_constraint(sharded(*a), replicated))
 
     def run(*args):
         B = next(jnp.shape(jax.tree_util.tree_leaves(a)[0])[0] for a, ax in zip(args, in_axes) if ax == 0)
         pad = (-B) % D
 
-        def place(a):
+        def place_rows(a):
             if pad:  # repeat the last row so every device gets as many; dropped below
                 a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)])
-            return jax.device_put(a, sharding)
+            return place(a, sharding)
 
-        args = tuple(jax.tree_util.tree_map(place, a) if ax == 0 else a for a, ax in zip(args, in_axes))
-        out = fn(*args)
+        args = tuple(jax.tree_util.tree_map(place_rows, a) if ax == 0 else a for a, ax in zip(args, in_axes))
+        out = gather(fn(*args))  # a no-op with one process, and when traced inside a caller's program
         return jax.tree_util.tree_map(lambda a: a[:B], out) if pad else out
 
     run.num_devices = D

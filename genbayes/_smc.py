@@ -14,7 +14,6 @@ import numpy as np
 
 from ._evidence_core import (_MIN_ESS_ABS, _check_int, _ess, _mapped_program, _shard_mode, _starts_at_prior, _warn,
                              _weighted_cov)
-from ._programs import devices_used
 from ._validation import check_open_unit_interval
 
 def _mcmc_params(cov, step_size, num_leapfrog):
@@ -218,12 +217,11 @@ def _smc_evidence(model, args, kwargs, rng_key, *, num_particles=1000, num_runs=
     # thread-pool deadlock, avoided in _mapped_program: see _evidence_core._LAPACK_PRIMITIVES.)
     run = _mapped_program("smc", model, args, kwargs, units, tuple(settings.items()),
                           partial(_smc_run, **settings), 1, k_setup, mode)
-    out = run(jax.random.split(k_run, R))
+    out, devices = run(jax.random.split(k_run, R))
     used = max(int(np.max(np.asarray(out["num_steps"]))), 1)
     rec = {k: np.asarray(v)[:, :used] for k, v in out["records"].items()}  # (R, steps)
     state = {"x": out["x"], "log_z": out["log_z"], "beta": out["beta"]}
     retries = np.asarray(out["retries"])[:, :used]
-    devices = devices_used(state["x"])
     log_zs, final_beta = np.asarray(state["log_z"]), np.asarray(state["beta"])
     num_steps = np.asarray(out["num_steps"])
     # the log of the mean of the unbiased Z estimates (numpy, not jax.scipy: no eager compilations)

@@ -29,7 +29,7 @@ from numpyro.infer.hmc import hmc
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import initialize_model
 
-from ._programs import ProgramCache, devices_used, family_as_argument, resolve_shard, shard_leading, split_args
+from ._programs import ProgramCache, devices_used, family_as_argument, gather, resolve_shard, shard_leading, split_args
 from ._validation import check_args_finite, check_key, check_nonnegative_finite, check_open_unit_interval, is_concrete
 from .handlers import _as_site_set, reweight
 
@@ -47,8 +47,11 @@ class BatchedSamples:
             ``mean_accept_prob``, ``mean_num_steps``, ``step_size``.
         weights: the ``(B, n)`` weights the posteriors were drawn for.
         num_chains: C, the chains per posterior (1 for NUTS); :meth:`chains` splits the draws by chain.
+        held_on_devices: the number of devices the draws were computed on, recorded by :func:`run`
+            from the output arrays' shardings before they were gathered (in a ``jax.distributed``
+            job, every process's devices); ``None`` reads it from the arrays' shardings.
 
-    ``devices`` is the number of devices holding the draws (more than 1 when the B axis was
+    ``devices`` is the number of devices that computed the draws (more than 1 when the B axis was
     sharded); it is read from the arrays' shardings, not from the request.
 
     Example:
@@ -63,6 +66,7 @@ class BatchedSamples:
     diagnostics: dict
     weights: jax.Array
     num_chains: int = 1
+    held_on_devices: int | None = None
 
     def chains(self, site) -> np.ndarray:
         """The draws of ``site`` split by chain: shape ``(B, num_chains, num_samples // num_chains, ...)``."""
@@ -81,7 +85,13 @@ class BatchedSamples:
 
     @property
     def devices(self) -> int:
-        """Number of devices the draws live on (from their ``.sharding``): 1 unless sharded."""
+        """Number of devices the draws were computed on (from their ``.sharding``): 1 unless sharded.
+
+        In a ``jax.distributed`` job it counts the devices of every process, although each process
+        then holds all the draws itself.
+        """
+        if self.held_on_devices is not None:
+            return max(int(self.held_on_devices), 1)
         return max(devices_used(self.samples), 1)
 
     def __getitem__(self, site):
@@ -279,6 +289,10 @@ def run(
               f"({num_warmup} warm-up + {num_samples} draws each{chains})...", flush=True)
     t0 = time.perf_counter()
     samples, diag, init_ok = jax.block_until_ready(program(weights, keys, key_init, dyn))
+    # in a jax.distributed job the outputs span every process's devices: count them, then give
+    # every process the whole result (a no-op with one process)
+    held_on = devices_used(samples)
+    samples, diag, init_ok = gather((samples, diag, init_ok))
     if progress:
         print(f"genbayes.batched: done in {time.perf_counter() - t0:.1f} s", flush=True)
     if not bool(init_ok):
@@ -296,7 +310,8 @@ def run(
             RuntimeWarning,
             stacklevel=2,
         )
-    return BatchedSamples(samples=samples, diagnostics=diag, weights=weights, num_chains=num_chains)
+    return BatchedSamples(samples=samples, diagnostics=diag, weights=weights, num_chains=num_chains,
+                          held_on_devices=held_on)
 
 
 _KERNELS = ("nuts", "chees")

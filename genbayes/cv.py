@@ -47,6 +47,7 @@ import numpy as np
 from jax.scipy.special import gammaln, logsumexp
 
 from . import conjugate as _conj
+from ._programs import ProgramCache, num_devices, resolve_shard, shard_leading
 from ._validation import check_args_finite
 
 __all__ = ["lpo", "cumulative", "identity", "LPOResult", "IdentityReport", "add_cli", "default_memory_budget"]
@@ -454,19 +455,33 @@ class _Plan:
         self.num_batches = -(-total // self.batch_size)
         self._table = _binom_table(n, p) if exhaustive and fixed is None else None
 
+    def count(self, b):
+        """How many subsets batch b holds."""
+        return min(self.batch_size, self.total - b * self.batch_size)
+
+    def indices(self, b):
+        """The numbers of batch b's subsets (ranks when exhaustive, else the random draws' indices), int32.
+
+        Padded to a power of two (repeating the last subset) so that few distinct shapes are
+        compiled; the padding rows are dropped. Formed in int64; the plan never enumerates more
+        than 2^31 − 1 subsets, so the int32 numbers on device cannot overflow.
+        """
+        lo, m = b * self.batch_size, self.count(b)
+        size = 1 << max(m - 1, 0).bit_length()
+        return jnp.asarray(np.minimum(np.arange(lo, lo + size, dtype=np.int64), self.total - 1).astype(np.int32))
+
+    @property
+    def source(self):
+        """What turns a subset's number into its mask: the binomial table (exhaustive) or the key (random)."""
+        return self._table if self.exhaustive else self.rng_key
+
     def masks(self, b):
-        lo = b * self.batch_size
-        m = min(self.batch_size, self.total - lo)
+        lo, m = b * self.batch_size, self.count(b)
         if self.fixed is not None:
             return self.fixed[lo : lo + m]
-        # pad to a power of two so that few distinct shapes are compiled; padding rows are dropped.
-        # Ranks are formed in int64 and the plan never enumerates more than 2^31 − 1 subsets, so the
-        # int32 ranks on device cannot overflow.
-        size = 1 << max(m - 1, 0).bit_length()
-        ranks = np.minimum(np.arange(lo, lo + size, dtype=np.int64), self.total - 1).astype(np.int32)
         if self.exhaustive:
-            return _unrank_batch(jnp.asarray(ranks), self._table, self.n, self.p)[:m]
-        return _random_masks(self.rng_key, jnp.asarray(ranks), self.n, self.p)[:m]
+            return _unrank_batch(self.indices(b), self._table, self.n, self.p)[:m]
+        return _random_masks(self.rng_key, self.indices(b), self.n, self.p)[:m]
 
 
 # --------------------------------------------------------------------------------------------
@@ -495,10 +510,63 @@ def _exact_subset_value(fam, data, mask, joint):
     return jnp.sum(mask * jax.vmap(term)(idx))
 
 
-@partial(jax.jit, static_argnames=("joint", "chunk"))
-def _exact_values(fam, data, masks, joint, chunk):
+def _exact_values_batched(fam, data, masks, joint, chunk):
     f = lambda m: _exact_subset_value(fam, data, m, joint)  # noqa: E731
     return jax.lax.map(f, masks, batch_size=min(chunk, masks.shape[0]))
+
+
+_exact_values_one_device = jax.jit(_exact_values_batched, static_argnames=("joint", "chunk"))
+_EXACT_SHARDED = ProgramCache(maxsize=8)
+
+
+def _numbered_values_batched(index, fam, data, source, *, exhaustive, n, p, joint, chunk):
+    """Exact values of the p-subsets numbered ``index``, each mask made on device from its number.
+
+    The same subsets as :meth:`_Plan.masks` (``_unrank`` of a rank, or the random draw of
+    ``fold_in(key, index)``), without the masks of the whole batch ever being materialised, so that
+    with several devices each device (each host) makes only its own subsets' masks.
+    """
+    dt = _float()
+
+    def one(i):
+        if exhaustive:
+            mask = _unrank(i, n, p, source)
+        else:
+            u = jax.random.uniform(jax.random.fold_in(source, i), (n,))
+            mask = (jnp.argsort(jnp.argsort(u)) < p).astype(dt)
+        return _exact_subset_value(fam, data, mask, joint)
+
+    return jax.lax.map(one, index, batch_size=min(chunk, index.shape[0]))
+
+
+_NUMBERED_STATIC = ("exhaustive", "n", "p", "joint", "chunk")
+_numbered_values_one_device = jax.jit(_numbered_values_batched, static_argnames=_NUMBERED_STATIC)
+
+
+def _plan_values(fam, data, plan, b, joint, chunk):
+    """Exact values of batch b of ``plan`` (a float array, padded rows included), split across all devices when several."""
+    static = dict(exhaustive=plan.exhaustive, n=plan.n, p=plan.p, joint=joint, chunk=chunk)
+    if not resolve_shard(None):
+        return _numbered_values_one_device(plan.indices(b), fam, data, plan.source, **static)
+    run, _ = _EXACT_SHARDED.get(("numbered", tuple(static.items()), num_devices()), lambda: shard_leading(
+        partial(_numbered_values_batched, **static), (0, None, None, None), axis_name="subset"))
+    return run(plan.indices(b), fam, data, plan.source)
+
+
+def _exact_values(fam, data, masks, joint, chunk):
+    """Exact values of the held-out sets ``masks`` (rows), split across all devices when there are several.
+
+    Every set's value is computed by the same per-set program wherever it runs, and the sets are
+    independent, so the values do not depend on the device or process count (no cross-set sum on
+    device). With several devices the rows go through :func:`genbayes._programs.shard_leading`
+    (every process's devices in a ``jax.distributed`` job); each device evaluates ``chunk`` sets at
+    a time, so the memory per host is ``chunk`` sets per local device.
+    """
+    if not resolve_shard(None):
+        return _exact_values_one_device(fam, data, masks, joint=joint, chunk=chunk)
+    run, _ = _EXACT_SHARDED.get((joint, chunk, num_devices()), lambda: shard_leading(
+        lambda m, f, d: _exact_values_batched(f, d, m, joint, chunk), (0, None, None), axis_name="subset"))
+    return run(masks, fam, data)
 
 
 def _counts_and_alpha(fam, x):
@@ -601,18 +669,46 @@ def _enumerate_all_p(fam, data, chunk=1 << 14, memory_budget=None):
         raise ValueError(f"enumerating all 2^{n} − 1 held-out sets needs about {_fmt_bytes(needed)}, above "
                          f"memory_budget = {_fmt_bytes(budget)}; raise memory_budget, or lower max_subsets below "
                          f"2^{n} − 1 to use random orderings.")
-    sums = _enumerate_sums(fam, tuple(data), n=n, chunk=chunk)
+    if resolve_shard(None):
+        # the local devices run at once on this host's memory: the budget's chunk is split between them
+        sums = _enumerate_sums_sharded(fam, tuple(data), n, max(1, chunk // jax.local_device_count()))
+    else:
+        sums = _enumerate_sums(fam, tuple(data), n=n, chunk=chunk)
     counts = jnp.asarray([math.comb(n, p) for p in range(1, n + 1)], dtype=_float())
     return sums / counts
 
 
 @partial(jax.jit, static_argnames=("n", "chunk"))
 def _enumerate_sums(fam, data, n, chunk):
-    """Σ over held-out sets S of size p of the mean held-out log predictive, for p = 0..n (index p).
+    """Σ over held-out sets S of size p of the mean held-out log predictive, for p = 1..n (index p − 1).
 
     Subset r (1 ≤ r < 2^n) holds out the points whose bits are set in r. ``jax.lax.fori_loop`` over
     chunks of ``chunk`` consecutive ranks; each chunk is one vmapped predictive, summed by size.
     """
+    return _enumerate_range(0, -(-(2**n - 1) // chunk), fam, data, n=n, chunk=chunk)[1:]
+
+
+_ENUMERATE_SHARDED = ProgramCache(maxsize=8)
+
+
+def _enumerate_sums_sharded(fam, data, n, chunk):
+    """:func:`_enumerate_sums` with the chunks split into one contiguous range per device (every host's, in a
+    ``jax.distributed`` job); each device returns its per-size sums and they are added here.
+
+    The same values as on one device up to the association of the sums (each device's running
+    sum, then the D partial sums in device order).
+    """
+    D = num_devices()
+    bounds = np.round(np.linspace(0, -(-(2**n - 1) // chunk), D + 1)).astype(np.int32)
+    run, _ = _ENUMERATE_SHARDED.get(("enumerate", n, chunk, D), lambda: shard_leading(
+        jax.vmap(partial(_enumerate_range, n=n, chunk=chunk), in_axes=(0, 0, None, None)), (0, 0, None, None),
+        axis_name="subsets"))
+    parts = run(jnp.asarray(bounds[:-1]), jnp.asarray(bounds[1:]), fam, data)  # (D, n + 1)
+    return jnp.sum(parts, axis=0)[1:]
+
+
+def _enumerate_range(lo, hi, fam, data, *, n, chunk):
+    """Per-size sums (index p = 0..n) of the mean held-out log predictive over the subsets of chunks lo..hi − 1."""
     total = 2**n - 1
     bits = jnp.arange(n, dtype=jnp.int32)
     dt = _float()
@@ -629,7 +725,7 @@ def _enumerate_sums(fam, data, n, chunk):
         size = jax.lax.population_count(r)
         return acc + jax.ops.segment_sum(vals, size, num_segments=n + 1)
 
-    return jax.lax.fori_loop(0, -(-total // chunk), body, jnp.zeros(n + 1, dt))[1:]
+    return jax.lax.fori_loop(lo, hi, body, jnp.zeros(n + 1, dt))
 
 
 # --------------------------------------------------------------------------------------------
@@ -906,15 +1002,23 @@ class _Runner:
 
     def batch(self, b):
         """Statistics of batch b (a JSON-serialisable dict)."""
-        masks = self.plan.masks(b)
-        m = int(masks.shape[0])
+        m = self.plan.count(b)
+        # the exact method makes planned subsets' masks on device from their numbers (on every device,
+        # only its own); the masks of the batch are formed here only when they are recorded
+        numbered = self.base == "exact" and self.plan.fixed is None
+        masks = self.plan.masks(b) if not numbered or self.keep_subsets else None
         out = {"batch": b, "count": m}
         if self.base == "exact":
-            size = 1 << max(m - 1, 0).bit_length()
-            padded = jnp.concatenate([masks, jnp.repeat(masks[:1], size - m, axis=0)]) if size > m else masks
-            vals = np.asarray(_exact_values(self.target.family, tuple(self.target.args), padded, self.joint,
-                                            self.chunk), dtype=np.float64)[:m]
-            del padded
+            # several devices run at once on one host's memory: the budget's chunk is split between them
+            chunk = max(1, self.chunk // jax.local_device_count()) if resolve_shard(None) else self.chunk
+            fam, data = self.target.family, tuple(self.target.args)
+            if numbered:
+                vals = np.asarray(_plan_values(fam, data, self.plan, b, self.joint, chunk), dtype=np.float64)[:m]
+            else:
+                size = 1 << max(m - 1, 0).bit_length()
+                padded = jnp.concatenate([masks, jnp.repeat(masks[:1], size - m, axis=0)]) if size > m else masks
+                vals = np.asarray(_exact_values(fam, data, padded, self.joint, chunk), dtype=np.float64)[:m]
+                del padded
             mc_var = np.zeros(m)
             psi_sum = None
         elif self.base == "refit":

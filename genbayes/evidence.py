@@ -44,7 +44,7 @@ from ._evidence_core import (_MIN_ESS_ABS, _check_int, _mapped_program, _shard_m
                              _starts_at_prior)
 from ._ladder import _power_evidence, check_ladder, default_ladder
 from ._laplace import _laplace
-from ._programs import devices_used, family_as_argument
+from ._programs import family_as_argument
 from ._smc import _data_tempered_smc, _smc_evidence
 from ._validation import EstimatorFailure, check_args_finite, check_key
 from ._validation import _concrete_scalar as _check_real_scalar
@@ -854,8 +854,7 @@ def prequential(model, *args, num_permutations: int, rng_key, units=None, order=
     pm, pargs = family_as_argument(model, args)
     run = _mapped_program("prequential", pm, pargs, kwargs, U, tuple(settings.items()),
                           partial(_data_tempered_smc, **settings), 2, k_setup, mode)
-    out = run(orders, jax.random.split(k_run, R))
-    devices = devices_used(out)
+    out, devices = run(orders, jax.random.split(k_run, R))
     terms, log_z, ess, acc, steps = out
     terms, log_z = np.asarray(terms), np.asarray(log_z)
     per_pos = terms[:, ::-1]  # column p-1 holds position n-p
