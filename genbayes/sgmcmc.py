@@ -1,0 +1,610 @@
+r"""Minibatch Gibbs posteriors: stochastic-gradient MCMC (BlackJAX's SGLD and SGHMC) on any genbayes model.
+
+A (generalized) posterior over n observation units (:mod:`genbayes.units`),
+
+.. math:: \log \pi_\eta(\theta \mid x) = \log \pi(\theta) + \eta \sum_{u=1}^{n} \log p(x_u \mid \theta) + C
+
+(with ``gb.Loss`` sites or :class:`genbayes.gibbs`, :math:`\log p(x_u \mid \theta) = -\ell(\theta, x_u)`:
+the Gibbs posterior of Bissiri, Holmes & Walker 2016 at learning rate η), is sampled with a gradient
+estimated from a minibatch of m units. The minibatch is a *unit weight vector*: for m unit indices
+:math:`u_1, \dots, u_m` drawn uniformly with replacement,
+
+.. math:: w_u = \eta \, \frac{n}{m} \, \#\{j : u_j = u\}, \qquad
+          \widehat{\nabla} \log \pi(\theta) = \nabla_\theta \Big[ \log \pi(\theta)
+          + \sum_u w_u \log p(x_u \mid \theta) \Big],
+
+an unbiased estimate of the full gradient (:math:`\mathbb{E}\,w_u = \eta`), computed by
+:class:`genbayes.reweight` with ``units=`` on the unchanged model (Welling & Teh 2011, eq. 4). The
+chain runs in the unconstrained space (Jacobians included, as NUTS does), one compiled ``lax.scan``.
+
+Kernels (BlackJAX's, not re-implemented): ``"sgld"`` (Welling & Teh 2011),
+:math:`\theta_{t+1} = \theta_t + \varepsilon_t \widehat\nabla \log\pi(\theta_t) + \sqrt{2\varepsilon_t}\,\xi_t`
+(BlackJAX's ε is half of Welling & Teh's); ``"sghmc"`` (Chen, Fox & Guestrin 2014, in the
+parameterisation of Ma, Chen & Fox 2015): ``num_integration_steps`` steps
+:math:`\theta \leftarrow \theta + \varepsilon p`, :math:`p \leftarrow (1 - \alpha\varepsilon) p +
+\varepsilon \widehat\nabla \log\pi(\theta) + \sqrt{2\alpha\varepsilon}\,\xi` per iteration (one minibatch
+per iteration, momentum redrawn), friction α.
+
+Bias. With a constant step the chain's stationary law is not the posterior: its error is
+:math:`O(\varepsilon)` from the discretisation plus a term proportional to ε times the variance of the
+gradient estimate, which grows like :math:`\eta^2 n^2 / m` (Teh, Thiery & Vollmer 2016; Vollmer,
+Zygalakis & Teh 2016). On a Gaussian target with precision λ and gradient-noise variance V per step,
+SGLD's stationary variance is exactly :math:`(1 + \varepsilon V / 2) / (\lambda (1 - \varepsilon\lambda/2))`
+with the mean unbiased (an AR(1) recursion; ``tests/test_sgmcmc.py`` checks this). Decreasing steps
+(:math:`\varepsilon_t = \varepsilon_0 (1 + t/t_0)^{-\gamma}`, :math:`\gamma \in (0.5, 1]` in Welling &
+Teh 2011) remove the bias as :math:`t \to \infty` but slow mixing; here the schedule runs during
+burn-in and the kept draws use its final, constant step, so they are equally weighted and their
+bias is that of the final step (stated in the result).
+
+Diagnostics: the bulk ESS of every scalar (ArviZ), the kernel Stein discrepancy of a thinned subset
+of the draws against the full-data posterior (Gorham & Mackey 2017, IMQ kernel; uses full-data
+gradients at those draws only) and, against a full-batch reference, :meth:`SGMCMCResult.compare`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from ._programs import ProgramCache, family_as_argument, split_args
+from ._validation import check_args_finite, check_key, check_nonnegative_scalar, check_positive_scalar, is_concrete
+
+__all__ = ["run", "kernel_stein_discrepancy", "SGMCMCResult"]
+
+_KERNELS = ("sgld", "sghmc")
+
+
+@dataclasses.dataclass(frozen=True)
+class SGMCMCResult:
+    """Draws of one stochastic-gradient MCMC chain and its diagnostics.
+
+    Attributes:
+        samples: dict site -> array ``(num_samples, *site_shape)`` of constrained draws.
+        diagnostics: dict with ``step_size`` (the constant step of the kept draws), ``num_nonfinite``
+            (iterations whose proposal was not finite; such a proposal is rejected and the chain stays),
+            ``first_nonfinite`` (its first iteration, -1 if none), ``ess`` (dict site -> bulk ESS per
+            scalar), ``ksd`` (kernel Stein discrepancy of ``ksd_draws`` thinned draws, NaN if not
+            computed), ``seconds`` (wall time of the chain, compilation included on a first call),
+            ``compiled`` (whether this call built the program), ``n``, ``batch_size``, ``kernel``,
+            ``gather`` (whether minibatches were gathered rows, ``batch_args=``).
+        valid: False when the run cannot be trusted (non-finite proposals, non-finite draws);
+            ``reason`` says why. Invalid results are warned about, never silently returned.
+        reason: empty when valid.
+
+    Example:
+        >>> import numpy as np
+        >>> from genbayes.sgmcmc import SGMCMCResult
+        >>> r = SGMCMCResult({"mu": np.zeros(10)}, {"step_size": 1e-3, "ess": {"mu": np.array(9.0)}})
+        >>> r.num_samples, r.valid
+        (10, True)
+    """
+
+    samples: dict
+    diagnostics: dict
+    valid: bool = True
+    reason: str = ""
+
+    @property
+    def num_samples(self) -> int:
+        """Number of kept draws."""
+        return int(np.shape(next(iter(self.samples.values())))[0]) if self.samples else 0
+
+    def __getitem__(self, site):
+        return self.samples[site]
+
+    def summary(self) -> dict:
+        """dict site -> (mean, sd, min bulk ESS) of the draws."""
+        ess = self.diagnostics.get("ess", {})
+        return {k: (np.mean(v, 0), np.std(v, 0), float(np.min(ess[k])) if k in ess else float("nan"))
+                for k, v in self.samples.items()}
+
+    def compare(self, reference) -> dict:
+        r"""Agreement with a full-batch reference (e.g. NUTS draws): per site, per scalar.
+
+        Returns dict site -> dict with ``z`` (:math:`(\bar\theta_{SG} - \bar\theta_{ref}) / sd_{ref}`: the
+        mean's error in reference posterior sds) and ``sd_ratio`` (:math:`sd_{SG} / sd_{ref}`), for every
+        site present in both (``reference``: dict site -> draws ``(S, ...)``, or a result).
+        """
+        ref = getattr(reference, "samples", reference)
+        out = {}
+        for k, v in self.samples.items():
+            if k in ref:
+                r = np.asarray(ref[k]).reshape((-1,) + np.shape(v)[1:])
+                v = np.asarray(v)
+                out[k] = {"z": (v.mean(0) - r.mean(0)) / r.std(0), "sd_ratio": v.std(0) / r.std(0)}
+        return out
+
+    def to_inference_data(self):
+        """ArviZ InferenceData: one chain, the draws as ``posterior``."""
+        from .interop import _arviz
+
+        return _arviz().from_dict(posterior={k: np.asarray(v)[None] for k, v in self.samples.items()})
+
+    def __repr__(self):
+        d = self.diagnostics
+        sites = ", ".join(f"{k}: {tuple(np.shape(v))}" for k, v in self.samples.items())
+        ess = d.get("ess", {})
+        min_ess = min((float(np.min(e)) for e in ess.values()), default=float("nan"))
+        state = "" if self.valid else f", INVALID: {self.reason}"
+        return (f"SGMCMCResult({d.get('kernel', '?')}, num_samples={self.num_samples}, sites={{{sites}}}, "
+                f"step_size={float(d.get('step_size', float('nan'))):.3g}, min_ess={min_ess:.0f}, "
+                f"ksd={float(d.get('ksd', float('nan'))):.3g}{state})")
+
+
+def _check_int(value, name, minimum, hint=""):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.{hint}")
+
+
+def _gather_spec(batch_args, args, kwargs, n):
+    """Validate ``batch_args`` (positions / keyword names of per-unit arrays): the tuple of them."""
+    if batch_args is None:
+        return None
+    spec = (batch_args,) if isinstance(batch_args, (int, str)) else tuple(batch_args)
+    if not spec:
+        raise ValueError("`batch_args` is empty; name the model arguments that hold one row per unit, or pass None.")
+    for s in spec:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer, str)):
+            raise TypeError(f"`batch_args` entries must be positions (int) or keyword names (str), got {s!r}.")
+        if isinstance(s, str):
+            if s not in kwargs:
+                raise ValueError(f"`batch_args` names {s!r}, which is not a keyword argument of this call "
+                                 f"(keywords: {sorted(kwargs)}).")
+            a = kwargs[s]
+        else:
+            if not 0 <= s < len(args):
+                raise ValueError(f"`batch_args` position {s} is out of range: the model got {len(args)} positional "
+                                 "argument(s).")
+            a = args[s]
+        if not hasattr(a, "shape") or np.ndim(a) < 1 or np.shape(a)[0] != n:
+            raise ValueError(f"`batch_args` entry {s!r} must be an array whose leading axis indexes the {n} units, got "
+                             f"shape {tuple(np.shape(a))}. Name only per-unit data (X, y), or omit `batch_args`.")
+    return spec
+
+
+def _gather(spec, args, kwargs, idx):
+    args = list(args)
+    kwargs = dict(kwargs)
+    for s in spec:
+        if isinstance(s, str):
+            kwargs[s] = jnp.take(kwargs[s], idx, axis=0)
+        else:
+            args[s] = jnp.take(args[s], idx, axis=0)
+    return tuple(args), kwargs
+
+
+def _step_size(t, eps0, gamma, t0, num_warmup):
+    """ε_t = ε0 (1 + t/t0)^(-γ) during burn-in, then constant at its value at t = num_warmup."""
+    t = jnp.minimum(t, num_warmup).astype(jnp.result_type(float))
+    return eps0 * (1.0 + t / t0) ** (-gamma)
+
+
+def _imq_ksd(x, s, c=1.0, beta=-0.5):
+    r"""KSD (V-statistic) with the IMQ kernel :math:`k(x,y) = (c^2 + \|x-y\|^2)^\beta` (Gorham & Mackey 2017)."""
+    d = x.shape[1]
+    r = x[:, None, :] - x[None, :, :]
+    r2 = jnp.sum(r * r, -1)
+    u = c * c + r2
+    k = u ** beta
+    dk = 2.0 * beta * u ** (beta - 1.0)  # grad_x k = dk r, grad_y k = -dk r
+    trace = -2.0 * beta * (d * u ** (beta - 1.0) + 2.0 * (beta - 1.0) * u ** (beta - 2.0) * r2)
+    ss = s @ s.T
+    sx_r = jnp.einsum("id,ijd->ij", s, r)  # s(x_i) . (x_i - x_j)
+    sy_r = jnp.einsum("jd,ijd->ij", s, r)  # s(x_j) . (x_i - x_j)
+    k0 = ss * k - dk * sx_r + dk * sy_r + trace
+    return jnp.sqrt(jnp.maximum(jnp.mean(k0), 0.0))
+
+
+_PROGRAMS = ProgramCache(maxsize=16)
+
+
+def _flat(model, a, kw, z0, units):
+    from ._evidence_core import _FlatModel
+
+    return _FlatModel(model, a, kw, z0, units)
+
+
+def _build_program(model, rebuild, z0, units, units_m, spec, settings, has_init):
+    import blackjax
+    from numpyro.handlers import seed
+    from numpyro.infer.util import constrain_fn, unconstrain_fn
+
+    kernel, n, m, num_warmup, num_samples, thinning, num_steps, friction, ksd_draws = settings
+    total = num_warmup + num_samples * thinning
+    ftype = jnp.result_type(float)
+
+    def program(dyn, key, eps0, gamma, t0, lr, init_params):
+        a, kw = rebuild(dyn)
+        full = _flat(model, a, kw, z0, units)
+        full_logdensity = full.log_density(lr * jnp.ones(n, ftype))
+        key_init, key_chain, key_check = jax.random.split(key, 3)
+
+        if spec is None:
+            def grad_estimator(x, idx):
+                w = jnp.zeros(n, ftype).at[idx].add(lr * n / m)
+                return jax.grad(full.log_density(w))(x)
+        else:
+            def grad_estimator(x, idx):
+                a_m, kw_m = _gather(spec, a, kw, idx)
+                f = _flat(model, a_m, kw_m, z0, units_m)
+                return jax.grad(f.log_density(jnp.full(m, lr * n / m, ftype)))(x)
+
+        # start: the user's values, else the median of 15 prior draws, else uniform in (-2, 2)
+        if has_init:
+            u = unconstrain_fn(seed(model, key_init), a, kw, init_params)
+            x_init = ravel_pytree({k: u[k] for k in z0})[0].astype(ftype)
+        else:
+            x_med = jnp.median(full.sample_prior(key_init, 15), axis=0)
+            x_unif = jax.random.uniform(key_init, full.flat0.shape, ftype, -2.0, 2.0)
+            lp, g = jax.value_and_grad(full_logdensity)(x_med)
+            ok = jnp.isfinite(lp) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(x_med))
+            x_init = jnp.where(ok, x_med, x_unif)
+        lp0, g0 = jax.value_and_grad(full_logdensity)(x_init)
+        init_ok = jnp.isfinite(lp0) & jnp.all(jnp.isfinite(g0))
+
+        if kernel == "sgld":
+            alg = blackjax.sgld(grad_estimator)
+        else:
+            alg = blackjax.sghmc(grad_estimator, num_integration_steps=num_steps, alpha=friction)
+
+        buf = jnp.zeros((num_samples,) + x_init.shape, ftype)
+
+        def step(carry, t):
+            x, buf, bad, first = carry
+            k_batch, k_move = jax.random.split(jax.random.fold_in(key_chain, t))
+            idx = jax.random.randint(k_batch, (m,), 0, n)
+            eps = _step_size(t, eps0, gamma, t0, num_warmup)
+            x_new = alg.step(k_move, x, idx, eps)
+            finite = jnp.all(jnp.isfinite(x_new))
+            first = jnp.where(~finite & (first < 0), t, first)
+            x = jnp.where(finite, x_new, x)
+            s = t - num_warmup
+            keep = (s >= 0) & ((s + 1) % thinning == 0)
+            j = jnp.clip(s // thinning, 0, num_samples - 1)
+            buf = jax.lax.dynamic_update_index_in_dim(buf, jnp.where(keep, x, buf[j]), j, 0)
+            return (x, buf, bad + (~finite).astype(jnp.int32), first), None
+
+        (x, draws, bad, first), _ = jax.lax.scan(step, (x_init, buf, jnp.int32(0), jnp.int32(-1)), jnp.arange(total))
+
+        # constrained draws per site (the model on the first minibatch's rows when gathering: O(m), not O(n))
+        if spec is None:
+            a_c, kw_c, fm = a, kw, full
+        else:
+            a_c, kw_c = _gather(spec, a, kw, jnp.arange(m))
+            fm = _flat(model, a_c, kw_c, z0, units_m)
+        samples = jax.vmap(lambda x: constrain_fn(model, a_c, kw_c, fm.unravel(x)))(draws)
+
+        # kernel Stein discrepancy of ksd_draws evenly spaced draws, full-data scores
+        if ksd_draws:
+            sel = draws[jnp.linspace(0, num_samples - 1, ksd_draws).astype(jnp.int32)]
+            scores = jax.vmap(jax.grad(full_logdensity))(sel)
+            ksd = _imq_ksd(sel, scores)
+        else:
+            ksd = jnp.asarray(jnp.nan, ftype)
+
+        # batch_args check: the full-data log-likelihood equals the gathered one over a permutation of the rows
+        if spec is None:
+            gather_gap = jnp.asarray(0.0, ftype)
+        else:
+            perm = jax.random.permutation(key_check, n)
+            a_p, kw_p = _gather(spec, a, kw, perm)
+            perm_ld = _flat(model, a_p, kw_p, z0, units).log_density(lr * jnp.ones(n, ftype))
+            lpf, lpp = full_logdensity(x_init), perm_ld(x_init)
+            gather_gap = jnp.abs(lpf - lpp) / (1.0 + jnp.abs(lpf))
+        eps_final = _step_size(jnp.asarray(num_warmup), eps0, gamma, t0, num_warmup)
+        return samples, draws, {"num_nonfinite": bad, "first_nonfinite": first, "ksd": ksd, "init_ok": init_ok,
+                                "gather_gap": gather_gap, "step_size": eps_final}
+
+    return jax.jit(program)
+
+
+def run(
+    model,
+    *args,
+    batch_size: int,
+    step_size: float,
+    rng_key,
+    num_samples: int = 1000,
+    num_warmup: int = 1000,
+    thinning: int = 1,
+    kernel: str = "sgld",
+    learning_rate: float = 1.0,
+    units=None,
+    batch_args=None,
+    decay: float = 0.0,
+    decay_steps: float | None = None,
+    num_integration_steps: int = 5,
+    friction: float = 0.1,
+    init_params: dict | None = None,
+    ksd_draws: int = 100,
+    progress: bool = True,
+    **kwargs,
+) -> SGMCMCResult:
+    r"""Sample a (Gibbs) posterior with minibatch SGLD or SGHMC: one compiled chain.
+
+    The target is :math:`\pi(\theta) \prod_u p(x_u \mid \theta)^{\eta}` over the model's observation
+    units (``gb.Loss`` sites, :class:`genbayes.gibbs`, plain likelihoods alike; η = ``learning_rate``
+    multiplies every unit's weight, on top of any learning rate written in the model). Every
+    iteration draws m = ``batch_size`` units uniformly with replacement and uses the unit weights
+    :math:`w_u = \eta\,(n/m)\,\#\{j: u_j = u\}`: an unbiased gradient of the log posterior (Welling &
+    Teh 2011, eq. 4). See the module docstring for the kernels and their bias.
+
+    Two ways to evaluate a minibatch:
+
+    - default (``batch_args=None``): :class:`genbayes.reweight` with those weights on the unchanged
+      model, for any units (plates, groups, masks, enumerated latents). Shapes are static, so every
+      unit is still evaluated (the zero-weight ones masked out): an iteration costs one full-data
+      gradient, as much as one leapfrog step of NUTS. SG-MCMC then saves nothing per gradient; use
+      it to check a model, or when n is moderate.
+    - ``batch_args=("X", "y")`` (keyword names or positions of model arguments): those arguments'
+      rows at the m drawn indices are gathered and the model runs on them with weight :math:`\eta n/m`
+      per row: an iteration costs O(m). Valid when unit u is row u of each named argument (the
+      default units: one unit per element of the outermost plate, whose size the model reads from
+      the data) and the model has no latent variable per unit. Checked: the units must be a plate of
+      size n equal to each named argument's leading axis; the latent shapes must not depend on the
+      rows; and after the run the full-data log density must equal the one on the rows permuted
+      (else ``RuntimeError``: an argument indexed by unit was left out of ``batch_args``).
+
+    Step sizes: :math:`\varepsilon_t = \varepsilon_0 (1 + t / t_0)^{-\gamma}` for the ``num_warmup``
+    burn-in iterations (ε0 = ``step_size``, γ = ``decay``, t0 = ``decay_steps``; Welling & Teh 2011
+    use :math:`a(b + t)^{-\gamma}`, the same family), then constant at its last value for the kept
+    draws. For SGLD the step is on the scale of the posterior *variance* of the unconstrained
+    parameters (stable for :math:`\varepsilon < 2/\lambda_{max}`, λ the largest posterior precision;
+    ~0.01-0.1 × the smallest posterior variance mixes well with little bias); for SGHMC it is on the
+    scale of the posterior *sd* divided by ``num_integration_steps``.
+
+    Args:
+        model: a NumPyro model; ``*args, **kwargs`` its arguments (as for ``MCMC.run``).
+        batch_size: m, units per minibatch, 1 <= m <= n.
+        step_size: ε0 > 0 (see above).
+        rng_key: a JAX PRNG key; the same key gives the same chain.
+        num_samples, num_warmup, thinning: kept draws, burn-in iterations (discarded), iterations per
+            kept draw; the chain runs ``num_warmup + num_samples * thinning`` iterations.
+        kernel: ``"sgld"`` (``blackjax.sgld``) or ``"sghmc"`` (``blackjax.sghmc`` with
+            ``num_integration_steps`` gradient steps per iteration and friction α = ``friction``).
+        learning_rate: η >= 0, multiplies every unit weight (the Gibbs posterior's learning rate).
+        units: the observation units (:mod:`genbayes.units`; default: the outermost plate).
+        batch_args: see above; ``None`` evaluates minibatches by weights.
+        decay, decay_steps: γ >= 0 (0: constant steps) and t0 > 0 (default ``max(num_warmup, 1) / 10``).
+        init_params: dict of constrained starting values of the latent sites; default the median of 15
+            prior draws (or, where that is not a valid point, a uniform draw in (-2, 2) unconstrained).
+        ksd_draws: number of evenly spaced draws at which the kernel Stein discrepancy is computed
+            (each costs one full-data gradient; 0 to skip).
+        progress: print one line before and one after the run.
+
+    Returns:
+        :class:`SGMCMCResult`. A run with non-finite proposals or draws is marked invalid (``valid``,
+        ``reason``) and warned about.
+
+    Raises:
+        ValueError: bad settings (``batch_size`` outside 1..n, ``step_size`` not > 0, ``kernel``,
+            ``batch_args`` that do not index the units, ...), before anything compiles;
+            ``TypeError`` for a ``rng_key`` that is not a key.
+        RuntimeError: no finite starting point, or a ``batch_args`` mismatch found by the check above.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist, genbayes as gb
+        >>> def model(y):
+        ...     mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+        ...     with numpyro.plate("n", y.shape[0]):
+        ...         numpyro.sample("y", gb.Loss(gb.losses.squared, mu), obs=y)
+        >>> y = jax.random.normal(jax.random.PRNGKey(1), (1000,)) + 3.0
+        >>> res = gb.sgmcmc.run(model, y, batch_size=100, step_size=2e-4, num_samples=500, num_warmup=200,
+        ...                     rng_key=jax.random.PRNGKey(0), progress=False)
+        >>> bool(abs(res.samples["mu"].mean() - y.mean()) < 0.1), res.valid
+        (True, True)
+
+    References: Welling & Teh (2011), "Bayesian learning via stochastic gradient Langevin dynamics",
+    ICML; Chen, Fox & Guestrin (2014), "Stochastic gradient Hamiltonian Monte Carlo", ICML; Ma, Chen &
+    Fox (2015), "A complete recipe for stochastic gradient MCMC", NeurIPS; Teh, Thiery & Vollmer
+    (2016), "Consistency and fluctuations for stochastic gradient Langevin dynamics", JMLR 17; Gorham &
+    Mackey (2017), "Measuring sample quality with kernels", ICML; Bissiri, Holmes & Walker (2016).
+    """
+    from ._evidence_core import _layout
+    from .units import find
+
+    # ---- checks, before anything is traced or compiled ----
+    check_key(rng_key)
+    if kernel not in _KERNELS:
+        raise ValueError(f"`kernel` must be one of {_KERNELS}, got {kernel!r}.")
+    _check_int(num_samples, "num_samples", 1)
+    _check_int(num_warmup, "num_warmup", 0)
+    _check_int(thinning, "thinning", 1)
+    _check_int(num_integration_steps, "num_integration_steps", 1)
+    _check_int(ksd_draws, "ksd_draws", 0, " Use 0 to skip the kernel Stein discrepancy.")
+    check_positive_scalar(step_size, "step_size", hint=" It is the Langevin step (BlackJAX's ε); try ~0.01 times the "
+                          "smallest posterior variance of the unconstrained parameters.")
+    check_nonnegative_scalar(learning_rate, "learning_rate", hint=" It multiplies every unit's weight.")
+    check_nonnegative_scalar(decay, "decay", hint=" Use 0 for a constant step (Welling & Teh 2011 use 0.55).")
+    check_positive_scalar(friction, "friction", hint=" It is SGHMC's α (BlackJAX's default 0.01).")
+    if decay_steps is None:
+        decay_steps = max(num_warmup, 1) / 10.0
+    check_positive_scalar(decay_steps, "decay_steps")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise ValueError(f"`batch_size` must be an integer (units per minibatch), got {batch_size!r}.")
+    if init_params is not None and not isinstance(init_params, Mapping):
+        raise TypeError(f"`init_params` must be a dict site -> constrained value, got {type(init_params).__name__}.")
+    check_args_finite(args, kwargs)
+    model, args = family_as_argument(model, args)
+    if batch_args is not None and units is not None and not isinstance(units, str):
+        raise ValueError("`batch_args` gathers rows of the data, one per unit of a plate; it cannot follow grouped or "
+                         "explicit `units`. Omit `batch_args` (minibatches by weights work for any units).")
+    units = find(model, *args, units=units, **kwargs)
+    n = units.num_units
+    if not 1 <= batch_size <= n:
+        raise ValueError(f"`batch_size` must lie in 1..n = {n} (the model's units: {units!r}), got {batch_size}. "
+                         "Typical minibatches hold 0.1-1 % of the units.")
+    spec = _gather_spec(batch_args, args, kwargs, n)
+    z0 = _layout(model, args, kwargs, units, rng_key)
+    if init_params is not None:
+        missing = sorted(set(z0) - set(init_params))
+        extra = sorted(set(init_params) - set(z0))
+        if missing or extra:
+            raise ValueError(f"`init_params` must give every latent site {sorted(z0)}: missing {missing}, unknown {extra}.")
+    units_m = None
+    if spec is not None:
+        if units.kind != "plate":
+            raise ValueError(f"`batch_args` needs units that are the elements of a plate, got {units!r}; omit "
+                             "`batch_args` to weight minibatches instead.")
+        idx = np.arange(batch_size)
+        a_m, kw_m = _gather_np(spec, args, kwargs, idx)
+        units_m = find(model, *a_m, units=None if units.plate is None else units.plate, **kw_m)
+        z0_m = _layout(model, a_m, kw_m, units_m, rng_key)
+        same = set(z0_m) == set(z0) and all(np.shape(z0_m[k]) == np.shape(z0[k]) for k in z0)
+        if units_m.num_units != batch_size or not same:
+            raise ValueError(
+                f"`batch_args`={spec!r}: the model on {batch_size} gathered rows has {units_m.num_units} units (needs "
+                f"{batch_size}) and latent shapes {({k: np.shape(v) for k, v in z0_m.items()})} (needs "
+                f"{({k: np.shape(v) for k, v in z0.items()})}). Gathering is for models whose plate size is read from "
+                "the named arguments and which have no per-unit latent variables; omit `batch_args` otherwise.")
+
+    # ---- the compiled chain ----
+    ftype = jnp.result_type(float)
+    dyn, rebuild, arg_key = split_args(args, kwargs)
+    settings = (kernel, n, int(batch_size), int(num_warmup), int(num_samples), int(thinning), int(num_integration_steps),
+                float(friction), min(int(ksd_draws), int(num_samples)))
+    has_init = init_params is not None
+    key = None if arg_key is None else (model, units.key, None if units_m is None else units_m.key, spec, arg_key,
+                                        settings, has_init, tuple((k, np.shape(v)) for k, v in z0.items()), str(ftype))
+    program, reused = _PROGRAMS.get(key, lambda: _build_program(model, rebuild, z0, units, units_m, spec, settings,
+                                                                has_init))
+    if progress:
+        what = "running (compiled program reused)" if reused else "compiling and running"
+        print(f"genbayes.sgmcmc: {what} {kernel.upper()}: n = {n} units, minibatches of {batch_size}"
+              f"{' (gathered rows)' if spec else ' (unit weights)'}, {num_warmup} burn-in + "
+              f"{num_samples * thinning} iterations...", flush=True)
+    init = {} if init_params is None else {k: jnp.asarray(v, ftype) for k, v in init_params.items()}
+    t0 = time.perf_counter()
+    samples, draws, diag = jax.block_until_ready(program(
+        dyn, rng_key, jnp.asarray(step_size, ftype), jnp.asarray(decay, ftype), jnp.asarray(decay_steps, ftype),
+        jnp.asarray(learning_rate, ftype), init))
+    seconds = time.perf_counter() - t0
+    if progress:
+        print(f"genbayes.sgmcmc: done in {seconds:.1f} s", flush=True)
+    if not bool(diag["init_ok"]):
+        raise RuntimeError("No valid starting point: the full-data log density or its gradient is not finite at the "
+                           + ("given `init_params`." if has_init else "median of 15 prior draws nor at a uniform draw "
+                              "in (-2, 2) of the unconstrained space.") + " Pass `init_params` inside the support.")
+    if float(diag["gather_gap"]) > 1e-3:
+        raise RuntimeError(
+            f"`batch_args`={spec!r} do not index the units: the full-data log density and the one on the rows permuted "
+            f"differ (relative gap {float(diag['gather_gap']):.3g}). Name every model argument with one row per "
+            "unit (e.g. both X and y), or omit `batch_args`.")
+
+    samples = {k: np.asarray(v) for k, v in samples.items()}
+    from .interop import effective_sample_size
+
+    ess = {}
+    for k, v in samples.items():
+        flat = v.reshape(v.shape[0], -1)
+        ess[k] = np.array([effective_sample_size(flat[:, i]) if v.shape[0] >= 4 and np.all(np.isfinite(flat[:, i]))
+                           and np.ptp(flat[:, i]) > 0 else np.nan for i in range(flat.shape[1])]).reshape(v.shape[1:])
+    nbad = int(diag["num_nonfinite"])
+    reasons = []
+    if nbad:
+        reasons.append(f"{nbad} of {num_warmup + num_samples * thinning} proposals were not finite (first at iteration "
+                       f"{int(diag['first_nonfinite'])}); the step size is too large for this posterior: lower "
+                       "`step_size` (or raise `decay`)")
+    nonfinite_sites = [k for k, v in samples.items() if not np.all(np.isfinite(v))]
+    if nonfinite_sites:
+        reasons.append(f"non-finite draws of {nonfinite_sites}")
+    reason = "; ".join(reasons)
+    if reason:
+        warnings.warn(f"genbayes.sgmcmc: the chain is invalid: {reason}.", RuntimeWarning, stacklevel=2)
+    diagnostics = {
+        "step_size": float(diag["step_size"]), "num_nonfinite": nbad, "first_nonfinite": int(diag["first_nonfinite"]),
+        "ess": ess, "ksd": float(diag["ksd"]), "seconds": seconds, "compiled": not reused, "n": n,
+        "batch_size": int(batch_size), "kernel": kernel, "gather": spec is not None,
+        "iterations": num_warmup + num_samples * thinning,
+    }
+    return SGMCMCResult(samples=samples, diagnostics=diagnostics, valid=not reason, reason=reason)
+
+
+def _gather_np(spec, args, kwargs, idx):
+    args, kwargs = list(args), dict(kwargs)
+    for s in spec:
+        if isinstance(s, str):
+            kwargs[s] = np.asarray(kwargs[s])[idx]
+        else:
+            args[s] = np.asarray(args[s])[idx]
+    return tuple(args), kwargs
+
+
+def kernel_stein_discrepancy(model, samples, *args, units=None, learning_rate: float = 1.0, c: float = 1.0,
+                             **kwargs) -> float:
+    r"""Kernel Stein discrepancy of draws against the model's full-data (Gibbs) posterior.
+
+    .. math:: \mathrm{KSD}^2 = \frac{1}{S^2} \sum_{i,j} k_0(x_i, x_j), \quad
+              k_0(x, y) = s(x)^\top s(y) k + s(x)^\top \nabla_y k + s(y)^\top \nabla_x k + \operatorname{tr} \nabla_x \nabla_y k,
+
+    with :math:`s = \nabla \log \pi_\eta` in the unconstrained space (Jacobian included) and the
+    inverse multiquadric kernel :math:`k(x, y) = (c^2 + \|x - y\|^2)^{-1/2}` (Gorham & Mackey 2017,
+    Theorem 8: it detects non-convergence). It needs no normalising constant, only full-data
+    gradients at the S draws (S full gradients, :math:`O(S^2 d)` kernel terms). Its scale depends on
+    the problem: compare draws of the same size from two samplers (e.g. SG-MCMC and NUTS).
+
+    Args:
+        model, *args, **kwargs: the model and its arguments.
+        samples: dict latent site -> constrained draws ``(S, ...)`` (every latent site).
+        units, learning_rate: as in :func:`run`.
+        c: the IMQ kernel's scale.
+
+    Returns:
+        float, the KSD (V-statistic).
+
+    Example:
+        >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist, genbayes as gb
+        >>> def model(y):
+        ...     mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        ...     with numpyro.plate("n", y.shape[0]):
+        ...         numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> y = jnp.zeros(3)                                     # posterior N(0, 1/4)
+        >>> good = {"mu": 0.5 * jax.random.normal(jax.random.PRNGKey(0), (300,))}
+        >>> bad = {"mu": good["mu"] + 1.0}
+        >>> k_good = gb.sgmcmc.kernel_stein_discrepancy(model, good, y)
+        >>> k_bad = gb.sgmcmc.kernel_stein_discrepancy(model, bad, y)
+        >>> bool(k_good < k_bad)
+        True
+    """
+    from numpyro.handlers import seed
+    from numpyro.infer.util import unconstrain_fn
+
+    from ._evidence_core import _layout
+    from .units import find
+
+    check_nonnegative_scalar(learning_rate, "learning_rate")
+    check_positive_scalar(c, "c")
+    model, args = family_as_argument(model, args)
+    units = find(model, *args, units=units, **kwargs)
+    z0 = _layout(model, args, kwargs, units, None)
+    missing = sorted(set(z0) - set(samples))
+    if missing:
+        raise ValueError(f"`samples` must hold every latent site {sorted(z0)}; missing {missing}.")
+    draws = {k: jnp.asarray(samples[k]) for k in z0}
+    S = int(np.shape(next(iter(draws.values())))[0])
+    if S < 2:
+        raise ValueError(f"`samples` must hold at least 2 draws, got {S}.")
+    n = units.num_units
+    dyn, rebuild, _ = split_args(args, kwargs)
+
+    @jax.jit
+    def ksd(dyn, draws, lr):
+        a, kw = rebuild(dyn)
+        full = _flat(model, a, kw, z0, units)
+        ld = full.log_density(lr * jnp.ones(n, jnp.result_type(float)))
+
+        def to_flat(p):
+            u = unconstrain_fn(seed(model, 0), a, kw, p)
+            return ravel_pytree({k: u[k] for k in z0})[0]
+
+        x = jax.vmap(to_flat)(draws)
+        return _imq_ksd(x, jax.vmap(jax.grad(ld))(x), c=c)
+
+    return float(ksd(dyn, draws, jnp.asarray(learning_rate, jnp.result_type(float))))
