@@ -263,7 +263,7 @@ def _build_program(model, rebuild, z0, units, units_m, spec, settings, has_init)
             eps = _step_size(t, eps0, gamma, t0, num_warmup)
             x_new = alg.step(k_move, x, idx, eps)
             finite = jnp.all(jnp.isfinite(x_new))
-            first = jnp.where(~finite & (first < 0), t, first)
+            first = jnp.where(~finite & (first < 0), t.astype(jnp.int32), first)
             x = jnp.where(finite, x_new, x)
             s = t - num_warmup
             keep = (s >= 0) & ((s + 1) % thinning == 0)
@@ -271,7 +271,7 @@ def _build_program(model, rebuild, z0, units, units_m, spec, settings, has_init)
             buf = jax.lax.dynamic_update_index_in_dim(buf, jnp.where(keep, x, buf[j]), j, 0)
             return (x, buf, bad + (~finite).astype(jnp.int32), first), None
 
-        (x, draws, bad, first), _ = jax.lax.scan(step, (x_init, buf, jnp.int32(0), jnp.int32(-1)), jnp.arange(total))
+        (x, draws, bad, first), _ = jax.lax.scan(step, (x_init, buf, jnp.int32(0), jnp.int32(-1)), jnp.arange(total, dtype=jnp.int32))
 
         # constrained draws per site (the model on the first minibatch's rows when gathering: O(m), not O(n))
         if spec is None:
@@ -455,8 +455,14 @@ def run(
                              "`batch_args` to weight minibatches instead.")
         idx = np.arange(batch_size)
         a_m, kw_m = _gather_np(spec, args, kwargs, idx)
-        units_m = find(model, *a_m, units=None if units.plate is None else units.plate, **kw_m)
-        z0_m = _layout(model, a_m, kw_m, units_m, rng_key)
+        try:
+            units_m = find(model, *a_m, units=None if units.plate is None else units.plate, **kw_m)
+            z0_m = _layout(model, a_m, kw_m, units_m, rng_key)
+        except Exception as e:  # noqa: BLE001 - any failure of the model on gathered rows means the same thing
+            raise ValueError(
+                f"`batch_args`={spec!r} do not index the units: the model fails on {batch_size} gathered rows "
+                f"({type(e).__name__}: {e}). Name every model argument with one row per unit (e.g. both X and y), "
+                "or omit `batch_args`.") from e
         same = set(z0_m) == set(z0) and all(np.shape(z0_m[k]) == np.shape(z0[k]) for k in z0)
         if units_m.num_units != batch_size or not same:
             raise ValueError(
