@@ -216,8 +216,7 @@ def _build_program(model, rebuild, z0, units, units_m, spec, settings, has_init)
     from numpyro.handlers import seed
     from numpyro.infer.util import constrain_fn, unconstrain_fn
 
-    kernel, n, m, num_warmup, num_samples, thinning, num_steps, friction, ksd_draws = settings
-    total = num_warmup + num_samples * thinning
+    kernel, n, m, num_warmup, num_samples, thinning, num_steps, friction, ksd_draws, control_variates = settings
     ftype = jnp.result_type(float)
 
     def program(dyn, key, eps0, gamma, t0, lr, init_params):
@@ -226,15 +225,17 @@ def _build_program(model, rebuild, z0, units, units_m, spec, settings, has_init)
         full_logdensity = full.log_density(lr * jnp.ones(n, ftype))
         key_init, key_chain, key_check = jax.random.split(key, 3)
 
+        # the minibatch gradient for k = len(idx) unit indices (static): weights lr n / k on the drawn units
         if spec is None:
             def grad_estimator(x, idx):
-                w = jnp.zeros(n, ftype).at[idx].add(lr * n / m)
+                w = jnp.zeros(n, ftype).at[idx].add(lr * n / idx.shape[0])
                 return jax.grad(full.log_density(w))(x)
         else:
             def grad_estimator(x, idx):
-                a_m, kw_m = _gather(spec, a, kw, idx)
-                f = _flat(model, a_m, kw_m, z0, units_m)
-                return jax.grad(f.log_density(jnp.full(m, lr * n / m, ftype)))(x)
+                k = idx.shape[0]
+                a_k, kw_k = _gather(spec, a, kw, idx)
+                f = _flat(model, a_k, kw_k, z0, units if k == n else units_m)
+                return jax.grad(f.log_density(jnp.full(k, lr * n / k, ftype)))(x)
 
         # start: the user's values, else the median of 15 prior draws, else uniform in (-2, 2)
         if has_init:
@@ -249,29 +250,54 @@ def _build_program(model, rebuild, z0, units, units_m, spec, settings, has_init)
         lp0, g0 = jax.value_and_grad(full_logdensity)(x_init)
         init_ok = jnp.isfinite(lp0) & jnp.all(jnp.isfinite(g0))
 
-        if kernel == "sgld":
-            alg = blackjax.sgld(grad_estimator)
-        else:
-            alg = blackjax.sghmc(grad_estimator, num_integration_steps=num_steps, alpha=friction)
+        def algorithm(estimator):
+            if kernel == "sgld":
+                return blackjax.sgld(estimator)
+            return blackjax.sghmc(estimator, num_integration_steps=num_steps, alpha=friction)
 
-        buf = jnp.zeros((num_samples,) + x_init.shape, ftype)
-
-        def step(carry, t):
-            x, buf, bad, first = carry
+        def move(alg, x, t, eps):
             k_batch, k_move = jax.random.split(jax.random.fold_in(key_chain, t))
             idx = jax.random.randint(k_batch, (m,), 0, n)
-            eps = _step_size(t, eps0, gamma, t0, num_warmup)
             x_new = alg.step(k_move, x, idx, eps)
             finite = jnp.all(jnp.isfinite(x_new))
-            first = jnp.where(~finite & (first < 0), t.astype(jnp.int32), first)
-            x = jnp.where(finite, x_new, x)
-            s = t - num_warmup
-            keep = (s >= 0) & ((s + 1) % thinning == 0)
-            j = jnp.clip(s // thinning, 0, num_samples - 1)
-            buf = jax.lax.dynamic_update_index_in_dim(buf, jnp.where(keep, x, buf[j]), j, 0)
-            return (x, buf, bad + (~finite).astype(jnp.int32), first), None
+            return jnp.where(finite, x_new, x), finite  # a non-finite proposal is rejected (and counted)
 
-        (x, draws, bad, first), _ = jax.lax.scan(step, (x_init, buf, jnp.int32(0), jnp.int32(-1)), jnp.arange(total, dtype=jnp.int32))
+        def count(bad, first, finite, t):
+            return bad + (~finite).astype(jnp.int32), jnp.where(~finite & (first < 0), t, first)
+
+        # burn-in: the plain estimator, decreasing steps; the mean of its second half centres the control variates
+        plain = algorithm(grad_estimator)
+        half = num_warmup // 2
+
+        def burn(carry, t):
+            x, acc, bad, first = carry
+            x, finite = move(plain, x, t, _step_size(t, eps0, gamma, t0, num_warmup))
+            acc = acc + jnp.where(t >= half, x, 0.0)
+            return (x, acc, *count(bad, first, finite, t)), None
+
+        (x, acc, bad, first), _ = jax.lax.scan(burn, (x_init, jnp.zeros_like(x_init), jnp.int32(0), jnp.int32(-1)),
+                                               jnp.arange(num_warmup, dtype=jnp.int32))
+        centre = acc / (num_warmup - half) if num_warmup else x_init
+        eps_final = _step_size(jnp.asarray(num_warmup), eps0, gamma, t0, num_warmup)
+        if control_variates:
+            # Baker et al. (2019): grad(centre) on all n units + minibatch (grad(x) - grad(centre)); BlackJAX's helper
+            from blackjax.sgmcmc.gradients import control_variates as cv
+
+            sampler = algorithm(cv(grad_estimator, centre, jnp.arange(n)))
+        else:
+            sampler = plain
+
+        def draw(carry, i):
+            def inner(c, j):
+                x, bad, first = c
+                t = num_warmup + i * thinning + j
+                x, finite = move(sampler, x, t, eps_final)
+                return (x, *count(bad, first, finite, t)), None
+
+            c, _ = jax.lax.scan(inner, carry, jnp.arange(thinning, dtype=jnp.int32))
+            return c, c[0]
+
+        (x, bad, first), draws = jax.lax.scan(draw, (x, bad, first), jnp.arange(num_samples, dtype=jnp.int32))
 
         # constrained draws per site (the model on the first minibatch's rows when gathering: O(m), not O(n))
         if spec is None:
@@ -298,7 +324,6 @@ def _build_program(model, rebuild, z0, units, units_m, spec, settings, has_init)
             perm_ld = _flat(model, a_p, kw_p, z0, units).log_density(lr * jnp.ones(n, ftype))
             lpf, lpp = full_logdensity(x_init), perm_ld(x_init)
             gather_gap = jnp.abs(lpf - lpp) / (1.0 + jnp.abs(lpf))
-        eps_final = _step_size(jnp.asarray(num_warmup), eps0, gamma, t0, num_warmup)
         return samples, draws, {"num_nonfinite": bad, "first_nonfinite": first, "ksd": ksd, "init_ok": init_ok,
                                 "gather_gap": gather_gap, "step_size": eps_final}
 
@@ -322,6 +347,7 @@ def run(
     decay_steps: float | None = None,
     num_integration_steps: int = 5,
     friction: float = 0.1,
+    control_variates: bool = False,
     init_params: dict | None = None,
     ksd_draws: int = 100,
     progress: bool = True,
@@ -475,7 +501,7 @@ def run(
     ftype = jnp.result_type(float)
     dyn, rebuild, arg_key = split_args(args, kwargs)
     settings = (kernel, n, int(batch_size), int(num_warmup), int(num_samples), int(thinning), int(num_integration_steps),
-                float(friction), min(int(ksd_draws), int(num_samples)))
+                float(friction), min(int(ksd_draws), int(num_samples)), bool(control_variates))
     has_init = init_params is not None
     key = None if arg_key is None else (model, units.key, None if units_m is None else units_m.key, spec, arg_key,
                                         settings, has_init, tuple((k, np.shape(v)) for k, v in z0.items()), str(ftype))
