@@ -180,6 +180,18 @@ def _gather(spec, args, kwargs, idx):
     return tuple(args), kwargs
 
 
+def _indices(key, m, n):
+    """m unit indices drawn uniformly from 0..n-1 with replacement: 32 random bits modulo n.
+
+    ``jax.random.randint`` draws twice the bits and costs ~3x as much on a CPU (it dominated an
+    iteration at m = 1000). The modulo makes unit u's probability (1 + δ_u)/n with
+    :math:`|\delta_u| \le n / 2^{32}` (2.3e-4 at n = 10^6): a negligible bias in the gradient estimate.
+    """
+    if n > 2 ** 31:
+        return jax.random.randint(key, (m,), 0, n)
+    return (jax.random.bits(key, (m,), dtype=jnp.uint32) % jnp.uint32(n)).astype(jnp.int32)
+
+
 def _step_size(t, eps0, gamma, t0, num_warmup):
     """ε_t = ε0 (1 + t/t0)^(-γ) during burn-in, then constant at its value at t = num_warmup."""
     t = jnp.minimum(t, num_warmup).astype(jnp.result_type(float))
@@ -257,7 +269,7 @@ def _build_program(model, rebuild, z0, units, units_m, spec, settings, has_init)
 
         def move(alg, x, t, eps):
             k_batch, k_move = jax.random.split(jax.random.fold_in(key_chain, t))
-            idx = jax.random.randint(k_batch, (m,), 0, n)
+            idx = _indices(k_batch, m, n)
             x_new = alg.step(k_move, x, idx, eps)
             finite = jnp.all(jnp.isfinite(x_new))
             return jnp.where(finite, x_new, x), finite  # a non-finite proposal is rejected (and counted)

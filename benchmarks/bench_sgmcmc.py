@@ -1,0 +1,130 @@
+"""gb.sgmcmc (minibatch SGLD) against full-batch NUTS on one quantile-regression Gibbs posterior, per effective sample.
+
+Model: ``genbayes.models.quantile_regression.single_model`` (check loss at τ, learning rate 1,
+Normal(0, 10) priors) on n simulated heteroscedastic points (``qr.simulate``), d coefficients, the
+covariates centred (a better-conditioned posterior for every sampler). Sides, each compiled once
+before timing, then timed warm in alternating rounds (the machine is shared: ratios of runs made
+beside each other are the measurement):
+
+- ``nuts``: full-batch NUTS, the compiled-once NumPyro loop of ``benchmarks/_common.py``
+  (``numpyro.infer.hmc.hmc(..., algo="NUTS")``, windowed adaptation, warm-up and draws in one scan);
+- ``sgld-cv``: ``gb.sgmcmc.run(..., batch_args=(0, 1), control_variates=True)``: minibatches of m
+  gathered rows (O(m) per iteration), control variates centred at the burn-in mean;
+- ``sgld``: the same without control variates (``--plain``);
+- ``sgld-weights``: control variates with minibatches as unit weights on the whole data set
+  (O(n) per iteration: what gathering saves; ``--weights``).
+
+Measure: the minimum over the d coefficients of ArviZ's bulk ESS (Vehtari et al. 2021) divided by
+the warm wall time (burn-in / warm-up included), for each side; printed with its ratio to NUTS
+(median and range of per-round ratios). Agreement is printed too: per coefficient, the difference of
+the posterior means in NUTS posterior sds (z) and the ratio of sds (SG-MCMC's step-size bias shows
+there). ``--n-nuts`` also runs NUTS on a subsample (the notebook's comparison), untimed.
+
+    PYTHONPATH=. python benchmarks/bench_sgmcmc.py            # n = 10^5, 3 rounds
+    PYTHONPATH=. python benchmarks/bench_sgmcmc.py --quick    # the same n, shorter chains, 1 round
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import genbayes as gb
+from genbayes.interop import effective_sample_size
+from genbayes.models import quantile_regression as qr
+
+from _common import compiled_nuts_loop
+
+
+def data(n, d, seed=0):
+    X, y, _ = qr.simulate(jax.random.PRNGKey(seed), n, d=d)
+    return X.at[:, 1:].add(-1.0), y  # covariates uniform on [0, 2], centred
+
+
+def min_ess(draws):
+    draws = np.asarray(draws).reshape(len(draws), -1)
+    return min(effective_sample_size(draws[:, j]) for j in range(draws.shape[1]))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=100_000)
+    p.add_argument("--d", type=int, default=2)
+    p.add_argument("--tau", type=float, default=0.5)
+    p.add_argument("--batch", type=int, default=1000, help="SG-MCMC minibatch size m")
+    p.add_argument("--step", type=float, default=None, help="SGLD step (default 0.15 / (0.25 n))")
+    p.add_argument("--iters", type=int, default=20_000, help="SGLD kept iterations")
+    p.add_argument("--burn", type=int, default=2000, help="SGLD burn-in iterations")
+    p.add_argument("--nuts-warmup", type=int, default=500)
+    p.add_argument("--nuts-samples", type=int, default=1000)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--plain", action="store_true", help="also time SGLD without control variates")
+    p.add_argument("--weights", action="store_true", help="also time minibatches as weights (O(n) per iteration)")
+    p.add_argument("--quick", action="store_true", help="shorter chains, one round (under ~2 minutes)")
+    a = p.parse_args()
+    if a.quick:
+        a.iters, a.burn, a.nuts_warmup, a.nuts_samples, a.rounds = 10_000, 1000, 300, 500, 1
+    X, y = data(a.n, a.d)
+    tau = jnp.asarray(a.tau)
+    # SGLD step: ~0.15 / (largest posterior precision); the check loss's curvature is n f(q_tau) E[x x^T], f ~ 0.25
+    step = a.step if a.step is not None else 0.15 / (0.25 * a.n)
+    thin = max(a.iters // 2000, 1)
+    keys = iter(jax.random.split(jax.random.PRNGKey(1), 1000))
+
+    nuts = compiled_nuts_loop(qr.single_model, a.nuts_warmup, a.nuts_samples)
+
+    def run_nuts():
+        s, extra = nuts(next(keys), X, y, tau)
+        return s["beta"], extra
+
+    def sg(cv=True, gather=True):
+        def run():
+            r = gb.sgmcmc.run(qr.single_model, X, y, tau=tau, batch_size=a.batch, step_size=step,
+                              num_samples=a.iters // thin, thinning=thin, num_warmup=a.burn, control_variates=cv,
+                              batch_args=(0, 1) if gather else None, rng_key=next(keys), progress=False, ksd_draws=0)
+            return r["beta"], r
+        return run
+
+    sides = {"nuts": run_nuts, "sgld-cv": sg()}
+    if a.plain:
+        sides["sgld"] = sg(cv=False)
+    if a.weights:
+        sides["sgld-weights"] = sg(gather=False)
+
+    print(f"quantile regression tau = {a.tau}, n = {a.n}, d = {a.d}; NUTS {a.nuts_warmup} + {a.nuts_samples}; "
+          f"SGLD m = {a.batch}, step {step:.3g}, {a.burn} burn-in + {a.iters} iterations (thinned by {thin})")
+    res = {k: {"cold": None, "warm": [], "ess": [], "draws": None} for k in sides}
+    for k, f in sides.items():  # cold calls: compile
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(f()[0])
+        res[k]["cold"] = time.perf_counter() - t0
+        res[k]["draws"] = np.asarray(out)
+    for r in range(a.rounds):
+        for k in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
+            t0 = time.perf_counter()
+            out = np.asarray(jax.block_until_ready(sides[k]()[0]))
+            res[k]["warm"].append(time.perf_counter() - t0)
+            res[k]["ess"].append(min_ess(out))
+            res[k]["draws"] = out
+    rate = {k: np.array(v["ess"]) / np.array(v["warm"]) for k, v in res.items()}
+    print(f"  {'side':<13} {'cold s':>8} {'warm s':>8} {'min ESS':>8} {'ESS/s':>9} {'ESS/s vs NUTS':>22}")
+    for k, v in res.items():
+        ratio = rate[k] / rate["nuts"]
+        print(f"  {k:<13} {v['cold']:8.2f} {np.median(v['warm']):8.2f} {np.median(v['ess']):8.0f} "
+              f"{np.median(rate[k]):9.1f} {np.median(ratio):10.2f}x ({ratio.min():.2f}-{ratio.max():.2f})")
+    ref = res["nuts"]["draws"]
+    for k in sides:
+        if k == "nuts":
+            continue
+        d = res[k]["draws"]
+        z = (d.mean(0) - ref.mean(0)) / ref.std(0)
+        print(f"  {k} vs NUTS: mean difference in NUTS sds {np.round(z, 2).tolist()}, "
+              f"sd ratio {np.round(d.std(0) / ref.std(0), 3).tolist()}")
+
+
+if __name__ == "__main__":
+    main()
