@@ -71,7 +71,8 @@ class SGMCMCResult:
             (iterations whose proposal was not finite; such a proposal is rejected and the chain stays),
             ``first_nonfinite`` (its first iteration, -1 if none), ``ess`` (dict site -> bulk ESS per
             scalar), ``ksd`` (kernel Stein discrepancy of ``ksd_draws`` thinned draws, NaN if not
-            computed), ``seconds`` (wall time of the chain, compilation included on a first call),
+            computed; :func:`kernel_stein_discrepancy`) and ``ksd_c`` (its kernel scale, the median
+            pairwise distance of those draws), ``seconds`` (wall time of the chain, compilation included on a first call),
             ``compiled`` (whether this call built the program), ``n``, ``batch_size``, ``kernel``,
             ``gather`` (whether minibatches were gathered rows, ``batch_args=``).
         valid: False when the run cannot be trusted (non-finite proposals, non-finite draws);
@@ -198,9 +199,22 @@ def _step_size(t, eps0, gamma, t0, num_warmup):
     return eps0 * (1.0 + t / t0) ** (-gamma)
 
 
-def _imq_ksd(x, s, c=1.0, beta=-0.5):
-    r"""KSD (V-statistic) with the IMQ kernel :math:`k(x,y) = (c^2 + \|x-y\|^2)^\beta` (Gorham & Mackey 2017)."""
+def _median_distance(x):
+    """The median pairwise distance of the rows of x (the kernel-scale heuristic), at least 1e-12."""
+    r = jnp.sqrt(jnp.sum((x[:, None, :] - x[None, :, :]) ** 2, -1))
+    S = x.shape[0]
+    return jnp.maximum(jnp.median(r[jnp.triu_indices(S, 1)]), 1e-12)
+
+
+def _imq_ksd(x, s, c, beta=-0.5):
+    r"""KSD with the IMQ kernel :math:`k(x,y) = (c^2 + \|x-y\|^2)^\beta` (Gorham & Mackey 2017): the U-statistic.
+
+    The sum over pairs i != j estimates KSD^2 without the V-statistic's diagonal bias
+    :math:`k_0(x, x)/S`, which dominates when c is small; a negative estimate (possible for a
+    U-statistic) is reported as 0.
+    """
     d = x.shape[1]
+    S = x.shape[0]
     r = x[:, None, :] - x[None, :, :]
     r2 = jnp.sum(r * r, -1)
     u = c * c + r2
@@ -211,7 +225,8 @@ def _imq_ksd(x, s, c=1.0, beta=-0.5):
     sx_r = jnp.einsum("id,ijd->ij", s, r)  # s(x_i) . (x_i - x_j)
     sy_r = jnp.einsum("jd,ijd->ij", s, r)  # s(x_j) . (x_i - x_j)
     k0 = ss * k - dk * sx_r + dk * sy_r + trace
-    return jnp.sqrt(jnp.maximum(jnp.mean(k0), 0.0))
+    off = jnp.sum(k0) - jnp.sum(jnp.diagonal(k0))
+    return jnp.sqrt(jnp.maximum(off / (S * (S - 1)), 0.0))
 
 
 _PROGRAMS = ProgramCache(maxsize=16)
@@ -323,9 +338,10 @@ def _build_program(model, rebuild, z0, units, units_m, spec, settings, has_init)
         if ksd_draws:
             sel = draws[jnp.linspace(0, num_samples - 1, ksd_draws).astype(jnp.int32)]
             scores = jax.vmap(jax.grad(full_logdensity))(sel)
-            ksd = _imq_ksd(sel, scores)
+            ksd_c = _median_distance(sel)
+            ksd = _imq_ksd(sel, scores, ksd_c)
         else:
-            ksd = jnp.asarray(jnp.nan, ftype)
+            ksd = ksd_c = jnp.asarray(jnp.nan, ftype)
 
         # batch_args check: the full-data log-likelihood equals the gathered one over a permutation of the rows
         if spec is None:
@@ -336,7 +352,7 @@ def _build_program(model, rebuild, z0, units, units_m, spec, settings, has_init)
             perm_ld = _flat(model, a_p, kw_p, z0, units).log_density(lr * jnp.ones(n, ftype))
             lpf, lpp = full_logdensity(x_init), perm_ld(x_init)
             gather_gap = jnp.abs(lpf - lpp) / (1.0 + jnp.abs(lpf))
-        return samples, draws, {"num_nonfinite": bad, "first_nonfinite": first, "ksd": ksd, "init_ok": init_ok,
+        return samples, draws, {"num_nonfinite": bad, "first_nonfinite": first, "ksd": ksd, "ksd_c": ksd_c, "init_ok": init_ok,
                                 "gather_gap": gather_gap, "step_size": eps_final}
 
     return jax.jit(program)
@@ -564,7 +580,7 @@ def run(
         warnings.warn(f"genbayes.sgmcmc: the chain is invalid: {reason}.", RuntimeWarning, stacklevel=2)
     diagnostics = {
         "step_size": float(diag["step_size"]), "num_nonfinite": nbad, "first_nonfinite": int(diag["first_nonfinite"]),
-        "ess": ess, "ksd": float(diag["ksd"]), "seconds": seconds, "compiled": not reused, "n": n,
+        "ess": ess, "ksd": float(diag["ksd"]), "ksd_c": float(diag["ksd_c"]), "seconds": seconds, "compiled": not reused, "n": n,
         "batch_size": int(batch_size), "kernel": kernel, "gather": spec is not None,
         "iterations": num_warmup + num_samples * thinning,
     }
@@ -581,27 +597,32 @@ def _gather_np(spec, args, kwargs, idx):
     return tuple(args), kwargs
 
 
-def kernel_stein_discrepancy(model, samples, *args, units=None, learning_rate: float = 1.0, c: float = 1.0,
+def kernel_stein_discrepancy(model, samples, *args, units=None, learning_rate: float = 1.0, c: float | None = None,
                              **kwargs) -> float:
     r"""Kernel Stein discrepancy of draws against the model's full-data (Gibbs) posterior.
 
-    .. math:: \mathrm{KSD}^2 = \frac{1}{S^2} \sum_{i,j} k_0(x_i, x_j), \quad
+    .. math:: \mathrm{KSD}^2 = \frac{1}{S(S-1)} \sum_{i \ne j} k_0(x_i, x_j), \quad
               k_0(x, y) = s(x)^\top s(y) k + s(x)^\top \nabla_y k + s(y)^\top \nabla_x k + \operatorname{tr} \nabla_x \nabla_y k,
 
     with :math:`s = \nabla \log \pi_\eta` in the unconstrained space (Jacobian included) and the
     inverse multiquadric kernel :math:`k(x, y) = (c^2 + \|x - y\|^2)^{-1/2}` (Gorham & Mackey 2017,
-    Theorem 8: it detects non-convergence). It needs no normalising constant, only full-data
-    gradients at the S draws (S full gradients, :math:`O(S^2 d)` kernel terms). Its scale depends on
-    the problem: compare draws of the same size from two samplers (e.g. SG-MCMC and NUTS).
+    Theorem 8: for any c > 0 it detects non-convergence). It needs no normalising constant, only
+    full-data gradients at the S draws (S full gradients, :math:`O(S^2 d)` kernel terms). The
+    U-statistic (pairs i != j) is unbiased for KSD^2 (a negative estimate is reported as 0); the
+    V-statistic's diagonal term :math:`k_0(x,x)/S` would dominate at small c. Its scale depends on the
+    problem and on c: compare draws of the same size from two samplers *at the same c* (default: the
+    median pairwise distance of the draws given, the usual heuristic). Autocorrelated draws make it
+    noisy: thin them.
 
     Args:
         model, *args, **kwargs: the model and its arguments.
         samples: dict latent site -> constrained draws ``(S, ...)`` (every latent site).
         units, learning_rate: as in :func:`run`.
-        c: the IMQ kernel's scale.
+        c: the IMQ kernel's scale (default: the median pairwise distance of the unconstrained draws;
+            pass a result's ``diagnostics["ksd_c"]`` to compare with its ``ksd``).
 
     Returns:
-        float, the KSD (V-statistic).
+        float, the KSD (square root of the U-statistic, clipped at 0).
 
     Example:
         >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist, genbayes as gb
@@ -624,7 +645,8 @@ def kernel_stein_discrepancy(model, samples, *args, units=None, learning_rate: f
     from .units import find
 
     check_nonnegative_scalar(learning_rate, "learning_rate")
-    check_positive_scalar(c, "c")
+    if c is not None:
+        check_positive_scalar(c, "c")
     model, args = family_as_argument(model, args)
     units = find(model, *args, units=units, **kwargs)
     z0 = _layout(model, args, kwargs, units, None)
@@ -639,7 +661,7 @@ def kernel_stein_discrepancy(model, samples, *args, units=None, learning_rate: f
     dyn, rebuild, _ = split_args(args, kwargs)
 
     @jax.jit
-    def ksd(dyn, draws, lr):
+    def ksd(dyn, draws, lr, c):
         a, kw = rebuild(dyn)
         full = _flat(model, a, kw, z0, units)
         ld = full.log_density(lr * jnp.ones(n, jnp.result_type(float)))
@@ -649,6 +671,6 @@ def kernel_stein_discrepancy(model, samples, *args, units=None, learning_rate: f
             return ravel_pytree({k: u[k] for k in z0})[0]
 
         x = jax.vmap(to_flat)(draws)
-        return _imq_ksd(x, jax.vmap(jax.grad(ld))(x), c=c)
+        return _imq_ksd(x, jax.vmap(jax.grad(ld))(x), _median_distance(x) if c is None else c)
 
-    return float(ksd(dyn, draws, jnp.asarray(learning_rate, jnp.result_type(float))))
+    return float(ksd(dyn, draws, jnp.asarray(learning_rate, jnp.result_type(float)), c))
