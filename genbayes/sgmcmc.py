@@ -63,7 +63,7 @@ _KERNELS = ("sgld", "sghmc")
 
 @dataclasses.dataclass(frozen=True)
 class SGMCMCResult:
-    """Draws of one stochastic-gradient MCMC chain and its diagnostics.
+    """Draws of one stochastic-gradient MCMC chain (Welling & Teh 2011; Chen, Fox & Guestrin 2014) and its diagnostics.
 
     Attributes:
         samples: dict site -> array ``(num_samples, *site_shape)`` of constrained draws.
@@ -182,7 +182,7 @@ def _gather(spec, args, kwargs, idx):
 
 
 def _indices(key, m, n):
-    """m unit indices drawn uniformly from 0..n-1 with replacement: 32 random bits modulo n.
+    r"""m unit indices drawn uniformly from 0..n-1 with replacement: 32 random bits modulo n.
 
     ``jax.random.randint`` draws twice the bits and costs ~3x as much on a CPU (it dominated an
     iteration at m = 1000). The modulo makes unit u's probability (1 + δ_u)/n with
