@@ -66,7 +66,8 @@ class SGMCMCResult:
     """Draws of one stochastic-gradient MCMC chain (Welling & Teh 2011; Chen, Fox & Guestrin 2014) and its diagnostics.
 
     Attributes:
-        samples: dict site -> array ``(num_samples, *site_shape)`` of constrained draws.
+        samples: dict site -> array ``(num_chains * num_samples, *site_shape)`` of constrained draws; chain c
+            holds draws ``[c S, (c+1) S)`` (:meth:`chains` splits them).
         diagnostics: dict with ``step_size`` (the constant step of the kept draws), ``num_nonfinite``
             (iterations whose proposal was not finite; such a proposal is rejected and the chain stays),
             ``first_nonfinite`` (its first iteration, -1 if none), ``ess`` (dict site -> bulk ESS per
@@ -74,7 +75,8 @@ class SGMCMCResult:
             computed; :func:`kernel_stein_discrepancy`) and ``ksd_c`` (its kernel scale, the median
             pairwise distance of those draws), ``seconds`` (wall time of the chain, compilation included on a first call),
             ``compiled`` (whether this call built the program), ``n``, ``batch_size``, ``kernel``,
-            ``gather`` (whether minibatches were gathered rows, ``batch_args=``).
+            ``gather`` (whether minibatches were gathered rows, ``batch_args=``), ``num_chains``; ``ess`` is
+            ArviZ's multi-chain bulk ESS (Vehtari et al. 2021) when there are several chains.
         valid: False when the run cannot be trusted (non-finite proposals, non-finite draws);
             ``reason`` says why. Invalid results are warned about, never silently returned.
         reason: empty when valid.
@@ -91,11 +93,17 @@ class SGMCMCResult:
     diagnostics: dict
     valid: bool = True
     reason: str = ""
+    num_chains: int = 1
 
     @property
     def num_samples(self) -> int:
-        """Number of kept draws."""
+        """Number of kept draws, all chains together."""
         return int(np.shape(next(iter(self.samples.values())))[0]) if self.samples else 0
+
+    def chains(self, site) -> np.ndarray:
+        """The draws of ``site`` split by chain: shape ``(num_chains, num_samples // num_chains, ...)``."""
+        v = np.asarray(self.samples[site])
+        return v.reshape((self.num_chains, v.shape[0] // self.num_chains) + v.shape[1:])
 
     def __getitem__(self, site):
         return self.samples[site]
@@ -123,10 +131,10 @@ class SGMCMCResult:
         return out
 
     def to_inference_data(self):
-        """ArviZ InferenceData: one chain, the draws as ``posterior``."""
+        """ArviZ InferenceData: the draws as ``posterior``, one ArviZ chain per chain."""
         from .interop import _arviz
 
-        return _arviz().from_dict(posterior={k: np.asarray(v)[None] for k, v in self.samples.items()})
+        return _arviz().from_dict(posterior={k: self.chains(k) for k in self.samples})
 
     def __repr__(self):
         d = self.diagnostics
@@ -134,7 +142,8 @@ class SGMCMCResult:
         ess = d.get("ess", {})
         min_ess = min((float(np.min(e)) for e in ess.values()), default=float("nan"))
         state = "" if self.valid else f", INVALID: {self.reason}"
-        return (f"SGMCMCResult({d.get('kernel', '?')}, num_samples={self.num_samples}, sites={{{sites}}}, "
+        chains = f", num_chains={self.num_chains}" if self.num_chains > 1 else ""
+        return (f"SGMCMCResult({d.get('kernel', '?')}, num_samples={self.num_samples}{chains}, sites={{{sites}}}, "
                 f"step_size={float(d.get('step_size', float('nan'))):.3g}, min_ess={min_ess:.0f}, "
                 f"ksd={float(d.get('ksd', float('nan'))):.3g}{state})")
 
@@ -243,7 +252,7 @@ def _build_program(model, rebuild, z0, units, units_m, spec, settings, has_init)
     from numpyro.handlers import seed
     from numpyro.infer.util import constrain_fn, unconstrain_fn
 
-    kernel, n, m, num_warmup, num_samples, thinning, num_steps, friction, ksd_draws, control_variates = settings
+    kernel, n, m, num_warmup, num_samples, thinning, num_steps, friction, ksd_draws, control_variates, num_chains = settings
     ftype = jnp.result_type(float)
 
     def program(dyn, key, eps0, gamma, t0, lr, init_params):
@@ -264,67 +273,78 @@ def _build_program(model, rebuild, z0, units, units_m, spec, settings, has_init)
                 f = _flat(model, a_k, kw_k, z0, units if k == n else units_m)
                 return jax.grad(f.log_density(jnp.full(k, lr * n / k, ftype)))(x)
 
-        # start: the user's values, else the median of 15 prior draws, else uniform in (-2, 2)
-        if has_init:
-            u = unconstrain_fn(seed(model, key_init), a, kw, init_params)
-            x_init = ravel_pytree({k: u[k] for k in z0})[0].astype(ftype)
-        else:
-            x_med = jnp.median(full.sample_prior(key_init, 15), axis=0)
-            x_unif = jax.random.uniform(key_init, full.flat0.shape, ftype, -2.0, 2.0)
-            lp, g = jax.value_and_grad(full_logdensity)(x_med)
-            ok = jnp.isfinite(lp) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(x_med))
-            x_init = jnp.where(ok, x_med, x_unif)
-        lp0, g0 = jax.value_and_grad(full_logdensity)(x_init)
-        init_ok = jnp.isfinite(lp0) & jnp.all(jnp.isfinite(g0))
-
-        def algorithm(estimator):
-            if kernel == "sgld":
-                return blackjax.sgld(estimator)
-            return blackjax.sghmc(estimator, num_integration_steps=num_steps, alpha=friction)
-
-        def move(alg, x, t, eps):
-            k_batch, k_move = jax.random.split(jax.random.fold_in(key_chain, t))
-            idx = _indices(k_batch, m, n)
-            x_new = alg.step(k_move, x, idx, eps)
-            finite = jnp.all(jnp.isfinite(x_new))
-            return jnp.where(finite, x_new, x), finite  # a non-finite proposal is rejected (and counted)
-
-        def count(bad, first, finite, t):
-            return bad + (~finite).astype(jnp.int32), jnp.where(~finite & (first < 0), t, first)
-
-        # burn-in: the plain estimator, decreasing steps; the mean of its second half centres the control variates
-        plain = algorithm(grad_estimator)
-        half = num_warmup // 2
-
-        def burn(carry, t):
-            x, acc, bad, first = carry
-            x, finite = move(plain, x, t, _step_size(t, eps0, gamma, t0, num_warmup))
-            acc = acc + jnp.where(t >= half, x, 0.0)
-            return (x, acc, *count(bad, first, finite, t)), None
-
-        (x, acc, bad, first), _ = jax.lax.scan(burn, (x_init, jnp.zeros_like(x_init), jnp.int32(0), jnp.int32(-1)),
-                                               jnp.arange(num_warmup, dtype=jnp.int32))
-        centre = acc / (num_warmup - half) if num_warmup else x_init
         eps_final = _step_size(jnp.asarray(num_warmup), eps0, gamma, t0, num_warmup)
-        if control_variates:
-            # Baker et al. (2019): grad(centre) on all n units + minibatch (grad(x) - grad(centre)); BlackJAX's helper
-            from blackjax.sgmcmc.gradients import control_variates as cv
 
-            sampler = algorithm(cv(grad_estimator, centre, jnp.arange(n)))
-        else:
-            sampler = plain
+        def one_chain(key_init, key_chain):
+            # start: the user's values, else the median of 15 prior draws, else uniform in (-2, 2)
+            if has_init:
+                u = unconstrain_fn(seed(model, key_init), a, kw, init_params)
+                x_init = ravel_pytree({k: u[k] for k in z0})[0].astype(ftype)
+            else:
+                x_med = jnp.median(full.sample_prior(key_init, 15), axis=0)
+                x_unif = jax.random.uniform(key_init, full.flat0.shape, ftype, -2.0, 2.0)
+                lp, g = jax.value_and_grad(full_logdensity)(x_med)
+                ok = jnp.isfinite(lp) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(x_med))
+                x_init = jnp.where(ok, x_med, x_unif)
+            lp0, g0 = jax.value_and_grad(full_logdensity)(x_init)
+            init_ok = jnp.isfinite(lp0) & jnp.all(jnp.isfinite(g0))
 
-        def draw(carry, i):
-            def inner(c, j):
-                x, bad, first = c
-                t = num_warmup + i * thinning + j
-                x, finite = move(sampler, x, t, eps_final)
-                return (x, *count(bad, first, finite, t)), None
+            def algorithm(estimator):
+                if kernel == "sgld":
+                    return blackjax.sgld(estimator)
+                return blackjax.sghmc(estimator, num_integration_steps=num_steps, alpha=friction)
 
-            c, _ = jax.lax.scan(inner, carry, jnp.arange(thinning, dtype=jnp.int32))
-            return c, c[0]
+            def move(alg, x, t, eps):
+                k_batch, k_move = jax.random.split(jax.random.fold_in(key_chain, t))
+                idx = _indices(k_batch, m, n)
+                x_new = alg.step(k_move, x, idx, eps)
+                finite = jnp.all(jnp.isfinite(x_new))
+                return jnp.where(finite, x_new, x), finite  # a non-finite proposal is rejected (and counted)
 
-        (x, bad, first), draws = jax.lax.scan(draw, (x, bad, first), jnp.arange(num_samples, dtype=jnp.int32))
+            def count(bad, first, finite, t):
+                return bad + (~finite).astype(jnp.int32), jnp.where(~finite & (first < 0), t, first)
+
+            # burn-in: the plain estimator, decreasing steps; the mean of its second half centres the control variates
+            plain = algorithm(grad_estimator)
+            half = num_warmup // 2
+
+            def burn(carry, t):
+                x, acc, bad, first = carry
+                x, finite = move(plain, x, t, _step_size(t, eps0, gamma, t0, num_warmup))
+                acc = acc + jnp.where(t >= half, x, 0.0)
+                return (x, acc, *count(bad, first, finite, t)), None
+
+            (x, acc, bad, first), _ = jax.lax.scan(burn, (x_init, jnp.zeros_like(x_init), jnp.int32(0), jnp.int32(-1)),
+                                                   jnp.arange(num_warmup, dtype=jnp.int32))
+            centre = acc / (num_warmup - half) if num_warmup else x_init
+            if control_variates:
+                # Baker et al. (2019): grad(centre) on all n units + minibatch (grad(x) - grad(centre)); BlackJAX's helper
+                from blackjax.sgmcmc.gradients import control_variates as cv
+
+                sampler = algorithm(cv(grad_estimator, centre, jnp.arange(n)))
+            else:
+                sampler = plain
+
+            def draw(carry, i):
+                def inner(c, j):
+                    x, bad, first = c
+                    t = num_warmup + i * thinning + j
+                    x, finite = move(sampler, x, t, eps_final)
+                    return (x, *count(bad, first, finite, t)), None
+
+                c, _ = jax.lax.scan(inner, carry, jnp.arange(thinning, dtype=jnp.int32))
+                return c, c[0]
+
+            (x, bad, first), draws = jax.lax.scan(draw, (x, bad, first), jnp.arange(num_samples, dtype=jnp.int32))
+            return draws, bad, first, init_ok
+
+        # the chains are independent: one vmap (per-iteration overheads are paid once for all of them)
+        draws, bad, first, init_ok = jax.vmap(one_chain)(jax.random.split(key_init, num_chains),
+                                                         jax.random.split(key_chain, num_chains))
+        draws = draws.reshape((num_chains * num_samples,) + draws.shape[2:])  # chain c: [c S, (c+1) S)
+        bad, init_ok = jnp.sum(bad), jnp.all(init_ok)
+        first = jnp.min(jnp.where(first >= 0, first, jnp.iinfo(jnp.int32).max))
+        first = jnp.where(first == jnp.iinfo(jnp.int32).max, -1, first)
 
         # constrained draws per site (the model on the first minibatch's rows when gathering: O(m), not O(n))
         if spec is None:
@@ -336,22 +356,26 @@ def _build_program(model, rebuild, z0, units, units_m, spec, settings, has_init)
 
         # kernel Stein discrepancy of ksd_draws evenly spaced draws, full-data scores
         if ksd_draws:
-            sel = draws[jnp.linspace(0, num_samples - 1, ksd_draws).astype(jnp.int32)]
+            sel = draws[jnp.linspace(0, num_chains * num_samples - 1, ksd_draws).astype(jnp.int32)]
             scores = jax.vmap(jax.grad(full_logdensity))(sel)
             ksd_c = _median_distance(sel)
             ksd = _imq_ksd(sel, scores, ksd_c)
         else:
             ksd = ksd_c = jnp.asarray(jnp.nan, ftype)
 
-        # batch_args check: the full-data log-likelihood equals the gathered one over a permutation of the rows
+        # batch_args check: unit by unit, the log-likelihood of the model on rows permuted is the full model's
+        # permuted (each unit's term is the derivative of the unit-weighted log density in its weight)
         if spec is None:
             gather_gap = jnp.asarray(0.0, ftype)
         else:
             perm = jax.random.permutation(key_check, n)
             a_p, kw_p = _gather(spec, a, kw, perm)
-            perm_ld = _flat(model, a_p, kw_p, z0, units).log_density(lr * jnp.ones(n, ftype))
-            lpf, lpp = full_logdensity(x_init), perm_ld(x_init)
-            gather_gap = jnp.abs(lpf - lpp) / (1.0 + jnp.abs(lpf))
+            fp = _flat(model, a_p, kw_p, z0, units)
+            x_chk = draws[-1] + jax.random.normal(key_check, draws[-1].shape, ftype)  # a point away from any coincidence
+            ones = jnp.ones(n, ftype)
+            ll_full = jax.grad(lambda w: full.log_density(w)(x_chk))(ones)
+            ll_perm = jax.grad(lambda w: fp.log_density(w)(x_chk))(ones)
+            gather_gap = jnp.max(jnp.abs(ll_perm - ll_full[perm]) / (1.0 + jnp.abs(ll_full[perm])))
         return samples, draws, {"num_nonfinite": bad, "first_nonfinite": first, "ksd": ksd, "ksd_c": ksd_c, "init_ok": init_ok,
                                 "gather_gap": gather_gap, "step_size": eps_final}
 
@@ -376,6 +400,7 @@ def run(
     num_integration_steps: int = 5,
     friction: float = 0.1,
     control_variates: bool = False,
+    num_chains: int = 1,
     init_params: dict | None = None,
     ksd_draws: int = 100,
     progress: bool = True,
@@ -403,8 +428,8 @@ def run(
       default units: one unit per element of the outermost plate, whose size the model reads from
       the data) and the model has no latent variable per unit. Checked: the units must be a plate of
       size n equal to each named argument's leading axis; the latent shapes must not depend on the
-      rows; and after the run the full-data log density must equal the one on the rows permuted
-      (else ``RuntimeError``: an argument indexed by unit was left out of ``batch_args``).
+      rows; and after the run each unit's log-likelihood on the rows permuted must be the full model's,
+      permuted (else ``RuntimeError``: an argument indexed by unit was left out of ``batch_args``).
 
     Step sizes: :math:`\varepsilon_t = \varepsilon_0 (1 + t / t_0)^{-\gamma}` for the ``num_warmup``
     burn-in iterations (ε0 = ``step_size``, γ = ``decay``, t0 = ``decay_steps``; Welling & Teh 2011
@@ -419,8 +444,11 @@ def run(
         batch_size: m, units per minibatch, 1 <= m <= n.
         step_size: ε0 > 0 (see above).
         rng_key: a JAX PRNG key; the same key gives the same chain.
-        num_samples, num_warmup, thinning: kept draws, burn-in iterations (discarded), iterations per
-            kept draw; the chain runs ``num_warmup + num_samples * thinning`` iterations.
+        num_samples, num_warmup, thinning: kept draws per chain, burn-in iterations (discarded), iterations
+            per kept draw; each chain runs ``num_warmup + num_samples * thinning`` iterations.
+        num_chains: independent chains, run as one ``jax.vmap`` (each with its own start, minibatches,
+            burn-in and control-variate centre). With small minibatches an iteration's cost is mostly fixed
+            overhead, so C chains cost much less than C times one chain.
         kernel: ``"sgld"`` (``blackjax.sgld``) or ``"sghmc"`` (``blackjax.sghmc`` with
             ``num_integration_steps`` gradient steps per iteration and friction α = ``friction``).
         learning_rate: η >= 0, multiplies every unit weight (the Gibbs posterior's learning rate).
@@ -471,6 +499,7 @@ def run(
     _check_int(num_samples, "num_samples", 1)
     _check_int(num_warmup, "num_warmup", 0)
     _check_int(thinning, "thinning", 1)
+    _check_int(num_chains, "num_chains", 1)
     _check_int(num_integration_steps, "num_integration_steps", 1)
     _check_int(ksd_draws, "ksd_draws", 0, " Use 0 to skip the kernel Stein discrepancy.")
     check_positive_scalar(step_size, "step_size", hint=" It is the Langevin step (BlackJAX's ε); try ~0.01 times the "
@@ -529,7 +558,8 @@ def run(
     ftype = jnp.result_type(float)
     dyn, rebuild, arg_key = split_args(args, kwargs)
     settings = (kernel, n, int(batch_size), int(num_warmup), int(num_samples), int(thinning), int(num_integration_steps),
-                float(friction), min(int(ksd_draws), int(num_samples)), bool(control_variates))
+                float(friction), min(int(ksd_draws), int(num_samples) * int(num_chains)), bool(control_variates),
+                int(num_chains))
     has_init = init_params is not None
     key = None if arg_key is None else (model, units.key, None if units_m is None else units_m.key, spec, arg_key,
                                         settings, has_init, tuple((k, np.shape(v)) for k, v in z0.items()), str(ftype))
@@ -554,22 +584,17 @@ def run(
                               "in (-2, 2) of the unconstrained space.") + " Pass `init_params` inside the support.")
     if float(diag["gather_gap"]) > 1e-3:
         raise RuntimeError(
-            f"`batch_args`={spec!r} do not index the units: the full-data log density and the one on the rows permuted "
-            f"differ (relative gap {float(diag['gather_gap']):.3g}). Name every model argument with one row per "
+            f"`batch_args`={spec!r} do not index the units: the units' log-likelihoods on the rows permuted are not the "
+            f"full model's permuted (relative gap up to {float(diag['gather_gap']):.3g}). Name every model argument with one row per "
             "unit (e.g. both X and y), or omit `batch_args`.")
 
     samples = {k: np.asarray(v) for k, v in samples.items()}
-    from .interop import effective_sample_size
-
-    ess = {}
-    for k, v in samples.items():
-        flat = v.reshape(v.shape[0], -1)
-        ess[k] = np.array([effective_sample_size(flat[:, i]) if v.shape[0] >= 4 and np.all(np.isfinite(flat[:, i]))
-                           and np.ptp(flat[:, i]) > 0 else np.nan for i in range(flat.shape[1])]).reshape(v.shape[1:])
+    ess = {k: _ess(v, num_chains) for k, v in samples.items()}
     nbad = int(diag["num_nonfinite"])
     reasons = []
     if nbad:
-        reasons.append(f"{nbad} of {num_warmup + num_samples * thinning} proposals were not finite (first at iteration "
+        reasons.append(f"{nbad} of {num_chains * (num_warmup + num_samples * thinning)} proposals were not finite (first "
+                       f"at iteration "
                        f"{int(diag['first_nonfinite'])}); the step size is too large for this posterior: lower "
                        "`step_size` (or raise `decay`)")
     nonfinite_sites = [k for k, v in samples.items() if not np.all(np.isfinite(v))]
@@ -582,9 +607,21 @@ def run(
         "step_size": float(diag["step_size"]), "num_nonfinite": nbad, "first_nonfinite": int(diag["first_nonfinite"]),
         "ess": ess, "ksd": float(diag["ksd"]), "ksd_c": float(diag["ksd_c"]), "seconds": seconds, "compiled": not reused, "n": n,
         "batch_size": int(batch_size), "kernel": kernel, "gather": spec is not None,
-        "iterations": num_warmup + num_samples * thinning,
+        "iterations": num_warmup + num_samples * thinning, "num_chains": int(num_chains),
     }
-    return SGMCMCResult(samples=samples, diagnostics=diagnostics, valid=not reason, reason=reason)
+    return SGMCMCResult(samples=samples, diagnostics=diagnostics, valid=not reason, reason=reason,
+                        num_chains=int(num_chains))
+
+
+def _ess(v, num_chains):
+    """ArviZ's bulk ESS of every scalar of a site's draws ``(C * S, ...)`` (C chains, chain-major); NaN if constant."""
+    from .interop import _arviz
+
+    az = _arviz()
+    flat = v.reshape((num_chains, v.shape[0] // num_chains, -1))
+    out = [float(az.ess(flat[:, :, i])) if flat.shape[1] >= 4 and np.all(np.isfinite(flat[:, :, i]))
+           and np.ptp(flat[:, :, i]) > 0 else np.nan for i in range(flat.shape[2])]
+    return np.array(out).reshape(v.shape[1:])
 
 
 def _gather_np(spec, args, kwargs, idx):

@@ -89,6 +89,21 @@ def test_weights_and_gathered_rows_give_the_same_chain():
     np.testing.assert_allclose(a["mu"], b["mu"], rtol=1e-4, atol=1e-5)
 
 
+def test_several_chains_are_independent_and_pooled():
+    y = jnp.asarray(np.random.default_rng(4).normal(0.0, 1.0, 500))
+    lam = 1 / 4 + 500
+    mean = (1.0 / 4 + float(y.sum())) / lam
+    r = gb.sgmcmc.run(gauss_model, y, batch_size=50, step_size=2e-4, num_samples=500, num_warmup=200, num_chains=3,
+                      batch_args=0, control_variates=True, rng_key=jax.random.PRNGKey(0), progress=False)
+    ch = r.chains("mu")
+    assert ch.shape == (3, 500) and r.num_samples == 1500 and r.diagnostics["num_chains"] == 3
+    assert not np.allclose(ch[0], ch[1])  # own minibatches and noise per chain
+    assert np.all(np.abs(ch.mean(1) - mean) < 5 * lam ** -0.5 / np.sqrt(30))  # each chain near the exact mean
+    ess = float(r.diagnostics["ess"]["mu"])
+    assert 45 < ess < 250  # ArviZ's multi-chain ESS pools the chains: 500 eps lam / (2 - eps lam) = 26 each
+    assert dict(r.to_inference_data().posterior.sizes) == {"chain": 3, "draw": 500}
+
+
 def test_sghmc_on_the_conjugate_gaussian():
     n, m = 1000, 100
     y = np.random.default_rng(2).normal(-1.0, 1.0, n).astype(np.float32)
@@ -196,6 +211,7 @@ def test_gibbs_handler_and_groups_run_by_weights():
     ({"kernel": "nuts"}, ValueError, "`kernel` must be one of"),
     ({"num_samples": 0}, ValueError, "`num_samples` must be an integer >= 1"),
     ({"thinning": 0}, ValueError, "`thinning`"),
+    ({"num_chains": 0}, ValueError, "`num_chains` must be an integer >= 1"),
     ({"learning_rate": -1.0}, ValueError, "`learning_rate`"),
     ({"decay": -0.5}, ValueError, "`decay`"),
     ({"batch_args": 3}, ValueError, "position 3 is out of range"),
