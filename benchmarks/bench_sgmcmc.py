@@ -8,8 +8,9 @@ beside each other are the measurement):
 
 - ``nuts``: full-batch NUTS, the compiled-once NumPyro loop of ``benchmarks/_common.py``
   (``numpyro.infer.hmc.hmc(..., algo="NUTS")``, windowed adaptation, warm-up and draws in one scan);
-- ``sgld-cv``: ``gb.sgmcmc.run(..., batch_args=(0, 1), control_variates=True)``: minibatches of m
-  gathered rows (O(m) per iteration), control variates centred at the burn-in mean;
+- ``sgld-cv``: ``gb.sgmcmc.run(..., batch_args=(0, 1), control_variates=True, num_chains=4)``:
+  minibatches of m gathered rows (O(m) per iteration), control variates centred at the burn-in
+  mean, 4 chains as one vmap (``--chains``; ESS pooled over chains by ArviZ);
 - ``sgld``: the same without control variates (``--plain``);
 - ``sgld-weights``: control variates with minibatches as unit weights on the whole data set
   (O(n) per iteration: what gathering saves; ``--weights``).
@@ -34,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import genbayes as gb
-from genbayes.interop import effective_sample_size
+from genbayes.interop import _arviz, effective_sample_size
 from genbayes.models import quantile_regression as qr
 
 from _common import compiled_nuts_loop
@@ -46,8 +47,12 @@ def data(n, d, seed=0):
 
 
 def min_ess(draws):
-    draws = np.asarray(draws).reshape(len(draws), -1)
-    return min(effective_sample_size(draws[:, j]) for j in range(draws.shape[1]))
+    """Min over coefficients of the bulk ESS; draws (S, d) of one chain or (C, S, d) of C chains (ArviZ, pooled)."""
+    draws = np.asarray(draws)
+    if draws.ndim == 2:
+        return min(effective_sample_size(draws[:, j]) for j in range(draws.shape[1]))
+    az = _arviz()
+    return min(float(az.ess(draws[:, :, j])) for j in range(draws.shape[2]))
 
 
 def main():
@@ -57,7 +62,8 @@ def main():
     p.add_argument("--tau", type=float, default=0.5)
     p.add_argument("--batch", type=int, default=1000, help="SG-MCMC minibatch size m")
     p.add_argument("--step", type=float, default=None, help="SGLD step (default 0.15 / (0.25 n))")
-    p.add_argument("--iters", type=int, default=20_000, help="SGLD kept iterations")
+    p.add_argument("--iters", type=int, default=20_000, help="SGLD iterations after burn-in, per chain")
+    p.add_argument("--chains", type=int, default=4, help="SGLD chains (one vmap); NUTS runs one chain")
     p.add_argument("--burn", type=int, default=2000, help="SGLD burn-in iterations")
     p.add_argument("--nuts-warmup", type=int, default=500)
     p.add_argument("--nuts-samples", type=int, default=1000)
@@ -85,8 +91,9 @@ def main():
         def run():
             r = gb.sgmcmc.run(qr.single_model, X, y, tau=tau, batch_size=a.batch, step_size=step,
                               num_samples=a.iters // thin, thinning=thin, num_warmup=a.burn, control_variates=cv,
-                              batch_args=(0, 1) if gather else None, rng_key=next(keys), progress=False, ksd_draws=0)
-            return r["beta"], r
+                              batch_args=(0, 1) if gather else None, rng_key=next(keys), progress=False, ksd_draws=0,
+                              num_chains=a.chains)
+            return r.chains("beta"), r
         return run
 
     sides = {"nuts": run_nuts, "sgld-cv": sg()}
@@ -96,7 +103,8 @@ def main():
         sides["sgld-weights"] = sg(gather=False)
 
     print(f"quantile regression tau = {a.tau}, n = {a.n}, d = {a.d}; NUTS {a.nuts_warmup} + {a.nuts_samples}; "
-          f"SGLD m = {a.batch}, step {step:.3g}, {a.burn} burn-in + {a.iters} iterations (thinned by {thin})")
+          f"SGLD m = {a.batch}, step {step:.3g}, {a.chains} chains of {a.burn} burn-in + {a.iters} iterations "
+          f"(thinned by {thin})")
     res = {k: {"cold": None, "warm": [], "ess": [], "draws": None} for k in sides}
     for k, f in sides.items():  # cold calls: compile
         t0 = time.perf_counter()
@@ -120,7 +128,7 @@ def main():
     for k in sides:
         if k == "nuts":
             continue
-        d = res[k]["draws"]
+        d = res[k]["draws"].reshape((-1,) + ref.shape[1:])
         z = (d.mean(0) - ref.mean(0)) / ref.std(0)
         print(f"  {k} vs NUTS: mean difference in NUTS sds {np.round(z, 2).tolist()}, "
               f"sd ratio {np.round(d.std(0) / ref.std(0), 3).tolist()}")
