@@ -14,7 +14,7 @@ estimated from a minibatch of m units. The minibatch is a *unit weight vector*: 
           + \sum_u w_u \log p(x_u \mid \theta) \Big],
 
 an unbiased estimate of the full gradient (:math:`\mathbb{E}\,w_u = \eta`), computed by
-:class:`genbayes.reweight` with ``units=`` on the unchanged model (Welling & Teh 2011, eq. 4). The
+:class:`genbayes.reweight` with ``units=`` on the unchanged model (Welling & Teh 2011). The
 chain runs in the unconstrained space (Jacobians included, as NUTS does), one compiled ``lax.scan``.
 
 Kernels (BlackJAX's, not re-implemented): ``"sgld"`` (Welling & Teh 2011),
@@ -406,14 +406,14 @@ def run(
     progress: bool = True,
     **kwargs,
 ) -> SGMCMCResult:
-    r"""Sample a (Gibbs) posterior with minibatch SGLD or SGHMC: one compiled chain.
+    r"""Sample a (Gibbs) posterior with minibatch SGLD or SGHMC: one compiled program for all chains.
 
     The target is :math:`\pi(\theta) \prod_u p(x_u \mid \theta)^{\eta}` over the model's observation
     units (``gb.Loss`` sites, :class:`genbayes.gibbs`, plain likelihoods alike; η = ``learning_rate``
     multiplies every unit's weight, on top of any learning rate written in the model). Every
     iteration draws m = ``batch_size`` units uniformly with replacement and uses the unit weights
     :math:`w_u = \eta\,(n/m)\,\#\{j: u_j = u\}`: an unbiased gradient of the log posterior (Welling &
-    Teh 2011, eq. 4). See the module docstring for the kernels and their bias.
+    Teh 2011). See the module docstring for the kernels and their bias.
 
     Two ways to evaluate a minibatch:
 
@@ -436,8 +436,8 @@ def run(
     use :math:`a(b + t)^{-\gamma}`, the same family), then constant at its last value for the kept
     draws. For SGLD the step is on the scale of the posterior *variance* of the unconstrained
     parameters (stable for :math:`\varepsilon < 2/\lambda_{max}`, λ the largest posterior precision;
-    ~0.01-0.1 × the smallest posterior variance mixes well with little bias); for SGHMC it is on the
-    scale of the posterior *sd* divided by ``num_integration_steps``.
+    0.05-0.2 × the smallest posterior variance mixes well with a bias of a few percent in the
+    variance); for SGHMC it is on the scale of the posterior *sd* divided by ``num_integration_steps``.
 
     Args:
         model: a NumPyro model; ``*args, **kwargs`` its arguments (as for ``MCMC.run``).
@@ -450,7 +450,17 @@ def run(
             burn-in and control-variate centre). With small minibatches an iteration's cost is mostly fixed
             overhead, so C chains cost much less than C times one chain.
         kernel: ``"sgld"`` (``blackjax.sgld``) or ``"sghmc"`` (``blackjax.sghmc`` with
-            ``num_integration_steps`` gradient steps per iteration and friction α = ``friction``).
+            ``num_integration_steps`` gradient steps per iteration and friction α = ``friction``; the
+            step is then on the scale of the posterior sd over ``num_integration_steps``, and α must exceed
+            the gradient noise ε V / 2 or the draws come out too wide).
+        control_variates: centre the gradient estimate (Baker, Fearnhead, Fox & Nemeth 2019;
+            BlackJAX's ``gradients.control_variates``) at :math:`\hat\theta`, the mean of the second half
+            of the burn-in: :math:`\nabla\log\pi(\hat\theta) + \sum_u w_u (\nabla \log p(x_u \mid \theta) -
+            \nabla \log p(x_u \mid \hat\theta))`, unbiased for any :math:`\hat\theta`, with a variance that
+            vanishes as :math:`\theta \to \hat\theta` instead of growing like :math:`\eta^2 n^2 / m`. Costs one
+            full-data gradient per chain after burn-in and two minibatch gradients per iteration. Use it
+            with a burn-in long enough to reach the posterior: at n = 10^5, m = 1000 it was what made
+            SGLD's draws the right width (``benchmarks/bench_sgmcmc.py``).
         learning_rate: η >= 0, multiplies every unit weight (the Gibbs posterior's learning rate).
         units: the observation units (:mod:`genbayes.units`; default: the outermost plate).
         batch_args: see above; ``None`` evaluates minibatches by weights.
@@ -506,7 +516,7 @@ def run(
                           "smallest posterior variance of the unconstrained parameters.")
     check_nonnegative_scalar(learning_rate, "learning_rate", hint=" It multiplies every unit's weight.")
     check_nonnegative_scalar(decay, "decay", hint=" Use 0 for a constant step (Welling & Teh 2011 use 0.55).")
-    check_positive_scalar(friction, "friction", hint=" It is SGHMC's α (BlackJAX's default 0.01).")
+    check_positive_scalar(friction, "friction", hint=" It is SGHMC's α (BlackJAX's default 0.01; here 0.1).")
     if decay_steps is None:
         decay_steps = max(num_warmup, 1) / 10.0
     check_positive_scalar(decay_steps, "decay_steps")
