@@ -14,8 +14,12 @@ estimated from a minibatch of m units. The minibatch is a *unit weight vector*: 
           + \sum_u w_u \log p(x_u \mid \theta) \Big],
 
 an unbiased estimate of the full gradient (:math:`\mathbb{E}\,w_u = \eta`), computed by
-:class:`genbayes.reweight` with ``units=`` on the unchanged model (Welling & Teh 2011). The
-chain runs in the unconstrained space (Jacobians included, as NUTS does), one compiled ``lax.scan``.
+:class:`genbayes.reweight` with ``units=`` on the unchanged model (Welling & Teh 2011), or, with
+``batch_args=``, by running the model on the m drawn rows of its data (O(m) per iteration instead of
+O(n)). Control variates (Baker, Fearnhead, Fox & Nemeth 2019) remove most of the minibatch noise.
+The chains run in the unconstrained space (Jacobians included, as NUTS does) as one compiled program:
+burn-in and draws are ``lax.scan`` loops, chains a ``jax.vmap``; a second call with arrays of the same
+shapes compiles nothing.
 
 Kernels (BlackJAX's, not re-implemented): ``"sgld"`` (Welling & Teh 2011),
 :math:`\theta_{t+1} = \theta_t + \varepsilon_t \widehat\nabla \log\pi(\theta_t) + \sqrt{2\varepsilon_t}\,\xi_t`
@@ -28,13 +32,13 @@ per iteration, momentum redrawn), friction α.
 Bias. With a constant step the chain's stationary law is not the posterior: its error is
 :math:`O(\varepsilon)` from the discretisation plus a term proportional to ε times the variance of the
 gradient estimate, which grows like :math:`\eta^2 n^2 / m` (Teh, Thiery & Vollmer 2016; Vollmer,
-Zygalakis & Teh 2016). On a Gaussian target with precision λ and gradient-noise variance V per step,
+Zygalakis & Teh 2016). On a Gaussian target with precision λ and a gradient noise of variance V independent of θ,
 SGLD's stationary variance is exactly :math:`(1 + \varepsilon V / 2) / (\lambda (1 - \varepsilon\lambda/2))`
 with the mean unbiased (an AR(1) recursion; ``tests/test_sgmcmc.py`` checks this). Decreasing steps
 (:math:`\varepsilon_t = \varepsilon_0 (1 + t/t_0)^{-\gamma}`, :math:`\gamma \in (0.5, 1]` in Welling &
 Teh 2011) remove the bias as :math:`t \to \infty` but slow mixing; here the schedule runs during
 burn-in and the kept draws use its final, constant step, so they are equally weighted and their
-bias is that of the final step (stated in the result).
+bias is that of the final step (``diagnostics["step_size"]``).
 
 Diagnostics: the bulk ESS of every scalar (ArviZ), the kernel Stein discrepancy of a thinned subset
 of the draws against the full-data posterior (Gorham & Mackey 2017, IMQ kernel; uses full-data
