@@ -33,9 +33,9 @@ step 0.6/n, 4 SGLD chains; ESS/s as a multiple of NUTS's, median and range of pe
     n = 10^6, --quick (1 round)           6.3          121.8     19.4x               1.22, 1.13
 
 So the 10x aim is not reached at n = 10^5 on this machine: NUTS on this well-conditioned
-two-parameter posterior keeps ~0.7 effective samples per draw at ~5 gradients per draw, and one
-SGLD iteration (two minibatch gradients with control variates, 4 chains) costs ~0.1-0.2 ms of mostly
-fixed overhead. NUTS's cost grows with n and SGLD's does not, so the ratio grows about linearly in n
+two-parameter posterior keeps ~0.7 effective samples per draw (726 of 1000), while an SGLD iteration
+of the 4 chains (two minibatch gradients each, with control variates) took ~0.55 ms (12.2 s for
+22,000), mostly fixed overhead, and SGLD needs many iterations per effective sample. NUTS's cost grows with n and SGLD's does not, so the ratio grows about linearly in n
 (19x at 10^6). Without control variates (``--quick --plain`` at n = 10^5) SGLD's draws were 3.3 and
 2.0 times too wide (sd ratio), so its ESS/s (4.0x) measures the wrong distribution.
 """
