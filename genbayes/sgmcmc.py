@@ -516,8 +516,11 @@ def run(
     _check_int(num_chains, "num_chains", 1)
     _check_int(num_integration_steps, "num_integration_steps", 1)
     _check_int(ksd_draws, "ksd_draws", 0, " Use 0 to skip the kernel Stein discrepancy.")
-    check_positive_scalar(step_size, "step_size", hint=" It is the Langevin step (BlackJAX's ε); try ~0.01 times the "
-                          "smallest posterior variance of the unconstrained parameters.")
+    if ksd_draws == 1:
+        raise ValueError("`ksd_draws` must be 0 (skip the kernel Stein discrepancy) or at least 2 (it averages over "
+                         "pairs of draws), got 1.")
+    check_positive_scalar(step_size, "step_size", hint=" It is the Langevin step (BlackJAX's ε); try 0.05-0.2 times "
+                          "the smallest posterior variance of the unconstrained parameters.")
     check_nonnegative_scalar(learning_rate, "learning_rate", hint=" It multiplies every unit's weight.")
     check_nonnegative_scalar(decay, "decay", hint=" Use 0 for a constant step (Welling & Teh 2011 use 0.55).")
     check_positive_scalar(friction, "friction", hint=" It is SGHMC's α (BlackJAX's default 0.01; here 0.1).")
@@ -529,7 +532,12 @@ def run(
     if init_params is not None and not isinstance(init_params, Mapping):
         raise TypeError(f"`init_params` must be a dict site -> constrained value, got {type(init_params).__name__}.")
     check_args_finite(args, kwargs)
+    nargs = len(args)
     model, args = family_as_argument(model, args)
+    if batch_args is not None and len(args) > nargs:  # a conjugate family went in front of the data: shift positions
+        shift = len(args) - nargs
+        batch_args = tuple(b + shift if isinstance(b, (int, np.integer)) and not isinstance(b, bool) else b
+                           for b in ((batch_args,) if isinstance(batch_args, (int, str)) else batch_args))
     if batch_args is not None and units is not None and not isinstance(units, str):
         raise ValueError("`batch_args` gathers rows of the data, one per unit of a plate; it cannot follow grouped or "
                          "explicit `units`. Omit `batch_args` (minibatches by weights work for any units).")
