@@ -114,14 +114,16 @@ print(f"ESS (min over coefficients): SGLD {min(sg_sub.diagnostics['ess']['beta']
 # ## The figure
 #
 # Marginal posteriors of the two coefficients: NUTS and SGLD on the subsample overlap; SGLD on all
-# n points is narrower by about $\sqrt{n / n_{sub}}$, centred nearer the true quantile coefficients.
+# n points is narrower by about $\sqrt{n / n_{sub}}$. (Full run, 2-core shared machine: NUTS on 10^4
+# points 20.1 s with compilation; SGLD, 4 chains of 20,000 iterations, 5.9 s on 10^4 and 10.6 s on
+# 10^5 points, compiled; z = 0.02, -0.02 and sd ratios 1.02, 1.05 against NUTS on the subsample.)
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
 for j, ax in enumerate(axes):
-    for draws, label, color in [(ref_sub[:, j], f"NUTS, n = {N_SUB} ({t_nuts_sub:.1f} s)", "C0"),
-                                (sg_sub["beta"][:, j], f"SGLD, n = {N_SUB} ({t_sg_sub:.1f} s)", "C1"),
-                                (sg_all["beta"][:, j], f"SGLD, n = {N} ({t_sg_all:.1f} s)", "C2")]:
+    for draws, label, color in [(ref_sub[:, j], f"NUTS, n = {N_SUB} ({t_nuts_sub:.1f} s with compilation)", "C0"),
+                                (sg_sub["beta"][:, j], f"SGLD, n = {N_SUB} ({t_sg_sub:.1f} s, compiled)", "C1"),
+                                (sg_all["beta"][:, j], f"SGLD, n = {N} ({t_sg_all:.1f} s, compiled)", "C2")]:
         ax.hist(np.asarray(draws), bins=50, density=True, histtype="step", lw=1.5, label=label, color=color)
     ax.axvline(beta_true[j], color="k", ls="--", lw=1, label="true quantile coefficient")
     ax.set_xlabel(["intercept (at the centre of x)", "slope"][j])
