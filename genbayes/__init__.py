@@ -10,6 +10,7 @@ The public API (see the README and DESIGN.md):
 - :mod:`genbayes.batched`: many weighted posteriors as one compiled, vmapped, shardable program;
 - :mod:`genbayes.cv`: Bayesian leave-P-out cross-validation and the marginal-likelihood identity;
 - :mod:`genbayes.evidence`: log marginal likelihood estimators and prequential SMC;
+- :mod:`genbayes.sgmcmc`: minibatch Gibbs posteriors with BlackJAX's SGLD / SGHMC kernels;
 - :mod:`genbayes.bounds`: PAC-Bayes and information-theoretic generalization bounds for Gibbs posteriors;
 - :mod:`genbayes.vcd`: variational contrastive divergence, a NumPyro ELBO improved by MCMC;
 - :mod:`genbayes.infomax`: β-VAE / InfoMax / β-TCVAE objectives and information estimators;
@@ -29,13 +30,13 @@ from typing import TYPE_CHECKING
 # command start in milliseconds rather than the ~4 s of importing JAX, NumPyro and Optax; the
 # ``genbayes demo`` parent process then never imports them at all (its workers do).
 _SUBMODULES = ("batched", "bounds", "bridge", "calibration", "conjugate", "cv", "evidence", "fisher", "handlers", "infomax", "interop",
-               "losses", "models", "units", "vcd")
+               "losses", "models", "sgmcmc", "units", "vcd")
 _NAMES = {"Calibration": "calibration", "calibrate": "calibration", "gibbs": "handlers", "reweight": "handlers",
           "tempered": "handlers", "Loss": "losses", "use_cpu_devices": "_programs"}
 
 if TYPE_CHECKING:  # pragma: no cover - static analysis and IDEs see the eager imports
     from . import (batched, bounds, bridge, calibration, conjugate, cv, evidence, fisher, handlers, infomax,  # noqa: F401
-                   interop, losses, models, units, vcd)
+                   interop, losses, models, sgmcmc, units, vcd)
     from .calibration import Calibration, calibrate  # noqa: F401
     from .handlers import gibbs, reweight, tempered  # noqa: F401
     from ._programs import use_cpu_devices  # noqa: F401
@@ -73,6 +74,7 @@ __all__ = [
     "cv",
     "evidence",
     "bounds",
+    "sgmcmc",
     "vcd",
     "infomax",
     "models",

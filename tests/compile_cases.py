@@ -229,6 +229,11 @@ def infomax_train(i):
     return _num(gb.infomax.train(loc_model, _im_guide, gb.infomax.BetaELBO(1.0), _x(i), num_steps=20, rng_key=_key(i)))
 
 
+def sgmcmc_run(i):
+    return _num(gb.sgmcmc.run(loss_model, _x(i, 40), batch_size=8, step_size=1e-3, num_samples=20, num_warmup=10,
+                              batch_args=0, control_variates=True, num_chains=2, rng_key=_key(i), progress=False))
+
+
 CASES = {f.__name__: f for f in [
     cv_lpo_enumerate, cv_lpo_counting, cv_lpo_random, cv_lpo_psis, cv_lpo_refit, cv_lpo_auto,
     cv_cumulative_enumerate, cv_cumulative_psis,
@@ -242,7 +247,7 @@ CASES = {f.__name__: f for f in [
     _ev("bridge", {"num_warmup": 20, "num_samples": 40, "num_chains": 2, "progress": False}),
     evidence_compare, evidence_prequential, bridge_sampling,
     batched_run, batched_posterior_samples,
-    vcd_fit, infomax_train,
+    vcd_fit, infomax_train, sgmcmc_run,
 ]}
 
 SLOW = {"cv_identity_permutation", "cv_lpo_auto", "cv_identity_smc", "calibrate_gpc", "cv_lpo_psis",

@@ -28,6 +28,7 @@ PAGES = {
     "units": ["genbayes.units"],
     "conjugate": ["genbayes.conjugate"],
     "batched": ["genbayes.batched"],
+    "sgmcmc": ["genbayes.sgmcmc"],
     "losses": ["genbayes.losses"],
     "fisher": ["genbayes.fisher"],
     "calibration": ["genbayes.calibration"],
