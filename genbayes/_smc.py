@@ -64,8 +64,12 @@ def _smc_init(flat, key, *, constrain, num_particles):
 _MOVED_ENOUGH, _STILL_GROWING = 0.5, 0.1
 
 
-def _moves_until_settled(var, max_blocks):
+def _moves_until_settled(var, max_blocks, log_density):
     """A BlackJAX SMC ``update_strategy``: blocks of HMC moves until the particles moved enough.
+
+    The moves target ``log_density`` (the tempered posterior at the step's starting temperature,
+    :meth:`_FlatModel.tempered`, one evaluation of the model) in place of BlackJAX's
+    ``log_prior + β log_likelihood``, the same function written as two evaluations.
 
     Each block is BlackJAX's ``update_and_take_last`` (``num_mcmc_steps`` moves of every particle,
     keeping the last); every block leaves the current tempered target invariant, so the number of
@@ -76,7 +80,8 @@ def _moves_until_settled(var, max_blocks):
     from blackjax.smc.base import update_and_take_last
 
     def strategy(mcmc_init_fn, logposterior_fn, step_fn, num_mcmc_steps, n_particles, **kw):
-        block, n = update_and_take_last(mcmc_init_fn, logposterior_fn, step_fn, num_mcmc_steps, n_particles, **kw)
+        del logposterior_fn  # log_prior(x) + state.tempering_param * log_likelihood(x): log_density is that
+        block, n = update_and_take_last(mcmc_init_fn, log_density, step_fn, num_mcmc_steps, n_particles, **kw)
 
         def update(keys, x0, params):
             def moved(x):  # the least-moved coordinate's standardised mean squared jump
@@ -119,7 +124,9 @@ def _smc_step(flat, st, scale, *, constrain, target_ess, num_mcmc_steps, max_mcm
     from blackjax.smc.tempered import TemperedSMCState
 
     key, k = jax.random.split(st["key"])
-    strategy = _moves_until_settled(jnp.diag(st["cov"]), max(1, max_mcmc_steps // num_mcmc_steps))
+    # BlackJAX moves the particles at the step's starting temperature (tempered.py: state.tempering_param)
+    strategy = _moves_until_settled(jnp.diag(st["cov"]), max(1, max_mcmc_steps // num_mcmc_steps),
+                                    flat.tempered(st["beta"]))
     alg = blackjax.adaptive_tempered_smc(
         flat.log_prior, flat.log_likelihood, blackjax.hmc.build_kernel(), blackjax.hmc.init,
         _mcmc_params(st["cov"], st["step"] * scale, num_leapfrog), resampling.systematic, target_ess,
