@@ -84,6 +84,7 @@ class SGMCMCResult:
         valid: False when the run cannot be trusted (non-finite proposals, non-finite draws);
             ``reason`` says why. Invalid results are warned about, never silently returned.
         reason: empty when valid.
+        num_chains: how many independent chains ``samples`` holds, one after the other.
 
     Example:
         >>> import numpy as np
