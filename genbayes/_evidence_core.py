@@ -21,9 +21,9 @@ from .handlers import reweight
 _MIN_ESS_ABS = 20.0
 
 
-def _check_int(value, name, minimum):
+def _check_int(value, name, minimum, hint=""):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.{hint}")
 
 
 def _template(model, args, kwargs, units, rng_key):

@@ -57,8 +57,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from ._evidence_core import _check_int
 from ._programs import ProgramCache, family_as_argument, split_args
-from ._validation import check_args_finite, check_key, check_nonnegative_scalar, check_positive_scalar, is_concrete
+from ._validation import check_args_finite, check_key, check_nonnegative_scalar, check_positive_scalar
 
 __all__ = ["run", "kernel_stein_discrepancy", "SGMCMCResult"]
 
@@ -151,11 +152,6 @@ class SGMCMCResult:
         return (f"SGMCMCResult({d.get('kernel', '?')}, num_samples={self.num_samples}{chains}, sites={{{sites}}}, "
                 f"step_size={float(d.get('step_size', float('nan'))):.3g}, min_ess={min_ess:.0f}, "
                 f"ksd={float(d.get('ksd', float('nan'))):.3g}{state})")
-
-
-def _check_int(value, name, minimum, hint=""):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.{hint}")
 
 
 def _gather_spec(batch_args, args, kwargs, n):
