@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import genbayes as gb
+from genbayes._programs import count_compilations
 from genbayes.interop import _arviz, effective_sample_size
 from genbayes.models import quantile_regression as qr
 
@@ -120,24 +121,30 @@ def main():
     print(f"quantile regression tau = {a.tau}, n = {a.n}, d = {a.d}; NUTS {a.nuts_warmup} + {a.nuts_samples}; "
           f"SGLD m = {a.batch}, step {step:.3g}, {a.chains} chains of {a.burn} burn-in + {a.iters} iterations "
           f"(thinned by {thin})")
-    res = {k: {"cold": None, "warm": [], "ess": [], "draws": None} for k in sides}
+    res = {k: {"cold": None, "warm": [], "ess": [], "draws": None, "compiles": [0, 0]} for k in sides}
     for k, f in sides.items():  # cold calls: compile
         t0 = time.perf_counter()
-        out = jax.block_until_ready(f()[0])
+        with count_compilations() as c:
+            out = jax.block_until_ready(f()[0])
         res[k]["cold"] = time.perf_counter() - t0
         res[k]["draws"] = np.asarray(out)
+        res[k]["compiles"][0] = c.count
     for r in range(a.rounds):
         for k in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
             t0 = time.perf_counter()
-            out = np.asarray(jax.block_until_ready(sides[k]()[0]))
+            with count_compilations() as c:
+                out = np.asarray(jax.block_until_ready(sides[k]()[0]))
             res[k]["warm"].append(time.perf_counter() - t0)
+            res[k]["compiles"][1] += c.count
             res[k]["ess"].append(min_ess(out))
             res[k]["draws"] = out
     rate = {k: np.array(v["ess"]) / np.array(v["warm"]) for k, v in res.items()}
-    print(f"  {'side':<13} {'cold s':>8} {'warm s':>8} {'min ESS':>8} {'ESS/s':>9} {'ESS/s vs NUTS':>22}")
+    print(f"  {'side':<13} {'cold s':>8} {'warm s':>8} {'compiles cold/warm':>19} {'min ESS':>8} {'ESS/s':>9} "
+          f"{'ESS/s vs NUTS':>22}")
     for k, v in res.items():
         ratio = rate[k] / rate["nuts"]
-        print(f"  {k:<13} {v['cold']:8.2f} {np.median(v['warm']):8.2f} {np.median(v['ess']):8.0f} "
+        print(f"  {k:<13} {v['cold']:8.2f} {np.median(v['warm']):8.2f} {v['compiles'][0]:>10d}/{v['compiles'][1]:<8d} "
+              f"{np.median(v['ess']):8.0f} "
               f"{np.median(rate[k]):9.1f} {np.median(ratio):10.2f}x ({ratio.min():.2f}-{ratio.max():.2f})")
     ref = res["nuts"]["draws"]
     for k in sides:
