@@ -23,21 +23,22 @@ seconds, each the median over rounds; ratios are medians of per-round ratios.
 
     PYTHONPATH=. python benchmarks/bench_batched_ess.py --n 100 1000 10000 --B 8 32 128 --devices 2 --rounds 2
 
-Measured (2-core machine shared with other helpers, load 5-8; ESS/s as a multiple of the loop's,
-median of 2 alternating rounds; ``--warmup 200 --samples 400 --chees-warmup 100 --loop-max 8
---no-one-device`` for n = 100 and 1000, ``--warmup 100 --samples 200 --chees-warmup 100`` for
-n = 10^4; ChEES with 4 chains per posterior; 2 CPU devices):
+Measured on the idle 2-core machine (ESS/s as a multiple of the loop's, median of 2 alternating
+rounds, 2 CPU devices, 4 ChEES chains per posterior; ``--warmup 200 --samples 400 --chees-warmup 100
+--loop-max 8 --no-one-device`` for n = 100 and 1000, ``--warmup 100 --samples 200`` for n = 10^4;
+"shared" is ``--kernels chees-shared --shared-warmup 150 --shared-post-warmup 25``, run separately
+for n <= 1000, so its loop differs; "-": not measured on the idle machine):
 
-    n      B    gb NUTS   gb ChEES
-    100    8     1.23      3.05
-    100   32     2.02      4.13
-    100  128     2.12      2.85
-    1000   8     1.86      3.29
-    1000  32     2.00      1.99
-    1000 128     1.98      1.57
-    10^4   8     1.25      1.10
-    10^4  32     1.13      0.37
-    10^4 128     0.95      0.34
+    n      B    gb NUTS   gb ChEES   gb ChEES shared
+    100   32     3.00      4.65        5.08
+    100  128     2.55      4.40        5.77
+    1000  32     2.25      2.11        6.43
+    1000 128     2.54      1.99        6.07
+    10^4  32     2.15      0.80        3.74
+    10^4 128     1.18       -          3.16
+
+An earlier run with other jobs on the machine (load 5-8) gave at B = 8: NUTS 1.23 / 1.86 / 1.25 and
+ChEES 3.05 / 3.29 / 1.10 for n = 100 / 1000 / 10^4.
 
 One device against two (n = 1000, B = 32, ``--rounds 2 --warmup 200 --samples 400
 --chees-warmup 100``): NUTS 1.59 against 1.87, ChEES 1.26 against 1.81. ``--chunk 16`` at
@@ -61,7 +62,13 @@ def parse():
     ap.add_argument("--samples", type=int, default=400, help="draws per posterior (every run)")
     ap.add_argument("--chees-warmup", type=int, default=200, help="ChEES warm-up iterations per chain")
     ap.add_argument("--chains", type=int, default=4, help="ChEES chains per posterior")
-    ap.add_argument("--kernels", nargs="+", default=["nuts", "chees"])
+    ap.add_argument("--kernels", nargs="+", default=["nuts", "chees", "chees-shared"],
+                    help="chees-shared: kernel='chees' with shared_warmup=--shared-warmup and "
+                         "num_warmup=--shared-post-warmup")
+    ap.add_argument("--shared-warmup", type=int, default=200,
+                    help="chees-shared: iterations of the one warm-up on the mean weights")
+    ap.add_argument("--shared-post-warmup", type=int, default=25,
+                    help="chees-shared: each posterior's own warm-up iterations (step size only)")
     ap.add_argument("--devices", type=int, default=2, help="CPU devices for the sharded runs (1: no sharded runs)")
     ap.add_argument("--no-one-device", action="store_true",
                     help="with --devices > 1, time only the sharded gb runs (not the one-device ones)")
@@ -110,7 +117,8 @@ def timed(fn):
 def main():
     print(f"JAX devices: {len(jax.devices())} ({jax.devices()[0].platform}); logistic regression d={a.d}; "
           f"NUTS {a.warmup}+{a.samples}; ChEES {a.chains} chains x ({a.chees_warmup} warm-up + "
-          f"{a.samples // a.chains} draws); {a.rounds} alternating rounds; ESS = min over coefficients of az.ess bulk")
+          f"{a.samples // a.chains} draws); ChEES shared: {a.shared_warmup} shared + {a.shared_post_warmup} own warm-up; "
+          f"{a.rounds} alternating rounds; ESS = min over coefficients of az.ess bulk")
     # one NUTS chain for one weight vector, jitted once (weights, key and data are arguments)
     chain = compiled_nuts_loop(weighted_logistic, a.warmup, a.samples)
 
@@ -138,10 +146,13 @@ def main():
                 if len(jax.devices()) > 1 and not a.no_one_device:
                     shards = [False, True]
                 for shard, chunk in [(sh, c) for sh in shards for c in a.chunk]:
-                    kw_ = dict(kernel=kernel, num_warmup=a.warmup if kernel == "nuts" else a.chees_warmup,
+                    warmup = {"nuts": a.warmup, "chees": a.chees_warmup, "chees-shared": a.shared_post_warmup}[kernel]
+                    kw_ = dict(kernel=kernel.split("-")[0], num_warmup=warmup,
                                num_samples=a.samples, shard=shard, progress=False, chunk_size=chunk or None)
-                    if kernel == "chees":
+                    if kernel != "nuts":
                         kw_["num_chains"] = a.chains
+                    if kernel == "chees-shared":
+                        kw_["shared_warmup"] = a.shared_warmup
 
                     def ours(W=W, X=X, y=y, kw_=kw_):
                         res = gb.batched.run(logistic, W, X, y, rng_key=jax.random.PRNGKey(1), **kw_)

@@ -137,6 +137,7 @@ def run(
     kernel: str = "nuts",
     num_chains: int | None = None,
     chunk_size: int | None = None,
+    shared_warmup: int = 0,
     **kwargs,
 ) -> BatchedSamples:
     r"""Run NUTS on ``reweight(model, weights=weights[b])`` for every row b, as one program.
@@ -183,17 +184,18 @@ def run(
             0.651). Iteration t takes :math:`\lceil h_t L / \varepsilon \rceil` leapfrog steps, h_t
             the t-th Halton number, the same for all chains of a posterior, so almost no step is
             wasted while sampling; warm-up costs ``num_chains`` times ``num_warmup`` iterations.
-            Measured (``benchmarks/bench_batched_ess.py``: logistic regression d = 5, 2-core
-            machine shared with other work, 2 CPU devices, bulk ESS per second as a multiple of
-            a compiled-once NUTS loop's, B = 8 / 32 / 128): n = 100: NUTS 1.2 / 2.0 / 2.1, ChEES
-            3.1 / 4.1 / 2.9; n = 1000: NUTS 1.9 / 2.0 / 2.0, ChEES 3.3 / 2.0 / 1.6; n = 10^4
-            (shorter chains): NUTS 1.3 / 1.1 / 0.95, ChEES 1.1 / 0.37 / 0.34. While sampling,
-            ChEES wastes little (steps run / steps needed 1.13-1.16, NUTS 2.3-2.9) and needs ~1.7
-            leapfrog steps per draw here, but its warm-up costs ``num_chains`` chains of
-            ``num_warmup`` iterations, ~5 steps each before the mass matrix engages, and in
-            lock-step across posteriors (2.2-2.35), so where gradients are expensive (large n)
-            warm-up dominates and NUTS wins. Hence NUTS stays the default; ChEES pays for small and
-            moderate n, and more the more draws per posterior are kept.
+            Measured (``benchmarks/bench_batched_ess.py``: logistic regression d = 5, idle 2-core
+            machine, 2 CPU devices, bulk ESS per second as a multiple of a compiled-once NUTS
+            loop's, B = 32 / 128): n = 100: NUTS 3.0 / 2.6, ChEES 4.7 / 4.4, ChEES with
+            ``shared_warmup=150, num_warmup=25`` 5.1 / 5.8; n = 1000: NUTS 2.3 / 2.5, ChEES
+            2.1 / 2.0, shared 6.4 / 6.1; n = 10^4 (shorter chains): NUTS 2.2 / 1.2, ChEES 0.8
+            (B = 32), shared 3.7 / 3.2. While sampling, ChEES wastes little (steps run / steps needed
+            1.13-1.16, NUTS 2.3-2.9) and needs ~1.7 leapfrog steps per draw here, but its own
+            warm-up costs ``num_chains`` chains of ``num_warmup`` iterations, ~5 steps each before
+            the mass matrix engages, in lock-step across posteriors, so where gradients are
+            expensive (large n) that warm-up dominates; ``shared_warmup`` pays it once for all B
+            posteriors. NUTS stays the default: it needs no assumption that the B posteriors are
+            alike, and at B = 128, n = 10^4 its lock-step waste leaves it near the loop.
         num_chains: chains per posterior for ``kernel="chees"`` (default 4, at least 2: the
             adaptation uses statistics across them); ``num_samples`` must be a multiple of it,
             and each chain keeps ``num_samples // num_chains`` draws. NUTS runs one chain.
@@ -202,6 +204,19 @@ def run(
             only for the slowest chain of its chunk and a chunk's arrays stay in cache. Same draws
             up to rounding. Measured at n = 1000, B = 128, 2 devices, k = 16: ESS/s 1.16x (NUTS)
             and 1.68x (ChEES) that of one vmap.
+
+        shared_warmup: with ``kernel="chees"``, the number of iterations of one ChEES warm-up (of
+            ``num_chains`` chains) on the posterior of the mean weight vector, run once for all B
+            posteriors (default 0: none, each posterior adapts on its own). Every posterior then
+            starts its chains at that warm-up's final positions with its trajectory length and
+            diagonal mass matrix, and adapts only its step size during its own ``num_warmup``
+            iterations (dual averaging towards ``target_accept_prob``, started at the shared
+            step size); the draws use a fixed kernel, so they target each posterior exactly, and
+            the shared settings decide only how well they mix. Meant for posteriors of similar
+            shape (bootstrap replicates, CV folds, GPC), where a short ``num_warmup`` (e.g. 25)
+            then suffices, and all posteriors take the same number of leapfrog steps per
+            iteration; for posteriors of very different scales (a temperature ladder) keep 0.
+            Measured (``benchmarks/bench_batched_ess.py --shared-warmup``): see ``kernel``.
 
     Returns:
         :class:`BatchedSamples`; divergent transitions are counted in its diagnostics and warned
@@ -228,6 +243,7 @@ def run(
     check_key(rng_key)
     _check_positive_int(num_samples, "num_samples")
     num_chains = _check_kernel(kernel, num_chains, num_warmup, num_samples, dense_mass)
+    _check_shared_warmup(shared_warmup, kernel)
     if chunk_size is not None:
         _check_positive_int(chunk_size, "chunk_size")
     if target_accept_prob is None:
@@ -274,7 +290,7 @@ def run(
     model, args = family_as_argument(model, args)
     dyn, rebuild, arg_key = split_args(args, kwargs)
     settings = (num_warmup, num_samples, target_accept_prob, dense_mass, max_tree_depth, shard, len(devices), kernel,
-                num_chains, chunk_size)
+                num_chains, chunk_size, shared_warmup)
     strategy = _strategy_key(init_strategy)
     program, reused = _PROGRAMS.get(
         None if arg_key is None or strategy is None else
@@ -379,7 +395,8 @@ def _build_program(model, sites, units, init_strategy, rebuild, settings):
     operations would compile on first use (several seconds per call on a CPU, and again for every
     new model); inside, it is compiled once with the sampler and skipped entirely on reuse.
     """
-    num_warmup, num_samples, target_accept_prob, dense_mass, max_tree_depth, shard, _, kernel, num_chains, chunk_size = settings
+    (num_warmup, num_samples, target_accept_prob, dense_mass, max_tree_depth, shard, _, kernel, num_chains, chunk_size,
+     shared_warmup) = settings
 
     def one(potential_gen, postprocess_gen, w, key, init_z, dyn):
         a, kw = rebuild(dyn)
@@ -416,6 +433,7 @@ def _build_program(model, sites, units, init_strategy, rebuild, settings):
     def program(weights, keys, key_init, dyn):
         a, kw = rebuild(dyn)
         weighted = _weighted(model, sites, units)
+        key_pilot = jax.random.fold_in(key_init, 1)
         if kernel == "chees":  # one dispersed initial point per chain (shared by the B posteriors)
             key_init = jax.random.split(key_init, num_chains)
         info = initialize_model(key_init, weighted, init_strategy=init_strategy, dynamic_args=True,
@@ -433,7 +451,12 @@ def _build_program(model, sites, units, init_strategy, rebuild, settings):
             potential_gen = marginal_potential_gen
         init_ok = jnp.all(jnp.isfinite(p.potential_energy)) & jnp.all(
             jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(p.z_grad)]))
-        one_posterior = _chees_posterior(settings, rebuild) if kernel == "chees" else one
+        start = p.z
+        if shared_warmup:  # one ChEES warm-up on the mean weights; every posterior starts from its result
+            start = _chees_pilot(settings, rebuild)(potential_gen, jnp.mean(weights, axis=0), key_pilot, p.z, dyn)
+            one_posterior = _chees_from_pilot(settings, rebuild)
+        else:
+            one_posterior = _chees_posterior(settings, rebuild) if kernel == "chees" else one
         one_bound = partial(one_posterior, potential_gen, info.postprocess_fn)
         if chunk_size is None:
             batched = jax.vmap(one_bound, in_axes=(0, 0, None, None))
@@ -445,7 +468,7 @@ def _build_program(model, sites, units, init_strategy, rebuild, settings):
         if shard:
             # chains are independent: each device runs its own B/D of them, no communication
             batched = shard_leading(batched, (0, 0, None, None), axis_name="replicate")
-        samples, diag = batched(weights, keys, p.z, dyn)
+        samples, diag = batched(weights, keys, start, dyn)
         return samples, diag, init_ok
 
     return jax.jit(program)
@@ -456,6 +479,38 @@ def _build_program(model, sites, units, init_strategy, rebuild, settings):
 # averaging moves within a few iterations (it starts in the tails, where any step size is wrong).
 _CHEES_LEARNING_RATE = 0.025
 _CHEES_INITIAL_STEP_SIZE = 0.1
+
+
+def _chees_warmup(logdensity, key, init_zs, num_steps, num_chains, target_accept_prob, max_sampling_steps):
+    """``blackjax.chees_adaptation`` (diagonal mass matrix) of ``num_chains`` chains for ``num_steps``
+    iterations: ``(final states, parameters)``."""
+    import blackjax
+    import optax
+    from blackjax.adaptation.base import get_filter_adapt_info_fn
+
+    warmup = blackjax.chees_adaptation(logdensity, num_chains, target_acceptance_rate=target_accept_prob,
+                                       mass_matrix_estimation="diagonal",
+                                       adaptation_info_fn=get_filter_adapt_info_fn())
+    (states, params), _ = warmup.run(key, init_zs, _CHEES_INITIAL_STEP_SIZE, optax.adam(_CHEES_LEARNING_RATE),
+                                     num_steps, max_sampling_steps=max_sampling_steps)
+    return states, params
+
+
+def _chees_draws(step, states, key, num_chains, per_chain, num_samples, postprocess):
+    """``per_chain`` iterations of ``step(keys, states) -> (states, info)`` for the ``num_chains``
+    chains: (constrained samples, diagnostics without the step size)."""
+    def draw(states, k):
+        states, info = step(jax.random.split(k, num_chains), states)
+        return states, (states.position, info.is_divergent, info.acceptance_rate, info.num_integration_steps)
+
+    _, (zs, div, acc, nsteps) = jax.lax.scan(draw, states, jax.random.split(key, per_chain))
+    # (draw, chain, ...) -> (chain · draw, ...): chain c holds draws [c·S/C, (c+1)·S/C)
+    zs = jax.tree_util.tree_map(lambda v: jnp.reshape(jnp.swapaxes(v, 0, 1), (num_samples,) + v.shape[2:]), zs)
+    return jax.vmap(postprocess)(zs), {
+        "num_divergent": jnp.sum(div),
+        "mean_accept_prob": jnp.mean(acc),
+        "mean_num_steps": jnp.mean(nsteps.astype(jnp.result_type(float))),
+    }
 
 
 def _chees_posterior(settings, rebuild):
@@ -471,10 +526,8 @@ def _chees_posterior(settings, rebuild):
     step that a chain discards (NUTS under ``vmap`` runs every chain to the deepest tree of the batch).
     """
     import blackjax
-    import optax
-    from blackjax.adaptation.base import get_filter_adapt_info_fn
 
-    num_warmup, num_samples, target_accept_prob, _, _, _, _, _, num_chains, _ = settings
+    num_warmup, num_samples, target_accept_prob, _, _, _, _, _, num_chains, _, _ = settings
     per_chain = num_samples // num_chains
 
     def one(potential_gen, postprocess_gen, w, key, init_zs, dyn):
@@ -485,30 +538,98 @@ def _chees_posterior(settings, rebuild):
             return -potential(z)
 
         key_warmup, key_sample = jax.random.split(key)
-        warmup = blackjax.chees_adaptation(logdensity, num_chains, target_acceptance_rate=target_accept_prob,
-                                           mass_matrix_estimation="diagonal",
-                                           adaptation_info_fn=get_filter_adapt_info_fn())
-        (states, params), _ = warmup.run(key_warmup, init_zs, _CHEES_INITIAL_STEP_SIZE,
-                                         optax.adam(_CHEES_LEARNING_RATE), num_warmup, max_sampling_steps=per_chain)
+        states, params = _chees_warmup(logdensity, key_warmup, init_zs, num_warmup, num_chains, target_accept_prob,
+                                       per_chain)
         step = jax.vmap(blackjax.dynamic_hmc(logdensity, **params).step)
-
-        def draw(states, k):
-            states, info = step(jax.random.split(k, num_chains), states)
-            return states, (states.position, info.is_divergent, info.acceptance_rate, info.num_integration_steps)
-
-        _, (zs, div, acc, nsteps) = jax.lax.scan(draw, states, jax.random.split(key_sample, per_chain))
-        # (draw, chain, ...) -> (chain · draw, ...): chain c holds draws [c·S/C, (c+1)·S/C)
-        zs = jax.tree_util.tree_map(lambda v: jnp.reshape(jnp.swapaxes(v, 0, 1), (num_samples,) + v.shape[2:]), zs)
-        samples = jax.vmap(postprocess_gen(w, *a, **kw))(zs)
-        diag = {
-            "num_divergent": jnp.sum(div),
-            "mean_accept_prob": jnp.mean(acc),
-            "mean_num_steps": jnp.mean(nsteps.astype(jnp.result_type(float))),
-            "step_size": params["step_size"],
-        }
-        return samples, diag
+        samples, diag = _chees_draws(step, states, key_sample, num_chains, per_chain, num_samples,
+                                     postprocess_gen(w, *a, **kw))
+        return samples, {**diag, "step_size": params["step_size"]}
 
     return one
+
+
+def _chees_pilot(settings, rebuild):
+    """``pilot(potential_gen, w, key, init_zs, dyn) -> (positions, step size, trajectory length,
+    inverse mass matrix)``: ``shared_warmup`` iterations of ChEES adaptation of C chains on the
+    posterior with weights ``w`` (the mean weight vector)."""
+    _, num_samples, target_accept_prob, _, _, _, _, _, num_chains, _, shared_warmup = settings
+
+    def pilot(potential_gen, w, key, init_zs, dyn):
+        a, kw = rebuild(dyn)
+        potential = potential_gen(w, *a, **kw)
+        states, params = _chees_warmup(lambda z: -potential(z), key, init_zs, shared_warmup, num_chains,
+                                       target_accept_prob, num_samples)
+        (num_steps,) = params["integration_steps_params"]
+        return states.position, params["step_size"], num_steps * params["step_size"], params["inverse_mass_matrix"]
+
+    return pilot
+
+
+def _chees_from_pilot(settings, rebuild):
+    """``one(potential_gen, postprocess_gen, w, key, pilot, dyn) -> (samples, diagnostics)``: C
+    chains of one weighted posterior by jittered HMC with the pilot's (:func:`_chees_pilot`)
+    trajectory length L and diagonal mass matrix, started at the pilot's final positions.
+
+    During ``num_warmup`` iterations only the step size ε adapts, by BlackJAX's dual averaging
+    (Hoffman & Gelman 2014) of the chains' mean acceptance rate towards ``target_accept_prob``,
+    shrunk towards the pilot's step size (its μ, which BlackJAX sets to log 10ε); the draws then use
+    the final averaged ε, with ``ceil(h_t · L / ε)`` leapfrog steps at iteration t (``h_t`` the t-th
+    Halton number, as in ChEES). The kernel is fixed while drawing, so each posterior's chains target
+    it exactly, whatever the pilot was; the pilot only decides how fast they mix.
+    """
+    import blackjax
+    from blackjax.adaptation.step_size import dual_averaging_adaptation
+    from blackjax.mcmc.dynamic_hmc import halton_sequence
+
+    num_warmup, num_samples, target_accept_prob, _, _, _, _, _, num_chains, _, _ = settings
+    per_chain = num_samples // num_chains
+    max_bits = max(1, int(np.ceil(np.log2(num_warmup + per_chain + 1))))
+
+    def num_integration_steps(i, num_steps):
+        return jnp.asarray(jnp.ceil(halton_sequence(i, max_bits) * num_steps), dtype=int)
+
+    kernel = blackjax.dynamic_hmc.build_kernel(next_random_arg_fn=lambda i: i + 1,
+                                               integration_steps_fn=num_integration_steps)
+    da_init, da_update, da_final = dual_averaging_adaptation(target_accept_prob)
+
+    def one(potential_gen, postprocess_gen, w, key, pilot, dyn):
+        positions, step_size, length, inverse_mass_matrix = pilot
+        a, kw = rebuild(dyn)
+        potential = potential_gen(w, *a, **kw)
+
+        def logdensity(z):
+            return -potential(z)
+
+        def step_with(eps):
+            def step(keys, states):
+                return jax.vmap(lambda k, s: kernel(k, s, logdensity, eps, inverse_mass_matrix, (length / eps,)))(
+                    keys, states)
+            return step
+
+        def warm(carry, k):
+            states, da = carry
+            states, info = step_with(jnp.exp(da.log_step_size))(jax.random.split(k, num_chains), states)
+            return (states, da_update(da, jnp.mean(info.acceptance_rate))), None
+
+        key_warmup, key_sample = jax.random.split(key)
+        states = jax.vmap(lambda z: blackjax.dynamic_hmc.init(z, logdensity, jnp.asarray(0)))(positions)
+        da = da_init(step_size)._replace(mu=jnp.log(step_size))
+        (states, da), _ = jax.lax.scan(warm, (states, da), jax.random.split(key_warmup, num_warmup))
+        eps = da_final(da) if num_warmup else step_size
+        samples, diag = _chees_draws(step_with(eps), states, key_sample, num_chains, per_chain, num_samples,
+                                     postprocess_gen(w, *a, **kw))
+        return samples, {**diag, "step_size": eps}
+
+    return one
+
+
+def _check_shared_warmup(shared_warmup, kernel):
+    if isinstance(shared_warmup, bool) or not isinstance(shared_warmup, (int, np.integer)) or shared_warmup < 0:
+        raise ValueError(f"`shared_warmup` must be a non-negative integer (0: no shared warm-up), got "
+                         f"{shared_warmup!r}.")
+    if shared_warmup and kernel != "chees":
+        raise ValueError(f"`shared_warmup` ({shared_warmup}) applies to kernel='chees' (a shared ChEES warm-up); "
+                         f"pass kernel='chees' or shared_warmup=0.")
 
 
 def posterior_samples(model, weights, *args, num_warmup=500, num_samples=500, rng_key, **kwargs):

@@ -202,6 +202,12 @@ def batched_posterior_samples(i):
     return _num(gb.batched.posterior_samples(loc_model, w, _x(i), rng_key=_key(i), **NUTS_SMALL))
 
 
+def batched_run_chees_shared(i):
+    w = jnp.asarray(np.random.default_rng(i).dirichlet(np.ones(8), 3) * 8)
+    return _num(gb.batched.run(loc_model, w, _x(i), rng_key=_key(i), kernel="chees", num_chains=2, num_warmup=5,
+                               num_samples=10, shared_warmup=10, progress=False))
+
+
 # ------------------------------------------------------------------------------------ vcd, infomax
 
 
@@ -246,14 +252,14 @@ CASES = {f.__name__: f for f in [
     _ev("smc", {"num_particles": 32, "num_runs": 2, "num_mcmc_steps": 1, "num_leapfrog": 2}),
     _ev("bridge", {"num_warmup": 20, "num_samples": 40, "num_chains": 2, "progress": False}),
     evidence_compare, evidence_prequential, bridge_sampling,
-    batched_run, batched_posterior_samples,
+    batched_run, batched_posterior_samples, batched_run_chees_shared,
     vcd_fit, infomax_train, sgmcmc_run,
 ]}
 
 SLOW = {"cv_identity_permutation", "cv_lpo_auto", "cv_identity_smc", "calibrate_gpc", "cv_lpo_psis",
         "evidence_thermodynamic", "evidence_smc", "calibrate_safebayes", "evidence_stepping_stone", "cv_lpo_refit",
         "cv_cumulative_psis", "calibrate_llb", "evidence_laplace", "vcd_fit", "evidence_bridge", "batched_run",
-        "bounds_pac_bayes"}
+        "bounds_pac_bayes", "batched_run_chees_shared"}
 """Cases whose two calls took more than ~13 s in the suite on 2 shared cores (NUTS, SMC, HMC compilations)."""
 
 KNOWN_COMPILES = {}
