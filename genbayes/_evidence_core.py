@@ -322,8 +322,13 @@ def _shard_mode(shard, num_runs):
     return "runs" if num_runs >= D else "particles"
 
 
-def _mapped_program(kind, model, args, kwargs, units, settings, one, num_rows, rng_key, mode):
+def _mapped_program(kind, model, args, kwargs, units, settings, one, num_rows, rng_key, mode, sequential=False):
     """Compile (or reuse) ``one(flat, *row, constrain=...)`` mapped over the leading axis of its rows.
+
+    The rows are ``jax.vmap``-ed, or with ``sequential=True`` run one after another
+    (``jax.lax.map``, per device when sharded): for rows whose work is a data-dependent loop (SMC
+    runs: tempering steps, blocks of moves, retries), under ``vmap`` every row waits for the
+    longest, a lock-step that ``sequential`` removes.
 
     ``mode`` places the work: ``"none"`` one ``jax.jit(jax.vmap(...))`` on one device; ``"runs"`` the
     rows split across devices (:func:`genbayes._programs.shard_leading`, independent, no
@@ -349,12 +354,16 @@ def _mapped_program(kind, model, args, kwargs, units, settings, one, num_rows, r
             return one(flat, *row, constrain=constrain)
 
         in_axes = (None, None) + (0,) * num_rows
-        mapped = jax.vmap(per_row, in_axes=in_axes)
+        def in_sequence(dyn_leaves, z0, *rows):
+            return jax.lax.map(lambda r: per_row(dyn_leaves, z0, *r), rows)
+
+        mapped = in_sequence if sequential else jax.vmap(per_row, in_axes=in_axes)
         if mode == "runs":
             return shard_leading(mapped, in_axes, axis_name="run")
         return jax.jit(mapped)
 
-    key = None if static_key is None else (kind, model, units.key, static_key, settings, mode, num_devices())
+    key = None if static_key is None else (kind, model, units.key, static_key, settings, mode, num_devices(),
+                                           sequential)
     compiled, _ = _PROGRAMS.get(key, build)
 
     def call(*rows):

@@ -10,7 +10,7 @@ for any NumPyro model by one of
   every temperature drawn by NUTS in *one* vmapped program (:func:`genbayes.batched.run` with
   constant weights β, i.e. :class:`genbayes.tempered`);
 - ``"smc"``: adaptive tempered SMC (BlackJAX ``adaptive_tempered_smc``, HMC moves), independent runs
-  vmapped together;
+  in one program, one after another (split across devices when there are several);
 - ``"nested"``: NumPyro's nested-sampling wrapper (needs the optional ``jaxns<3``).
 
 :func:`prequential` runs data-tempered SMC along R orderings of the observation units
@@ -349,8 +349,8 @@ def log_evidence(model, *args, method: str, rng_key=None, options: dict | None =
     - ``"smc"``: adaptive tempered SMC from prior to posterior (BlackJAX ``adaptive_tempered_smc``, the
       next temperature chosen so the ESS is ``target_ess`` of the particles; HMC moves with the particles'
       covariance as inverse mass matrix; Del Moral, Doucet & Jasra 2006). :math:`\log\hat Z = \sum_t \log
-      \sum_j W_j^{(t-1)} e^{(\beta_t-\beta_{t-1})\log p(x\mid\theta_j)}`; ``num_runs`` independent runs are
-      vmapped together, ``log_z`` is the log of their mean :math:`\hat Z` and ``se`` the spread of
+      \sum_j W_j^{(t-1)} e^{(\beta_t-\beta_{t-1})\log p(x\mid\theta_j)}`; ``num_runs`` independent runs
+      run in one program, one after another, ``log_z`` is the log of their mean :math:`\hat Z` and ``se`` the spread of
       :math:`\log\hat Z` over runs divided by :math:`\sqrt{R}`.
     - ``"nested"``: ``numpyro.contrib.nested_sampling`` (optional extra ``genbayes[nested]``, ``jaxns<3``).
 
