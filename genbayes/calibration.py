@@ -383,8 +383,11 @@ def _coverage_program(theta_hat, draws, logw, *, alpha, region):
 
 
 def _ess_fraction(logw):
-    w = jax.nn.softmax(logw, axis=-1)
-    return 1.0 / jnp.sum(w**2, axis=-1) / logw.shape[-1]
+    """Kish effective sample size of the self-normalised weights exp(logw), as a fraction (numpy)."""
+    logw = np.asarray(logw)
+    w = np.exp(logw - np.max(logw, axis=-1, keepdims=True))
+    w = w / np.sum(w, axis=-1, keepdims=True)
+    return 1.0 / np.sum(w**2, axis=-1) / logw.shape[-1]
 
 
 def _check_choice(value, name, choices):
@@ -478,6 +481,7 @@ def _llb(model, args, kwargs, *, rng_key, theta_hat, bandwidth, progress, units=
     return w, diag
 
 
+@partial(jax.jit, static_argnums=(1, 2))
 def _bootstrap_counts(key, B, n):
     """B multinomial bootstrap counts over n units, shape (B, n) (each row sums to n): Efron (1979) over units."""
     idx = jax.random.randint(key, (B, n), 0, n)
@@ -485,9 +489,9 @@ def _bootstrap_counts(key, B, n):
 
 
 def _draws_matrix(samples, params):
-    """Flatten the selected sites of (B, S, ...) draws into (B, S, D)."""
+    """Flatten the selected sites of (B, S, ...) draws into (B, S, D) (numpy: no eager compilations)."""
     B, S = np.shape(samples[params[0]])[:2]
-    return jnp.concatenate([jnp.reshape(samples[k], (B, S, -1)) for k in params], axis=-1)
+    return np.concatenate([np.reshape(np.asarray(samples[k]), (B, S, -1)) for k in params], axis=-1)
 
 
 def _gpc(
@@ -553,7 +557,7 @@ def _gpc(
     missing = sorted(set(params) - set(theta_hat))
     if missing:
         raise ValueError(f"`theta_hat` lacks the site(s) {missing} whose coverage is targeted (`params`).")
-    th = jnp.concatenate([jnp.ravel(jnp.asarray(theta_hat[k])) for k in params])
+    th = np.concatenate([np.ravel(np.asarray(theta_hat[k])) for k in params])
     D = th.shape[0]
     init_source = "user"
     if init is None:
@@ -568,7 +572,7 @@ def _gpc(
                               RuntimeWarning, stacklevel=3)
     # fixed bootstrap resamples of the UNITS (common random numbers across iterations): multinomial
     # counts; with group units this is the cluster bootstrap
-    counts = _bootstrap_counts(key_boot, B, n)
+    counts = np.asarray(_bootstrap_counts(key_boot, B, n))
 
     def make_boot_loss(args, kwargs):
         loss_vec = _loss_vector(model, args, kwargs, U)
@@ -599,9 +603,9 @@ def _gpc(
         ess = 0.0
         if src is not None:
             logw_is = -(w - src[0]) * src[2]
-            ess = float(jnp.min(_ess_fraction(logw_is)))
+            ess = float(np.min(_ess_fraction(logw_is)))
         if src is not None and ess >= ess_threshold:
-            c = float(jnp.mean(cov_fn(src[1], logw_is)))
+            c = float(np.mean(cov_fn(src[1], logw_is)))
             source, ndiv = "importance", 0
         else:
             res = batched.run(
@@ -609,8 +613,8 @@ def _gpc(
                 rng_key=jax.random.fold_in(key_run, t), progress=False, **nuts_kw, **kwargs,
             )
             draws = _draws_matrix(res.samples, params)
-            src = (w, draws, boot_loss({k: res.samples[k] for k in latent}))
-            c = float(jnp.mean(cov_fn(draws, jnp.zeros(draws.shape[:2]))))
+            src = (w, draws, np.asarray(boot_loss({k: res.samples[k] for k in latent})))
+            c = float(np.mean(cov_fn(draws, np.zeros(draws.shape[:2], draws.dtype))))
             source, ndiv, ess = "nuts", int(np.sum(res.diagnostics["num_divergent"])), 1.0
         for k, v in zip(path, (w, c, source, ess, ndiv)):
             path[k].append(v)
