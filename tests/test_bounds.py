@@ -126,14 +126,16 @@ def _squared_exact(x, mu0, tau, w):
     return kl, log_z, e_loss
 
 
+@pytest.mark.parametrize("kernel", ["nuts", "chees"])
 @settings(max_examples=2)
 @given(x=st.lists(st.floats(-3, 3), min_size=6, max_size=6), mu0=st.floats(-1, 1), tau=st.floats(0.5, 3.0),
        w_max=st.floats(0.5, 20.0))
-def test_kl_and_log_z_equal_the_closed_form(x64, x, mu0, tau, w_max):
-    """Squared loss, Gaussian prior: KL, log Z and E[L] within 4.5 SE (+ the TI discretisation) at every rate."""
+def test_kl_and_log_z_equal_the_closed_form(x64, kernel, x, mu0, tau, w_max):
+    """Squared loss, Gaussian prior: KL, log Z and E[L] within 4.5 SE (+ the TI discretisation) at every rate,
+    with NUTS (a row per rate and chain) and ChEES (a row per rate, its chains ChEES's)."""
     x = np.asarray(x)
     rates = w_max * np.geomspace(0.05, 1.0, 6)
-    r = _quiet(bounds.kl_to_prior, _squared_model, jnp.asarray(x), mu0, tau, learning_rates=rates,
+    r = _quiet(bounds.kl_to_prior, _squared_model, jnp.asarray(x), mu0, tau, learning_rates=rates, kernel=kernel,
                rng_key=jax.random.PRNGKey(0), **dict(RUN, num_warmup=200, num_samples=300, num_low_rungs=6))
     assert r.valid and r.n == 6 and r.learning_rates.tolist() == rates.tolist()
     kl, log_z, e = np.transpose([_squared_exact(x, mu0, tau, w) for w in rates])
@@ -285,7 +287,8 @@ def _threshold(x, y):
 
 
 @pytest.mark.slow
-def test_mutual_information_bound_is_at_least_the_mean_gap(x64):
+@pytest.mark.parametrize("kernel", ["nuts", "chees"])
+def test_mutual_information_bound_is_at_least_the_mean_gap(x64, kernel):
     """Xu-Raginsky with sigma = 1/2 (a loss in [0, 1]): gb.bounds' estimate from one data set's bootstraps
     is at least the mean generalization gap E[E_rho R - E_rho r_hat] over 2000 simulated data sets
     (quadrature, known data distribution), and its per-bootstrap KLs equal quadrature on the same counts."""
@@ -309,7 +312,7 @@ def test_mutual_information_bound_is_at_least_the_mean_gap(x64):
     mean_gap = gap.mean(axis=0) + 3 * gap.std(axis=0, ddof=1) / np.sqrt(T)
     assert np.all(gap.mean(axis=0) > 0)   # a real gap, so the comparison has teeth
     r = _quiet(bounds.mutual_information_bound, _threshold, jnp.asarray(x[0]), jnp.asarray(y[0].astype(int)),
-               learning_rates=rates, num_datasets=4, rng_key=jax.random.PRNGKey(5),
+               learning_rates=rates, num_datasets=4, rng_key=jax.random.PRNGKey(5), kernel=kernel,
                **dict(RUN, num_chains=2, num_low_rungs=8))
     assert r.valid and r.sigma == 0.5 and r.n == n
     assert np.all(r.bound >= mean_gap), (r.bound, gap.mean(axis=0))
