@@ -16,7 +16,8 @@ them, while the loop baseline runs one chain at a time on one device, as a plain
 
 Measured (idle 2-core machine, ``--quick --devices 2``, 2026-12-02): warm 1.91 s (NUTS, chunks of 8),
 2.61 s (one vmap), 0.94 s (ChEES, chunks of 8), loop 3.26 s: loop / ours 1.73x for NUTS and 3.45x for
-ChEES at equal draws; cold 22.2 / 13.3 / 21.2 s against 8.7 s for the loop.
+ChEES at equal draws; cold 22.2 / 13.3 / 21.2 s against 8.7 s for the loop. A second run: 1.86 / 2.91 /
+1.02 s, loop 3.54 s (NUTS 1.91x, ChEES 3.47x). The ratio lines below divide by the first row (NUTS, chunks).
 
 Usage: python benchmarks/bench_bounds.py [--quick] [--devices k]
 """
