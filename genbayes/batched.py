@@ -216,7 +216,7 @@ def run(
             shape (bootstrap replicates, CV folds, GPC), where a short ``num_warmup`` (e.g. 25)
             then suffices, and all posteriors take the same number of leapfrog steps per
             iteration; for posteriors of very different scales (a temperature ladder) keep 0.
-            Measured (``benchmarks/bench_batched_ess.py --shared-warmup``): see ``kernel``.
+            Measured (``benchmarks/bench_batched_ess.py --kernels chees-shared``): see ``kernel``.
 
     Returns:
         :class:`BatchedSamples`; divergent transitions are counted in its diagnostics and warned

@@ -295,6 +295,8 @@ def _rate_ladder(model, args, kwargs, rng_key, rates, U, latent, counts=None, *,
     from .units import log_likelihood
 
     _check_run(num_samples, num_chains, num_batches)
+    if kernel not in batched._KERNELS:
+        raise ValueError(f"`kernel` must be one of {batched._KERNELS}, got {kernel!r}.")
     # below the first rate E_t[L] falls fastest (from the prior's mean loss): the integral needs rungs
     # geometric from 1e-4 w_1 there; they are integrated over but not reported
     _check_int(num_low_rungs, "num_low_rungs", 0)
@@ -305,18 +307,16 @@ def _rate_ladder(model, args, kwargs, rng_key, rates, U, latent, counts=None, *,
     B = counts.shape[0]
     row_counts = np.repeat(counts, K1 * R, axis=0)  # (B K1 R, U)
     settings = dict(units=U, num_warmup=num_warmup, rng_key=rng_key, progress=progress, shard=shard,
-                    chunk_size=chunk_size, target_accept_prob=target_accept_prob)
+                    chunk_size=chunk_size, target_accept_prob=target_accept_prob, dense_mass=dense_mass, kernel=kernel)
     if kernel == "chees":  # one posterior per rung, its R chains ChEES's chains: (B K1, R S) -> (B K1 R, S)
-        if dense_mass:
-            raise ValueError("`dense_mass=True` is not available with kernel='chees' (a diagonal mass matrix).")
         res = batched.run(model, np.tile(lad, B)[:, None] * np.repeat(counts, K1, axis=0), *args,
-                          num_samples=R * num_samples, kernel="chees", num_chains=R, **settings, **kwargs)
+                          num_samples=R * num_samples, num_chains=R, **settings, **kwargs)
         samples = {k: np.reshape(res.samples[k], (B * K1 * R, num_samples) + np.shape(res.samples[k])[2:])
                    for k in latent}
         divergent = np.asarray(res.diagnostics["num_divergent"]).reshape(B, K1, 1)  # per rung, chains together
     else:
         weights = np.tile(np.repeat(lad, R), B)[:, None] * row_counts
-        res = batched.run(model, weights, *args, num_samples=num_samples, dense_mass=dense_mass, **settings, **kwargs)
+        res = batched.run(model, weights, *args, num_samples=num_samples, **settings, **kwargs)  # checks `kernel`
         samples = {k: res.samples[k] for k in latent}
         divergent = np.asarray(res.diagnostics["num_divergent"]).reshape(B, K1, R)
 
@@ -359,7 +359,7 @@ def _ladder_checks(run, what):
     if np.any(frac > 0):
         b, k = np.unravel_index(np.argmax(frac), frac.shape)
         # a rung above 1% is unusable, with every rung after it: `_rungs_ok` flags those rates
-        problems.append(f"{int(run['divergent'].sum())} divergent NUTS transitions, most at learning rate "
+        problems.append(f"{int(run['divergent'].sum())} divergent transitions, most at learning rate "
                         f"{lad[k]:.4g} ({100 * frac[b, k]:.2g}% of its draws)"
                         + ("; above 1% the Gibbs posterior there is not explored (raise target_accept_prob or "
                            "reparameterise)" if frac[b, k] > _MAX_DIVERGENT_FRACTION else ""))
@@ -447,7 +447,8 @@ class KLToPrior:
         diagnostics: ``ladder`` (0, the low rungs and the rates), ``samples`` (dict latent site ->
             draws at each reported rate, chains pooled, shape ``(K, R S, ...)``), ``replicates``
             (R, 4, K) and ``batches`` (R M, 4, K) (rows log Z, KL, E[log-lik], uncorrected log Z),
-            ``divergent``, ``warnings``, ``invalid``, ``time_s``.
+            ``divergent`` (per rung and chain, (K1, R); with ``kernel="chees"`` (K1, 1), a rung's chains
+            together), ``warnings``, ``invalid``, ``time_s``.
 
     Example:
         >>> import numpy as np

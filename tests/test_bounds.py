@@ -349,6 +349,7 @@ XC, YC = jnp.array([0.5, -1.0, 2.0, 0.1]), jnp.array([1, 0, 1, 0])
     (bounds.kl_to_prior, (_classifier, XC, YC), {"learning_rates": [0.0, 1.0]}, "finite and > 0"),
     (bounds.kl_to_prior, (_classifier, XC, YC), {"learning_rates": [1.0, np.nan]}, "finite and > 0"),
     (bounds.kl_to_prior, (_classifier, XC, YC), {"learning_rates": [1.0], "num_chains": 1}, "num_chains"),
+    (bounds.kl_to_prior, (_classifier, XC, YC), {"learning_rates": [1.0], "kernel": "hmc"}, "`kernel` must be one of"),
     (bounds.kl_to_prior, (gb.gibbs(_likelihood_model, loss={"x": squared}, learning_rate=2.0), X),
      {"learning_rates": [1.0]}, "already carries a scale"),
     (bounds.mutual_information_bound, (_classifier, XC, YC), {"learning_rates": [1.0], "sigma": -1.0}, "`sigma`"),
