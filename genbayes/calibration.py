@@ -782,7 +782,8 @@ def calibrate(model, *args, method: str = "llb", rng_key, progress: bool = True,
     :func:`genbayes.bounds.default_rates`) of the PAC-Bayes bound ``bound`` ("kl", "catoni",
     "mcallester") on :math:`E_{\rho_w} R` at level ``delta`` (union bound over the ladder, so the
     guarantee holds at the chosen rate), for a loss with range ``loss_range``; all rates are one batched
-    NUTS program (:func:`genbayes.bounds.pac_bayes`, whose result is ``diagnostics["pac_bayes"]``).
+    NUTS (or, with ``kernel="chees"``, ChEES) program (:func:`genbayes.bounds.pac_bayes`, whose result is
+    ``diagnostics["pac_bayes"]``).
     Options: ``learning_rates``, ``delta`` (0.05), ``bound`` ("kl"), ``loss_range`` and the run
     options of :func:`genbayes.bounds.kl_to_prior`. Unlike llb and gpc it targets the risk, not the
     coverage of credible regions (see the module docstring).
@@ -835,7 +836,8 @@ def calibrate(model, *args, method: str = "llb", rng_key, progress: bool = True,
         "safebayes": {"grid", "start", "score", "num_warmup", "num_samples", "target_accept_prob", "dense_mass",
                       "max_tree_depth", "init_strategy"},
         "pac-bayes": {"learning_rates", "delta", "bound", "loss_range", "num_warmup", "num_samples", "num_chains",
-                      "num_batches", "num_low_rungs", "dense_mass", "target_accept_prob", "shard", "chunk_size"},
+                      "num_batches", "num_low_rungs", "dense_mass", "target_accept_prob", "shard", "chunk_size",
+                      "kernel"},
     }[method]
     opt = {k: kwargs.pop(k) for k in list(kwargs) if k in options}
     check_args_finite(args, kwargs)  # the data, positional or keyword (the settings are popped above)
