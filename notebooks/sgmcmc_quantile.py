@@ -54,9 +54,10 @@ print(f"n = {N}, subsample {N_SUB}, tau = {TAU}, true quantile coefficients (cen
 # Vollmer 2016), plus what is left of the gradient noise after the control variates.
 
 # %%
-def sgld(X, y, seed, iters=4_000 if QUICK else 20_000, burn=1_000 if QUICK else 2_000):
-    n = X.shape[0]
-    return gb.sgmcmc.run(qr.single_model, X, y, tau=TAU, batch_size=1000, step_size=0.1 / (0.2 * n),
+def sgld(X, y, seed, iters=4_000 if QUICK else 20_000, burn=1_000 if QUICK else 2_000, rate=1.0):
+    n = X.shape[0]  # the curvature scales with the learning rate, so the step scales with 1 / rate
+    return gb.sgmcmc.run(qr.single_model, X, y, tau=TAU, batch_size=1000, step_size=0.1 / (0.2 * n * rate),
+                         learning_rate=rate,
                          num_samples=1000, thinning=iters // 1000, num_warmup=burn, batch_args=(0, 1),
                          control_variates=True, num_chains=4, rng_key=jax.random.PRNGKey(seed), progress=False)
 
@@ -109,6 +110,47 @@ print(f"KSD (100 draws, c = {c:.3g}): SGLD {sg_sub.diagnostics['ksd']:.3g}, NUTS
       f"SGLD's draws twice as wide {ksd_wide:.3g}")
 print(f"ESS (min over coefficients): SGLD {min(sg_sub.diagnostics['ess']['beta']):.0f} on {N_SUB}, "
       f"{min(sg_all.diagnostics['ess']['beta']):.0f} on {N}")
+
+# %% [markdown]
+# ## The learning rate at large n
+#
+# Learning rate 1 is arbitrary for the check loss, which has no natural scale. The loss-likelihood
+# bootstrap rate (Lyddon, Holmes & Walker 2019), $w = \mathrm{tr}(J I^{-1} J^\top) / \mathrm{tr}(J)$ with
+# $I$ the covariance of the per-unit score and $J$ the (kernel-smoothed) Hessian of the loss at its
+# minimiser, makes the Gibbs posterior's spread match the sampling spread of that minimiser
+# asymptotically. It needs one loss minimisation and one pass over the units, no posterior draws,
+# so `gb.calibrate(..., method="llb")` runs on all n points (O(n)). It estimates a population
+# quantity, which this simulation knows: $J = E[f(q_\tau \mid x)\, x x^\top]$ with the Normal
+# error density at the τ-quantile $\varphi(z_\tau) / (1 + x_1/2)$, and $I = \tau(1-\tau) E[x x^\top]$,
+# computed by quadrature over the covariate. The posterior at the calibrated rate is then drawn by SGLD
+# (learning rate w: sds scale as $1/\sqrt{w}$).
+
+# %%
+from scipy.integrate import quad
+from scipy.stats import norm
+
+t0 = time.perf_counter()
+cal = gb.calibrate(qr.single_model, X, y, TAU, method="llb", rng_key=jax.random.PRNGKey(4), progress=False)
+t_cal = time.perf_counter() - t0
+cal_sub = gb.calibrate(qr.single_model, Xs, ys, TAU, method="llb", rng_key=jax.random.PRNGKey(5), progress=False)
+
+
+def population_rate(tau):
+    phi = norm.pdf(norm.ppf(tau))
+    xx = lambda u, i, j: [1.0, u - 1.0][i] * [1.0, u - 1.0][j]  # centred design (1, u - 1), u ~ U(0, 2)
+    J = np.array([[quad(lambda u: phi / (1 + 0.5 * u) * xx(u, i, j) / 2, 0, 2)[0] for j in range(2)] for i in range(2)])
+    I = tau * (1 - tau) * np.array([[quad(lambda u: xx(u, i, j) / 2, 0, 2)[0] for j in range(2)] for i in range(2)])
+    return np.trace(J @ np.linalg.solve(I, J.T)) / np.trace(J)
+
+
+w_pop = population_rate(TAU)
+print(f"LLB learning rate on {N} points: {cal.learning_rate:.4f} ({t_cal:.1f} s with compilation); "
+      f"on the {N_SUB}-point subsample: {cal_sub.learning_rate:.4f}; population value (quadrature): {w_pop:.4f}")
+assert abs(cal.learning_rate - w_pop) < 0.1 * w_pop
+sg_cal = sgld(X, y, 6, rate=cal.learning_rate)
+print(f"SGLD at w = {cal.learning_rate:.3f}: sds {np.round(sg_cal['beta'].std(0), 5)}, at w = 1: "
+      f"{np.round(sg_all['beta'].std(0), 5)} (ratio {np.round(sg_cal['beta'].std(0) / sg_all['beta'].std(0), 3)}, "
+      f"1/sqrt(w) = {1 / np.sqrt(cal.learning_rate):.3f})")
 
 # %% [markdown]
 # ## The figure
