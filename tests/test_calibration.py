@@ -105,11 +105,16 @@ def _grid_interval_coverage(ys, w, truth, alpha=0.1, prior_scale=100.0):
 
 
 @pytest.mark.slow
-def test_gpc_gives_nominal_coverage_on_fresh_replicates(x64):
+@pytest.mark.parametrize("sampler", [
+    {"num_warmup": 150},
+    # one ChEES warm-up on the mean bootstrap weights, then 25 step-size iterations per replicate
+    {"kernel": "chees", "shared_warmup": 150, "num_warmup": 25},
+], ids=["nuts", "chees_shared"])
+def test_gpc_gives_nominal_coverage_on_fresh_replicates(x64, sampler):
     n, R = 200, 400
     y = median.simulate(jax.random.PRNGKey(0), n)
     cal = calibrate(median.model, y, method="gpc", rng_key=jax.random.PRNGKey(1), B=100, init=1.0,
-                    num_warmup=150, num_samples=200, max_iter=10, progress=False)
+                    num_samples=200, max_iter=10, progress=False, **sampler)
     path = cal.diagnostics["path"]
     assert path["learning_rate"][0] == 1.0 and len(path["coverage"]) == len(path["source"])
     reps = np.asarray(median.simulate(jax.random.PRNGKey(2), n * R)).reshape(R, n)
@@ -165,6 +170,16 @@ def test_bad_input_is_rejected_before_compiling():
         calibrate(m, x, method="gpc", alpha=1.5, rng_key=key)
     with pytest.raises(ValueError, match="region"):
         calibrate(m, x, method="gpc", region="box", rng_key=key)
+    from genbayes._programs import count_compilations
+
+    with count_compilations() as c:  # gpc's sampler settings, checked before the loss minimiser compiles
+        for kw, match in [({"kernel": "hmc"}, "`kernel` must be one of"), ({"num_chains": 4}, "applies to kernel='chees'"),
+                          ({"kernel": "chees", "num_chains": 1}, "integer >= 2"),
+                          ({"kernel": "chees", "num_samples": 302}, "multiple of `num_chains`"),
+                          ({"shared_warmup": 100}, "shared_warmup")]:
+            with pytest.raises(ValueError, match=match):
+                calibrate(m, x, method="gpc", rng_key=key, **kw)
+    assert c.count == 0
     with pytest.raises(ValueError, match="grid"):
         calibrate(m, x, method="safebayes", grid=[0.5, 2.0], rng_key=key)
     with pytest.raises(ValueError, match="start"):
