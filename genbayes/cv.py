@@ -746,6 +746,30 @@ def _mcmc_opts(num_warmup, num_samples, num_chains):
             raise ValueError(f"`{name}` must be an integer >= {lo}, got {v!r}.")
 
 
+_REFIT_OPTIONS = ("kernel", "num_chains", "shared_warmup", "target_accept_prob", "dense_mass", "max_tree_depth",
+                  "init_strategy", "chunk_size")
+
+
+def _check_refit_kwargs(refit_kwargs, num_warmup, num_samples):
+    """Validate ``refit_kwargs`` (sampler options of gb.batched.run for the refits) before anything compiles."""
+    from . import batched
+
+    if refit_kwargs is None:
+        return {}
+    if not isinstance(refit_kwargs, dict):
+        raise TypeError(f"`refit_kwargs` must be a dict of genbayes.batched.run sampler options (e.g. "
+                        f"{{'kernel': 'chees', 'shared_warmup': 150}}), got {type(refit_kwargs).__name__}.")
+    bad = sorted(set(refit_kwargs) - set(_REFIT_OPTIONS))
+    if bad:
+        raise ValueError(f"`refit_kwargs` got {bad}; it takes the sampler options {list(_REFIT_OPTIONS)} "
+                         "(num_warmup and num_samples are arguments of the call itself).")
+    kernel = refit_kwargs.get("kernel", "nuts")
+    batched._check_kernel(kernel, refit_kwargs.get("num_chains"), num_warmup, num_samples,
+                          refit_kwargs.get("dense_mass", False))
+    batched._check_shared_warmup(refit_kwargs.get("shared_warmup", 0), kernel)
+    return dict(refit_kwargs)
+
+
 def _ess_ratio(x):
     """Relative efficiency ESS / draws of each column of x (chains, draws, k), via NumPyro."""
     from numpyro.diagnostics import effective_sample_size
@@ -824,12 +848,17 @@ def _psis_batch(post, masks, joint):
     return values, psi, np.asarray(khat)
 
 
-def _refit_batch(target, masks, joint, rng_key, num_warmup, num_samples):
-    """Refit estimates for held-out masks (m, n): values, Monte Carlo variances (m,), diagnostics."""
+def _refit_batch(target, masks, joint, rng_key, num_warmup, num_samples, refit_kwargs=None):
+    """Refit estimates for held-out masks (m, n): values, Monte Carlo variances (m,), diagnostics.
+
+    ``refit_kwargs``: sampler options of :func:`genbayes.batched.run` (e.g. ``kernel="chees"``,
+    ``shared_warmup``); a posterior's draws are then its chains', one after the other.
+    """
     from .batched import run
 
     res = run(target.model, 1.0 - jnp.asarray(masks, _float()), *target.args, num_warmup=num_warmup,
-              num_samples=num_samples, rng_key=rng_key, units=target.units, progress=False, **target.kwargs)
+              num_samples=num_samples, rng_key=rng_key, units=target.units, progress=False,
+              **(refit_kwargs or {}), **target.kwargs)
     m = masks.shape[0]
     flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in res.samples.items()}
     L = np.asarray(_pointwise_loglik(target, flat), dtype=np.float64).reshape(m, num_samples, target.n)
@@ -850,7 +879,8 @@ def _refit_batch(target, masks, joint, rng_key, num_warmup, num_samples):
         values = np.sum(M * (np.log(Phat) + shift[:, 0]), axis=1) / p
         A = M / Phat / p[:, None]
         psi = (np.einsum("msn,mn->ms", P, A) - 1.0) / S
-    r = _ess_ratio(psi.T[None])  # one chain per subset
+    C = res.num_chains  # chains per posterior (1 for NUTS), chain c holds draws [c S/C, (c+1) S/C)
+    r = _ess_ratio(psi.reshape(m, C, S // C).transpose(1, 2, 0))
     mc_var = np.sum(psi**2, axis=1) / r
     return values, mc_var, {"num_divergent": np.asarray(res.diagnostics["num_divergent"])}
 
@@ -864,8 +894,10 @@ class _Runner:
     """Evaluates one batch of held-out sets with a fixed method; shared by lpo/cumulative and the CLI."""
 
     def __init__(self, target, p, method, joint, num_subsets, rng_key, max_subsets, batch_size,
-                 num_warmup, num_samples, num_chains, chunk, subsets=None, memory_budget=None, max_batch_size=None):
+                 num_warmup, num_samples, num_chains, chunk, subsets=None, memory_budget=None, max_batch_size=None,
+                 refit_kwargs=None):
         self.target, self.p, self.joint, self.chunk = target, p, joint, chunk
+        self.refit_kwargs = refit_kwargs
         self.num_warmup, self.num_samples, self.num_chains = num_warmup, num_samples, num_chains
         n = target.n
         total_possible = math.comb(n, p)
@@ -973,7 +1005,8 @@ class _Runner:
         check = np.sort(rng.choice(low, size=num_check, replace=False)) if num_check else np.zeros(0, int)
         idx = np.concatenate([np.flatnonzero(refit), check]).astype(int)
         v2, mv2, d = _refit_batch(self.target, masks[jnp.asarray(idx)], self.joint,
-                                  jax.random.fold_in(self.key_refit, b), self.num_warmup, self.num_samples)
+                                  jax.random.fold_in(self.key_refit, b), self.num_warmup, self.num_samples,
+                                  self.refit_kwargs)
         divergent = np.asarray(d["num_divergent"]).tolist()
         vals, mc_var = vals.copy(), mc_var.copy()
         nh = int(np.sum(refit))
@@ -992,7 +1025,7 @@ class _Runner:
                 if len(rest):
                     v3, mv3, d3 = _refit_batch(self.target, masks[jnp.asarray(rest)], self.joint,
                                                jax.random.fold_in(jax.random.fold_in(self.key_refit, b), 1),
-                                               self.num_warmup, self.num_samples)
+                                               self.num_warmup, self.num_samples, self.refit_kwargs)
                     vals[rest], mc_var[rest] = v3, mv3
                     refit[rest] = True
                     divergent += np.asarray(d3["num_divergent"]).tolist()
@@ -1023,7 +1056,7 @@ class _Runner:
             psi_sum = None
         elif self.base == "refit":
             vals, mc_var, d = _refit_batch(self.target, masks, self.joint, jax.random.fold_in(self.key_refit, b),
-                                           self.num_warmup, self.num_samples)
+                                           self.num_warmup, self.num_samples, self.refit_kwargs)
             psi_sum = None
             out["num_divergent"] = d["num_divergent"].tolist()
         else:
@@ -1160,7 +1193,7 @@ def _check_subsets(subsets, n, p, pname):
 
 
 def _score(model, args, kwargs, *, p, site, units, method, num_subsets, rng_key, joint, max_subsets, batch_size,
-           num_warmup, num_samples, num_chains, chunk, pname, subsets=None, memory_budget=None):
+           num_warmup, num_samples, num_chains, chunk, pname, subsets=None, memory_budget=None, refit_kwargs=None):
     target = _resolve(model, args, kwargs, site, units)
     p = _check_p(p, target.n, pname)
     subsets = _check_subsets(subsets, target.n, p, pname)
@@ -1169,6 +1202,7 @@ def _score(model, args, kwargs, *, p, site, units, method, num_subsets, rng_key,
     method = _check_method(method, target)
     num_subsets = _check_num_subsets(num_subsets)
     _mcmc_opts(num_warmup, num_samples, num_chains)
+    refit_kwargs = _check_refit_kwargs(refit_kwargs, num_warmup, num_samples)
     if isinstance(max_subsets, bool) or not isinstance(max_subsets, (int, np.integer)) or max_subsets < 1:
         raise ValueError(f"`max_subsets` must be a positive integer, got {max_subsets!r}.")
     exact_family = target.conjugate and method in ("exact", "counting", "enumerate")
@@ -1192,7 +1226,8 @@ def _score(model, args, kwargs, *, p, site, units, method, num_subsets, rng_key,
                                    or batch_size < 1):
         raise ValueError(f"`batch_size` must be a positive integer (or None: sized from memory_budget), got {batch_size!r}.")
     runner = _Runner(target, p, method, joint, num_subsets, rng_key, max_subsets, batch_size,
-                     num_warmup, num_samples, num_chains, chunk, subsets=subsets, memory_budget=memory_budget)
+                     num_warmup, num_samples, num_chains, chunk, subsets=subsets, memory_budget=memory_budget,
+                     refit_kwargs=refit_kwargs)
     stats = [runner.batch(b) for b in range(runner.plan.num_batches)]
     res = _checked(runner.combine(stats))
     _warn_result(res)
@@ -1201,7 +1236,7 @@ def _score(model, args, kwargs, *, p, site, units, method, num_subsets, rng_key,
 
 def lpo(model, *args, p, units=None, site=None, method="auto", num_subsets=None, rng_key=None, max_subsets=DEFAULT_MAX_SUBSETS,
         num_warmup=500, num_samples=1000, num_chains=4, batch_size=None, chunk=1 << 14, subsets=None,
-        memory_budget=None, **kwargs) -> LPOResult:
+        memory_budget=None, refit_kwargs=None, **kwargs) -> LPOResult:
     r"""Bayesian leave-p-out score :math:`S_{CV}(p)`: mean held-out log predictive per held-out point.
 
     .. math:: S_{CV}(p) = \binom{n}{p}^{-1} \sum_{|S|=p} \frac1p \sum_{i \in S} \log p(x_i \mid x_{-S})
@@ -1230,6 +1265,13 @@ def lpo(model, *args, p, units=None, site=None, method="auto", num_subsets=None,
             above it, random subsets).
         num_warmup, num_samples, num_chains: NUTS settings (full posterior: ``num_chains``
             chains; refits: one chain per training set).
+        refit_kwargs: sampler options of :func:`genbayes.batched.run` for the refits (``"refit"``,
+            and ``"auto"``'s refits): NUTS's ``target_accept_prob``, ``dense_mass``, ``max_tree_depth``,
+            or ``kernel="chees"`` with ``num_chains`` and ``shared_warmup``. Training sets of one size
+            give alike posteriors, the case of ``shared_warmup`` (one ChEES warm-up on the mean
+            weights, then ``num_warmup`` step-size iterations per refit, e.g. ``{"kernel": "chees",
+            "shared_warmup": 300}`` with ``num_warmup=25``); ``num_samples`` is then split over the
+            chains and the Monte Carlo SE uses their multi-chain ESS.
         batch_size: subsets per batch (default: as many as fit in ``memory_budget``; for
             ``"refit"``/``"auto"`` the refits' random keys follow the batches, so pass it to get
             the same refits on machines with different memory).
@@ -1258,12 +1300,12 @@ def lpo(model, *args, p, units=None, site=None, method="auto", num_subsets=None,
     return _score(model, args, kwargs, p=p, site=site, units=units, method=method, num_subsets=num_subsets, rng_key=rng_key,
                   joint=False, max_subsets=max_subsets, batch_size=batch_size, num_warmup=num_warmup,
                   num_samples=num_samples, num_chains=num_chains, chunk=chunk, pname="p", subsets=subsets,
-                  memory_budget=memory_budget)
+                  memory_budget=memory_budget, refit_kwargs=refit_kwargs)
 
 
 def cumulative(model, *args, P, units=None, site=None, method="auto", num_subsets=None, rng_key=None,
                max_subsets=DEFAULT_MAX_SUBSETS, num_warmup=500, num_samples=1000, num_chains=4, batch_size=None,
-               chunk=1 << 12, subsets=None, memory_budget=None, **kwargs) -> LPOResult:
+               chunk=1 << 12, subsets=None, memory_budget=None, refit_kwargs=None, **kwargs) -> LPOResult:
     r"""Cumulative cross-validation score :math:`S_{CCV}(P) = \sum_{p \le P} S_{CV}(p)`.
 
     Computed directly as the mean joint held-out log predictive over training sets of size n − P,
@@ -1287,7 +1329,7 @@ def cumulative(model, *args, P, units=None, site=None, method="auto", num_subset
     return _score(model, args, kwargs, p=P, site=site, units=units, method=method, num_subsets=num_subsets, rng_key=rng_key,
                   joint=True, max_subsets=max_subsets, batch_size=batch_size, num_warmup=num_warmup,
                   num_samples=num_samples, num_chains=num_chains, chunk=chunk, pname="P", subsets=subsets,
-                  memory_budget=memory_budget)
+                  memory_budget=memory_budget, refit_kwargs=refit_kwargs)
 
 
 # --------------------------------------------------------------------------------------------

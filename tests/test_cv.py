@@ -207,6 +207,40 @@ def test_auto_detects_high_khat_and_refits():
     assert abs(ps.diagnostics["values"][0] - ex[0]) > abs(v[0] - ex[0])
 
 
+@pytest.mark.parametrize("refit_kwargs, num_warmup", [
+    (None, 200),
+    # one ChEES warm-up on the mean training weights, then 25 step-size iterations per refit, 4 chains
+    ({"kernel": "chees", "shared_warmup": 200}, 25),
+], ids=["nuts", "chees_shared"])
+def test_refits_match_the_exact_conjugate_values_within_their_se(refit_kwargs, num_warmup):
+    """Refit values of 12 held-out pairs against the exact ones (Normal mean, known variance), with either sampler;
+    the Monte Carlo SE (from the multi-chain ESS with ChEES) is checked to be neither too small nor grossly large."""
+    x = np.random.default_rng(4).normal(1.0, 1.0, 14)
+    subsets = [(2 * i, 2 * i + 1) for i in range(6)] + [(i, 13 - i) for i in range(6)]
+    with jax.enable_x64(True):
+        exact = cv.lpo(gb.conjugate.NormalKnownVariance(0.0, 100.0, 1.0), x, p=2, subsets=subsets)
+        rf = cv.lpo(_outlier_model, x, p=2, method="refit", subsets=subsets, rng_key=jax.random.PRNGKey(5),
+                    num_warmup=num_warmup, num_samples=400, refit_kwargs=refit_kwargs)
+    z = (np.asarray(rf.diagnostics["values"]) - np.asarray(exact.diagnostics["values"])) / np.asarray(rf.diagnostics["mc_se"])
+    assert rf.method == "refit" and np.all(np.abs(z) < 4.5), z
+    assert 0.3 < np.sqrt(np.mean(z**2)) < 2.0, z  # SE neither grossly too large nor too small over the 12 sets
+    assert abs(rf.value - exact.value) < 4.5 * rf.se
+
+
+def test_refit_kwargs_are_checked_before_anything_compiles():
+    from genbayes._programs import count_compilations
+
+    x, key = np.zeros(6), jax.random.PRNGKey(0)
+    with count_compilations() as c:
+        for kw, exc, match in [("chees", TypeError, "must be a dict"), ({"num_warmup": 5}, ValueError, "sampler options"),
+                               ({"kernel": "hmc"}, ValueError, "`kernel` must be one of"),
+                               ({"kernel": "chees", "num_chains": 3}, ValueError, "multiple of `num_chains`"),
+                               ({"shared_warmup": 10}, ValueError, "shared_warmup")]:
+            with pytest.raises(exc, match=match):
+                cv.lpo(_outlier_model, x, p=1, method="refit", num_samples=400, rng_key=key, refit_kwargs=kw)
+    assert c.count == 0
+
+
 # ---------------------------------------------------------------- results
 
 
