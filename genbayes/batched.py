@@ -623,6 +623,17 @@ def _chees_from_pilot(settings, rebuild):
     return one
 
 
+def _check_sampler_options(options, num_warmup, num_samples):
+    """Check sampler options that a caller passes on to :func:`run` as a dict (GPC, CV refits), as ``run`` does.
+
+    Called by those callers before they compile anything of their own; returns the chains per posterior.
+    """
+    kernel = options.get("kernel", "nuts")
+    num_chains = _check_kernel(kernel, options.get("num_chains"), num_warmup, num_samples, options.get("dense_mass", False))
+    _check_shared_warmup(options.get("shared_warmup", 0), kernel)
+    return num_chains
+
+
 def _check_shared_warmup(shared_warmup, kernel):
     if isinstance(shared_warmup, bool) or not isinstance(shared_warmup, (int, np.integer)) or shared_warmup < 0:
         raise ValueError(f"`shared_warmup` must be a non-negative integer (0: no shared warm-up), got "

@@ -528,10 +528,7 @@ def _gpc(
     _check_choice(region, "region", ("interval", "ellipsoid"))
     if not (0 <= ess_threshold <= 1):
         raise ValueError(f"`ess_threshold` must lie in [0, 1] (1 disables draw reuse), got {ess_threshold!r}.")
-    # the sampler settings, checked here as batched.run checks them, before the loss minimiser compiles
-    kernel = nuts_kw.get("kernel", "nuts")
-    batched._check_kernel(kernel, nuts_kw.get("num_chains"), num_warmup, num_samples, nuts_kw.get("dense_mass", False))
-    batched._check_shared_warmup(nuts_kw.get("shared_warmup", 0), kernel)
+    batched._check_sampler_options(nuts_kw, num_warmup, num_samples)  # before the loss minimiser compiles
     if tol is None:
         # a quarter of the coverage estimate's binomial standard error: stopping at one SE accepts
         # points systematically off-target (seen in tests), the tighter stop lets the SA steps average

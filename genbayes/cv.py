@@ -763,10 +763,7 @@ def _check_refit_kwargs(refit_kwargs, num_warmup, num_samples):
     if bad:
         raise ValueError(f"`refit_kwargs` got {bad}; it takes the sampler options {list(_REFIT_OPTIONS)} "
                          "(num_warmup and num_samples are arguments of the call itself).")
-    kernel = refit_kwargs.get("kernel", "nuts")
-    batched._check_kernel(kernel, refit_kwargs.get("num_chains"), num_warmup, num_samples,
-                          refit_kwargs.get("dense_mass", False))
-    batched._check_shared_warmup(refit_kwargs.get("shared_warmup", 0), kernel)
+    batched._check_sampler_options(refit_kwargs, num_warmup, num_samples)
     return dict(refit_kwargs)
 
 

@@ -160,3 +160,36 @@ def true_beta(tau, b, d: int | None = None, noise: float = 1.0, hetero: float = 
     out[0] += z
     out[1] += hetero * z
     return out
+
+
+def population_llb_rate(tau, noise: float = 1.0, hetero: float = 0.5, centre: float = 0.0) -> float:
+    r"""The loss-likelihood bootstrap learning rate of the check loss for data from :func:`simulate` (d = 2), in the population.
+
+    :math:`w = \mathrm{tr}(J I^{-1} J^\top) / \mathrm{tr}(J)` (Lyddon, Holmes & Walker 2019) with, for the
+    design :math:`x = (1, u - \text{centre})`, :math:`u \sim U(0, 2)` and errors
+    :math:`\text{noise}\,(1 + \text{hetero}\,u)\,e`, :math:`e \sim N(0, 1)`:
+    :math:`J = E[f(q_\tau \mid x)\, x x^\top]`, :math:`f(q_\tau \mid x) = \varphi(\Phi^{-1}(\tau)) /
+    (\text{noise}\,(1 + \text{hetero}\,u))`, and :math:`I = \tau(1-\tau) E[x x^\top]` (Koenker 2005, §4.2),
+    by quadrature over u: no data, so an independent reference for :func:`genbayes.calibrate`'s ``"llb"``.
+
+    Example:
+        >>> from scipy.stats import norm
+        >>> from genbayes.models import quantile_regression as qr
+        >>> w = qr.population_llb_rate(0.5, hetero=0.0)   # homoscedastic: J = f I / (tau (1 - tau))
+        >>> bool(abs(w - norm.pdf(0.0) / 0.25) < 1e-10)
+        True
+    """
+    from scipy.integrate import quad
+
+    phi = norm.pdf(norm.ppf(tau))
+
+    def E(g):  # expectation over u ~ U(0, 2)
+        return quad(lambda u: g(u) / 2.0, 0.0, 2.0)[0]
+
+    def xx(u, i, j):
+        x = (1.0, u - centre)
+        return x[i] * x[j]
+
+    J = np.array([[E(lambda u: phi / (noise * (1 + hetero * u)) * xx(u, i, j)) for j in range(2)] for i in range(2)])
+    I = tau * (1 - tau) * np.array([[E(lambda u: xx(u, i, j)) for j in range(2)] for i in range(2)])
+    return float(np.trace(J @ np.linalg.solve(I, J.T)) / np.trace(J))

@@ -126,24 +126,13 @@ print(f"ESS (min over coefficients): SGLD {min(sg_sub.diagnostics['ess']['beta']
 # (learning rate w: sds scale as $1/\sqrt{w}$).
 
 # %%
-from scipy.integrate import quad
-from scipy.stats import norm
-
 t0 = time.perf_counter()
 cal = gb.calibrate(qr.single_model, X, y, TAU, method="llb", rng_key=jax.random.PRNGKey(4), progress=False)
 t_cal = time.perf_counter() - t0
 cal_sub = gb.calibrate(qr.single_model, Xs, ys, TAU, method="llb", rng_key=jax.random.PRNGKey(5), progress=False)
 
 
-def population_rate(tau):
-    phi = norm.pdf(norm.ppf(tau))
-    xx = lambda u, i, j: [1.0, u - 1.0][i] * [1.0, u - 1.0][j]  # centred design (1, u - 1), u ~ U(0, 2)
-    J = np.array([[quad(lambda u: phi / (1 + 0.5 * u) * xx(u, i, j) / 2, 0, 2)[0] for j in range(2)] for i in range(2)])
-    I = tau * (1 - tau) * np.array([[quad(lambda u: xx(u, i, j) / 2, 0, 2)[0] for j in range(2)] for i in range(2)])
-    return np.trace(J @ np.linalg.solve(I, J.T)) / np.trace(J)
-
-
-w_pop = population_rate(TAU)
+w_pop = qr.population_llb_rate(TAU, centre=1.0)  # the centred design above
 print(f"LLB learning rate on {N} points: {cal.learning_rate:.4f} ({t_cal:.1f} s with compilation); "
       f"on the {N_SUB}-point subsample: {cal_sub.learning_rate:.4f}; population value (quadrature): {w_pop:.4f}")
 assert abs(cal.learning_rate - w_pop) < 0.1 * w_pop

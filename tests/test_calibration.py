@@ -43,27 +43,6 @@ def test_llb_absolute_loss_gives_twice_the_density_at_the_median(n, x64):
     assert abs(cal.learning_rate - 2 * f0) < tol
 
 
-def _quantile_regression_population_rate(tau, hetero=0.5):
-    """tr(J I^-1 J) / tr(J) of qr.simulate's centred design, by quadrature over the covariate (no data).
-
-    x = (1, u - 1), u ~ U(0, 2); y - x'b* has density phi(z_tau) / (1 + hetero u) at its tau-quantile, so
-    J = E[phi(z_tau) / (1 + hetero u) x x'] and I = tau (1 - tau) E[x x'] (Koenker 2005, sec. 4.2).
-    """
-    from scipy.integrate import quad
-
-    phi = norm.pdf(norm.ppf(tau))
-
-    def E(g):
-        return quad(lambda u: g(u) / 2.0, 0.0, 2.0)[0]
-
-    def xx(u):
-        return np.array([[1.0, u - 1.0], [u - 1.0, (u - 1.0) ** 2]])
-
-    J = np.array([[E(lambda u: phi / (1 + hetero * u) * xx(u)[i, j]) for j in range(2)] for i in range(2)])
-    I = tau * (1 - tau) * np.array([[E(lambda u: xx(u)[i, j]) for j in range(2)] for i in range(2)])
-    return np.trace(J @ np.linalg.solve(I, J.T)) / np.trace(J), phi * np.log(1 + 2 * hetero) / (2 * hetero)
-
-
 @pytest.mark.parametrize("tau", [0.5, 0.9])
 def test_llb_at_large_n_matches_the_population_rate_of_a_heteroscedastic_quantile_regression(tau, x64):
     """Issue 20's large-n calibration: LLB on all n = 10^5 units (one O(n) sandwich) against quadrature.
@@ -78,7 +57,8 @@ def test_llb_at_large_n_matches_the_population_rate_of_a_heteroscedastic_quantil
     X, y, _ = qr.simulate(jax.random.PRNGKey(7), n, d=2)
     X = X.at[:, 1].add(-1.0)
     cal = calibrate(qr.single_model, X, y, tau, method="llb", rng_key=jax.random.PRNGKey(0), progress=False)
-    exact, f_mean = _quantile_regression_population_rate(tau)
+    exact = qr.population_llb_rate(tau, centre=1.0)  # quadrature over the covariate, no data
+    f_mean = norm.pdf(norm.ppf(tau)) * np.log(2.0)  # E[phi(z_tau) / (1 + u / 2)], u ~ U(0, 2)
     h = cal.diagnostics["bandwidths"]["y"]
     rel = 4 / np.sqrt(2 * n * h * f_mean) + abs(norm.ppf(tau) ** 2 - 1) * h**2 / 6
     assert abs(cal.learning_rate - exact) < rel * exact, (cal.learning_rate, exact, rel)
