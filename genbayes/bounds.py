@@ -10,9 +10,10 @@ minimises :math:`w\,E_\rho[L] + \mathrm{KL}(\rho\,\|\,\pi)` (Catoni 2007, Lemma 
 the first by thermodynamic integration along the learning rate (Friel & Pettitt 2008, eq. 6, with
 the curvature-corrected trapezoid of Friel, Hurn & Wyse 2014, eq. 8), the second because
 :math:`\log \rho_w = -wL - \log Z(w) + \log\pi`. The ladder :math:`0 = w_0 < w_1 < \dots < w_K` (0, the
-prior, then the requested learning rates) is drawn by NUTS as *one* vmapped program
-(:func:`genbayes.batched.run` with constant unit weights :math:`w_k`), ``num_chains`` independent
-replicate ladders; standard errors are the larger of the between-replicate and the within-chain
+prior, then the requested learning rates) is drawn as *one* batched program
+(:func:`genbayes.batched.run` with constant unit weights :math:`w_k`): by default one ChEES-HMC posterior
+per rung whose ``num_chains`` chains are independent replicate ladders, rungs where ChEES fails drawn
+again by NUTS (``kernel="nuts"``: a NUTS chain per rung and replicate); standard errors are the larger of the between-replicate and the within-chain
 batch-means ones (as in :func:`genbayes.evidence.log_evidence`, method ``"thermodynamic"``).
 
 - :func:`kl_to_prior`: :math:`\mathrm{KL}(\rho_w\|\pi)`, :math:`\log Z(w)` and :math:`E_{\rho_w}[L]`
@@ -282,7 +283,7 @@ def _se(reps, bat, axis):
 
 def _rate_ladder(model, args, kwargs, rng_key, rates, U, latent, counts=None, *, num_warmup=500, num_samples=1000,
                  num_chains=4, num_batches=10, num_low_rungs=16, dense_mass=False, target_accept_prob=None,
-                 progress=False, shard=None, chunk_size=8, kernel="nuts"):
+                 progress=False, shard=None, chunk_size=8, kernel=None):
     """Draw the Gibbs posteriors at 0 and every rate, for each row of ``counts`` (data-set weights), in one program.
 
     The ladder ``lad`` is 0, ``num_low_rungs`` rates geometric from 1e-4 ``rates[0]`` (excluded), then ``rates``.
@@ -295,8 +296,11 @@ def _rate_ladder(model, args, kwargs, rng_key, rates, U, latent, counts=None, *,
     from .units import log_likelihood
 
     _check_run(num_samples, num_chains, num_batches)
+    if kernel is None:  # ChEES has no dense mass matrix
+        kernel = "nuts" if dense_mass else "chees"
     if kernel not in batched._KERNELS:
-        raise ValueError(f"`kernel` must be one of {batched._KERNELS}, got {kernel!r}.")
+        raise ValueError(f"`kernel` must be one of {batched._KERNELS} or None (ChEES, or NUTS with dense_mass=True), "
+                         f"got {kernel!r}.")
     # below the first rate E_t[L] falls fastest (from the prior's mean loss): the integral needs rungs
     # geometric from 1e-4 w_1 there; they are integrated over but not reported
     _check_int(num_low_rungs, "num_low_rungs", 0)
@@ -308,12 +312,19 @@ def _rate_ladder(model, args, kwargs, rng_key, rates, U, latent, counts=None, *,
     row_counts = np.repeat(counts, K1 * R, axis=0)  # (B K1 R, U)
     settings = dict(units=U, num_warmup=num_warmup, rng_key=rng_key, progress=progress, shard=shard,
                     chunk_size=chunk_size, target_accept_prob=target_accept_prob, dense_mass=dense_mass, kernel=kernel)
+    redrawn = np.zeros((B, K1), bool)
     if kernel == "chees":  # one posterior per rung, its R chains ChEES's chains: (B K1, R S) -> (B K1 R, S)
-        res = batched.run(model, np.tile(lad, B)[:, None] * np.repeat(counts, K1, axis=0), *args,
-                          num_samples=R * num_samples, num_chains=R, **settings, **kwargs)
-        samples = {k: np.reshape(res.samples[k], (B * K1 * R, num_samples) + np.shape(res.samples[k])[2:])
+        rung_weights = np.tile(lad, B)[:, None] * np.repeat(counts, K1, axis=0)  # (B K1, U)
+        res = batched.run(model, rung_weights, *args, num_samples=R * num_samples, num_chains=R, **settings, **kwargs)
+        samples = {k: np.array(res.samples[k]).reshape((B * K1 * R, num_samples) + np.shape(res.samples[k])[2:])
                    for k in latent}
-        divergent = np.asarray(res.diagnostics["num_divergent"]).reshape(B, K1, 1)  # per rung, chains together
+        divergent = np.array(res.diagnostics["num_divergent"]).reshape(B * K1)  # per rung, chains together
+        redrawn = _chees_failures(samples, divergent, R, num_samples)
+        if redrawn.any():
+            _redraw_with_nuts(model, args, kwargs, samples, divergent, np.flatnonzero(redrawn), rung_weights, R,
+                              dict(settings, num_samples=num_samples, kernel="nuts",
+                                   rng_key=jax.random.fold_in(rng_key, 1)))
+        divergent, redrawn = divergent.reshape(B, K1, 1), redrawn.reshape(B, K1)
     else:
         weights = np.tile(np.repeat(lad, R), B)[:, None] * row_counts
         res = batched.run(model, weights, *args, num_samples=num_samples, **settings, **kwargs)  # checks `kernel`
@@ -344,8 +355,37 @@ def _rate_ladder(model, args, kwargs, rng_key, rates, U, latent, counts=None, *,
              for k in latent}
     return {"ladder": lad, "reported": reported, "samples": draws, "pooled": np.asarray(pooled),
             "reps": np.asarray(reps), "batches": np.asarray(bat), "loss_min": float(lo), "loss_max": float(hi),
-            "divergent": divergent,
+            "divergent": divergent, "redrawn": redrawn,
             "num_samples": num_samples, "num_chains": R, "devices": res.devices}
+
+
+def _chees_failures(samples, divergent, R, S):
+    """(B K1,) the ChEES rungs that did not explore their Gibbs posterior: over 1% divergent draws or a
+    non-finite draw.
+
+    ChEES adapts one step size, trajectory length and mass matrix from all chains of a rung; a chain
+    started far out on a steep Gibbs posterior (a high rate) can spoil them for every chain, which
+    NUTS, adapting per chain and building its trees to a U-turn, survives. Chains that disagree without
+    diverging (several modes: a non-convex loss) are not redrawn, since NUTS's chains would disagree as
+    well; ``_ladder_checks`` reports them.
+    """
+    bad = divergent / (R * S) > _MAX_DIVERGENT_FRACTION
+    for v in samples.values():
+        bad |= ~np.all(np.isfinite(np.reshape(v, (bad.size, -1))), axis=1)
+    return bad
+
+
+def _redraw_with_nuts(model, args, kwargs, samples, divergent, rungs, rung_weights, R, settings):
+    """Redraw ``rungs`` (indices into B K1) with a NUTS chain per replicate, in place: ``samples`` rows
+    ``rung R + r`` and ``divergent[rung]`` (summed over the R chains). The number of rungs is padded
+    to a power of two (repeating the last) so that few program shapes are ever compiled."""
+    m = 1 << (int(rungs.size) - 1).bit_length()
+    padded = np.concatenate([rungs, np.full(m - rungs.size, rungs[-1])])
+    res = batched.run(model, np.repeat(rung_weights[padded], R, axis=0), *args, **settings, **kwargs)
+    rows = (rungs[:, None] * R + np.arange(R)).ravel()
+    for k in samples:
+        samples[k][rows] = np.asarray(res.samples[k])[:rungs.size * R]
+    divergent[rungs] = np.asarray(res.diagnostics["num_divergent"])[:rungs.size * R].reshape(-1, R).sum(axis=1)
 
 
 def _ladder_checks(run, what):
@@ -447,8 +487,9 @@ class KLToPrior:
         diagnostics: ``ladder`` (0, the low rungs and the rates), ``samples`` (dict latent site ->
             draws at each reported rate, chains pooled, shape ``(K, R S, ...)``), ``replicates``
             (R, 4, K) and ``batches`` (R M, 4, K) (rows log Z, KL, E[log-lik], uncorrected log Z),
-            ``divergent`` (per rung and chain, (K1, R); with ``kernel="chees"`` (K1, 1), a rung's chains
-            together), ``warnings``, ``invalid``, ``time_s``.
+            ``divergent`` (per rung and chain, (K1, R); with ChEES (K1, 1), a rung's chains
+            together), ``redrawn_with_nuts`` (the ladder rates where ChEES failed and NUTS drew again),
+            ``warnings``, ``invalid``, ``time_s``.
 
     Example:
         >>> import numpy as np
@@ -494,7 +535,7 @@ def _kl_record(run, rates, n, problems, invalid, t0, ok, b=0):
     p, reps, bat = run["pooled"][b][:, k], run["reps"][b][..., k], run["batches"][b][..., k]
     se = _se(reps, bat, axis=0)
     diag = {"ladder": run["ladder"], "samples": {k: v[b] for k, v in run["samples"].items()}, "replicates": reps,
-            "batches": bat, "divergent": run["divergent"][b],
+            "batches": bat, "divergent": run["divergent"][b], "redrawn_with_nuts": run["ladder"][run["redrawn"][b]],
             "warnings": tuple(invalid) + tuple(problems), "invalid": tuple(invalid), "devices": run["devices"],
             "time_s": time.perf_counter() - t0}
     return KLToPrior(learning_rates=rates, kl=p[1], kl_se=se[1], log_z=p[0], log_z_se=se[0], expected_loss=-p[2],
@@ -509,7 +550,7 @@ def kl_to_prior(model, *args, learning_rates, rng_key, units=None, **kwargs) -> 
     :math:`\rho_w \propto e^{-wL}\pi`, :math:`L(\theta) = \sum_u \ell_u(\theta)` the loss summed over the
     observation units. The integral is the corrected trapezoid rule (Friel, Hurn & Wyse 2014, eq. 8)
     over the ladder 0, w_1, ..., w_K, stopped at each rate; all K + 1 rungs × ``num_chains`` chains
-    are one vmapped NUTS program (:func:`genbayes.batched.run`). The discretisation error is that of
+    are one batched ChEES (or NUTS) program (:func:`genbayes.batched.run`; see ``kernel`` below). The discretisation error is that of
     the ladder: give rates dense enough from 0 (a warning says when the curvature correction is
     large). Rates above 1 are allowed (w is a weight on the loss, not a temperature).
 
@@ -529,16 +570,18 @@ def kl_to_prior(model, *args, learning_rates, rng_key, units=None, **kwargs) -> 
             chunk holds neighbouring rates, whose NUTS trees are alike, and waits less for the deepest
             tree; ``None`` runs all rows as one vmap. Measured by ``benchmarks/bench_bounds.py --quick``
             on a loaded 2-core machine: 1.2 and 1.6 times faster warm than one vmap in two runs),
-            ``kernel`` (``"nuts"``: a NUTS chain per rate and replicate; ``"chees"``: one ChEES-HMC
-            posterior per rate whose ``num_chains`` chains are the replicates, sharing its adapted step
-            size, trajectory length and diagonal mass matrix, see :func:`genbayes.batched.run`; every
-            chain of a rate takes the same leapfrog steps. Its default target acceptance (0.651) is
-            too low for steep Gibbs posteriors: a sigmoid-loss classifier with n = 120 had 75% divergent
-            draws at rates >= 32 (flagged unusable) and matched quadrature with
-            ``target_accept_prob=0.9``. ``benchmarks/bench_bounds.py --quick --devices 2``, idle 2
-            cores, 32 rates × 2 chains × (200 + 300), warm, at equal draws over four runs: ChEES
-            0.94-1.02 s at 0.651 and 1.79-1.96 s at 0.9, NUTS (chunks of 8) 1.52-2.06 s, the loop of
-            compiled NUTS chains 3.19-3.54 s; so at the robust target ChEES is no faster than NUTS).
+            ``kernel`` (default ``None``: ``"chees"``, or ``"nuts"`` with ``dense_mass=True``; ``"chees"``:
+            one ChEES-HMC posterior per rate whose ``num_chains`` chains are the replicates, sharing its
+            adapted step size, trajectory length and diagonal mass matrix (see :func:`genbayes.batched.run`),
+            so every chain of a rate takes the same leapfrog steps; a rate where ChEES fails (over 1%
+            divergent draws or a non-finite draw: on a steep Gibbs posterior one chain started far out can
+            spoil the shared step size) is drawn again by a NUTS chain per replicate, and
+            ``diagnostics["redrawn_with_nuts"]`` lists those rates. ``"nuts"``: a NUTS chain per rate and
+            replicate throughout. Measured by ``benchmarks/bench_bounds.py --quick --devices 2`` (idle 2
+            cores, 32 rates × 2 chains × (200 + 300), warm, equal draws): ChEES 0.985 s (no rate
+            redrawn), NUTS in chunks of 8 2.03 s, a loop of compiled NUTS chains 3.49 s; in the
+            sigmoid-loss test of ``tests/test_bounds.py`` (n = 120, rates to 120) ChEES failed at 2-3 of
+            the 10 rates ≥ 32 on three of four keys, and the NUTS redraws matched quadrature).
 
     Returns:
         :class:`KLToPrior`.
@@ -869,7 +912,7 @@ def mutual_information_bound(model, *args, learning_rates, rng_key, num_datasets
     minimises the mean KL). The expectation over S is estimated by ``num_datasets`` bootstrap
     resamples of the units (multinomial counts c_b, the Gibbs posterior :math:`\propto e^{-w\sum_u c_{bu}
     \ell_u}\pi`), each KL by :func:`kl_to_prior`'s ladder; all data sets × rates × chains are one batched
-    NUTS program. The bootstrap stands in for fresh data sets from the population (an approximation:
+    program. The bootstrap stands in for fresh data sets from the population (an approximation:
     resamples repeat units), so the result estimates the bound rather than certifying it.
 
     Args:

@@ -794,7 +794,7 @@ def calibrate(model, *args, method: str = "llb", rng_key, progress: bool = True,
     :func:`genbayes.bounds.default_rates`) of the PAC-Bayes bound ``bound`` ("kl", "catoni",
     "mcallester") on :math:`E_{\rho_w} R` at level ``delta`` (union bound over the ladder, so the
     guarantee holds at the chosen rate), for a loss with range ``loss_range``; all rates are one batched
-    NUTS (or, with ``kernel="chees"``, ChEES) program (:func:`genbayes.bounds.pac_bayes`, whose result is
+    ChEES program (rates where ChEES fails drawn again by NUTS; ``kernel="nuts"`` for NUTS throughout) (:func:`genbayes.bounds.pac_bayes`, whose result is
     ``diagnostics["pac_bayes"]``).
     Options: ``learning_rates``, ``delta`` (0.05), ``bound`` ("kl"), ``loss_range`` and the run
     options of :func:`genbayes.bounds.kl_to_prior`. Unlike llb and gpc it targets the risk, not the

@@ -3,7 +3,9 @@
 #
 # The Gibbs posterior $\rho_w(\theta) \propto e^{-w \sum_i \ell(\theta, x_i)}\pi(\theta)$ minimises
 # $w\,E_\rho[\sum_i \ell] + \mathrm{KL}(\rho\|\pi)$ (Catoni 2007), the objective of a PAC-Bayes bound.
-# `gb.bounds` estimates its two ingredients for every rate of a ladder from one batched NUTS program:
+# `gb.bounds` estimates its two ingredients for every rate of a ladder from one batched sampling program
+# (ChEES-HMC, whose chains at each rate share one adapted step size and trajectory length; a rate where
+# it fails is drawn again by NUTS):
 # $\log Z(w) = -\int_0^w E_{\rho_t}[\sum\ell]\,dt$ by thermodynamic integration along the rate, and
 # $\mathrm{KL}(\rho_w\|\pi) = -w E_{\rho_w}[\sum \ell] - \log Z(w)$. For a loss bounded in $[a, b]$ it
 # turns them into a bound on the expected risk $E_{\rho_w} R$ that holds, with probability $1-\delta$,
@@ -11,8 +13,8 @@
 #
 # Data: the Wisconsin breast-cancer data bundled with scikit-learn (569 tumours, malignant or benign;
 # Wolberg, Street & Mangasarian 1995),
-# a linear classifier with the sigmoid loss (a smooth, bounded surrogate of the 0–1 loss that NUTS
-# can sample). Set `GENBAYES_NOTEBOOK_QUICK=1` to run at reduced size.
+# a linear classifier with the sigmoid loss (a smooth, bounded surrogate of the 0–1 loss that
+# gradient-based samplers can use). Set `GENBAYES_NOTEBOOK_QUICK=1` to run at reduced size.
 
 # %%
 import os
@@ -70,7 +72,7 @@ print(f"{n} training and {yte.size} held-out tumours, {Xtr.shape[1] + 1} coeffic
 # ## 2. The bound against the learning rate
 #
 # The ladder is fixed before looking at the data: $w(b - a)$ from 0.1 to $4\sqrt n$, geometric. Every rate is
-# one row of a single batched NUTS program; the result holds the empirical risk, the KL, the
+# one posterior of a single batched program; the result holds the empirical risk, the KL, the
 # Seeger–Maurer kl bound at $\delta = 0.05$ and its Monte Carlo standard error.
 
 # %%

@@ -77,7 +77,7 @@ def section(outdir: Path, *, quick: bool, seed: int) -> Section:
         title="Generalization bounds: PAC-Bayes and the learning rate",
         text=(f"A linear Gibbs classifier of the breast-cancer data (n = {n} training tumours, as many held out) "
               "under the sigmoid loss, a bounded surrogate of the 0-1 loss. For each learning rate w of a ladder fixed "
-              "in advance, one batched NUTS program gives the empirical risk and KL(ρ_w ‖ π) (thermodynamic integration "
+              "in advance, one batched ChEES-HMC program gives the empirical risk and KL(ρ_w ‖ π) (thermodynamic integration "
               "along w), hence the Seeger-Maurer kl bound on the expected risk, which holds with probability 0.95 at "
               "every rate at once (union bound), so also at the minimising rate ('chosen'). Check: the held-out risk "
               "at the chosen rate lies below its bound. Values are ± Monte Carlo SE."),
