@@ -16,13 +16,18 @@ With ``--devices k`` the process splits the CPU into k JAX devices before JAX st
 ``genbayes`` command does by default, ``gb.use_cpu_devices``): the ladder's rows are then split across
 them, while the loop baseline runs one chain at a time on one device, as a plain loop does.
 
-Measured (idle 2-core machine, ``--quick --devices 2``, 2026-12-02): warm 0.985 s (default: ChEES, no
-rate redrawn), 1.79 s (ChEES at 0.9), 2.03 s (NUTS), loop 3.49 s: loop / default 3.54x, NUTS / default
-2.06x; cold 23.8 s (default) against 9.5 s for the loop. Earlier runs of the same sides (before the
-redraw existed): ChEES 0.94-1.02 s, NUTS 1.52-2.06 s, loop 3.19-3.54 s. On the benchmark model the
-Gibbs posteriors above w ~ 20 have two modes in the third coefficient (chains of every sampler disagree
-there; the between-chain spread enters the standard errors); ChEES redraws nothing here, while in
-tests/test_bounds.py's steeper sigmoid-loss classifier (n = 120, rates to 120) it fails at some rates >= 32.
+Measured (idle 2-core machine, ``--devices 2``, 2026-12-02, two runs; 500 + 1000 per chain): warm
+2.35 / 2.52 s (default: ChEES, no rate redrawn), 3.51 / 2.92 s (ChEES at 0.9), 5.21 / 5.45 s (NUTS),
+loop 9.47 / 9.24 s: loop / default 4.03x (3.47-4.57) and 3.67x (3.49-4.23), loop / NUTS 1.82x and
+1.70x; cold 26.9 / 24.5 s (default) against 15.0 / 14.4 s for the loop. Per unit of precision: the
+median bound SE over the rates was 0.0010 (default), 0.0008 (ChEES 0.9), 0.0009 (NUTS), so at equal
+precision the default's gain over the loop is about 3.67 x (0.9 / 1.0)^2 = 3.0x, taking the loop's
+SE as batched NUTS's (same sampler; the loop reports none), and ChEES at 0.9 is as efficient here
+(time x SE^2 0.72x the default's). ``--quick`` (200 + 300): default 0.985 s, ChEES 0.9 1.79 s, NUTS
+2.03 s, loop 3.49 s (3.54x). On the benchmark model the Gibbs posteriors above w ~ 20 have two modes
+in the third coefficient (chains of every sampler disagree there; the between-chain spread enters the
+standard errors); ChEES redraws nothing here, while in tests/test_bounds.py's steeper sigmoid-loss
+classifier (n = 120, rates to 120) it fails at some rates >= 32.
 
 Usage: python benchmarks/bench_bounds.py [--quick] [--devices k]
 """
@@ -72,8 +77,8 @@ def main(quick):
     def ours(**kw):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return jnp.asarray(gb.bounds.pac_bayes(model, X, y, learning_rates=rates, rng_key=jax.random.PRNGKey(0),
-                                                   **{**run, **kw}).bound)
+            r = gb.bounds.pac_bayes(model, X, y, learning_rates=rates, rng_key=jax.random.PRNGKey(0), **{**run, **kw})
+            return jnp.asarray([r.bound, r.bound_se])
 
     chain = compiled_nuts_loop(scaled_model, num_warmup, num_samples, target_accept_prob=0.8)
     ladder = np.concatenate([[0.0], rates])
@@ -102,8 +107,12 @@ def main(quick):
                   title=f"PAC-Bayes ladder: w = 0 and {K} rates x {R} chains x ({num_warmup} warm-up + {num_samples} "
                         f"draws), n = {n}, d = {d}, {jax.device_count()} device(s) [{jax.devices()[0].platform}]")
     a, ch9, nuts, b = (np.asarray(res[k]["out"]) for k in res)
-    print(f"  bound at the minimising rate: default {a.min():.4f}, ChEES 0.9 {ch9.min():.4f}, NUTS {nuts.min():.4f}, "
-          f"loop {b.min():.4f} (independent draws)")
+    print("  bound at the minimising rate (Monte Carlo SE; equal SEs mean equal precision per draw): "
+          + ", ".join(f"{name} {v[0].min():.4f} ({v[1][np.argmin(v[0])]:.4f})"
+                      for name, v in (("default", a), ("ChEES 0.9", ch9), ("NUTS", nuts)))
+          + f", loop {b.min():.4f}")
+    print("  median bound SE over the rates: " + ", ".join(f"{name} {np.median(v[1]):.4f}" for name, v in
+                                                            (("default", a), ("ChEES 0.9", ch9), ("NUTS", nuts))))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         r = gb.bounds.pac_bayes(model, X, y, learning_rates=rates, rng_key=jax.random.PRNGKey(0), **run)

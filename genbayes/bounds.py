@@ -577,9 +577,11 @@ def kl_to_prior(model, *args, learning_rates, rng_key, units=None, **kwargs) -> 
             divergent draws or a non-finite draw: on a steep Gibbs posterior one chain started far out can
             spoil the shared step size) is drawn again by a NUTS chain per replicate, and
             ``diagnostics["redrawn_with_nuts"]`` lists those rates. ``"nuts"``: a NUTS chain per rate and
-            replicate throughout. Measured by ``benchmarks/bench_bounds.py --quick --devices 2`` (idle 2
-            cores, 32 rates × 2 chains × (200 + 300), warm, equal draws): ChEES 0.985 s (no rate
-            redrawn), NUTS in chunks of 8 2.03 s, a loop of compiled NUTS chains 3.49 s; in the
+            replicate throughout. Measured by ``benchmarks/bench_bounds.py --devices 2`` (idle 2 cores,
+            32 rates × 2 chains × (500 + 1000), warm, equal draws, two runs): ChEES 2.35 / 2.52 s (no
+            rate redrawn), NUTS in chunks of 8 5.21 / 5.45 s, a loop of compiled NUTS chains 9.47 /
+            9.24 s, i.e. 4.0× / 3.7× the loop (about 3× at equal Monte Carlo error: ChEES's bound SEs
+            were ~10% larger than NUTS's); in the
             sigmoid-loss test of ``tests/test_bounds.py`` (n = 120, rates to 120) ChEES failed at 2-3 of
             the 10 rates ≥ 32 on three of four keys, and the NUTS redraws matched quadrature).
 
