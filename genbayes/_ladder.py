@@ -24,12 +24,11 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from . import batched
+from .batched import _MAX_DIVERGENT_FRACTION  # a rung is unusable when more than this fraction of its draws diverged
 from ._evidence_core import _MIN_ESS_ABS, _check_int, _warn
 from ._programs import ProgramCache, family_as_argument, split_args
 from ._validation import check_positive_scalar
 
-# A rung is unusable when more than this fraction of its draws diverged.
-_MAX_DIVERGENT_FRACTION = 0.01
 # Between-replicate SE this many times the within-chain one: the chains disagree (modes, no mixing).
 _MIXING_RATIO = 3.0
 

@@ -138,6 +138,7 @@ def run(
     num_chains: int | None = None,
     chunk_size: int | None = None,
     shared_warmup: int = 0,
+    nuts_fallback: bool = True,
     **kwargs,
 ) -> BatchedSamples:
     r"""Run NUTS on ``reweight(model, weights=weights[b])`` for every row b, as one program.
@@ -217,6 +218,15 @@ def run(
             then suffices, and all posteriors take the same number of leapfrog steps per
             iteration; for posteriors of very different scales (a temperature ladder) keep 0.
             Measured (``benchmarks/bench_batched_ess.py --kernels chees-shared``): see ``kernel``.
+        nuts_fallback: with ``kernel="chees"`` (default ``True``), a posterior where ChEES fails (over
+            1% divergent draws, or a non-finite draw) is drawn again by ``num_chains`` NUTS chains of
+            ``num_samples // num_chains`` draws each, after ``num_warmup + shared_warmup`` warm-up
+            iterations, at target acceptance ``max(0.8, target_accept_prob)``, in one more batched
+            program (its row count padded to a power of two, so that few shapes are compiled); a
+            warning says how many, and ``.diagnostics["redrawn"]`` marks them. ChEES adapts one step
+            size, trajectory length and mass matrix from all chains of a posterior, so one chain started
+            far out on a steep posterior can spoil them for every chain; NUTS adapts per chain and
+            stops each trajectory at a U-turn. ``False`` keeps ChEES's draws (and its divergences).
 
     Returns:
         :class:`BatchedSamples`; divergent transitions are counted in its diagnostics and warned
@@ -241,6 +251,9 @@ def run(
         (5, 100)
     """
     check_key(rng_key)
+    _check_fallback(nuts_fallback)
+    # what a NUTS redraw of failed ChEES posteriors needs, as the caller gave it
+    user = dict(model=model, args=args, kwargs=kwargs, target_accept_prob=target_accept_prob)
     _check_positive_int(num_samples, "num_samples")
     num_chains = _check_kernel(kernel, num_chains, num_warmup, num_samples, dense_mass)
     _check_shared_warmup(shared_warmup, kernel)
@@ -317,6 +330,20 @@ def run(
             f"point `init_strategy`={init_strategy!r} tried, for the first row of `weights`). Check the model's "
             "support and data, or pass another init_strategy, e.g. numpyro.infer.init_to_median."
         )
+    if kernel == "chees":
+        diag = dict(diag, redrawn=_chees_failed(samples, diag, num_samples))
+        if nuts_fallback and diag["redrawn"].any():
+            rows = np.flatnonzero(diag["redrawn"])
+            warnings.warn(f"ChEES failed on {rows.size} of {B} weighted posteriors (over "
+                          f"{100 * _MAX_DIVERGENT_FRACTION:.0f}% divergent draws or a non-finite draw); they are drawn "
+                          "again by NUTS (`.diagnostics['redrawn']`).", RuntimeWarning, stacklevel=2)
+            tap = max(0.8, user["target_accept_prob"] or 0.8)
+            samples, diag = _redraw_with_nuts(
+                user, np.asarray(weights), rows, num_chains, samples, diag,
+                dict(units=units, sites=sites, num_warmup=num_warmup + shared_warmup,
+                     num_samples=num_samples // num_chains, rng_key=jax.random.fold_in(rng_key, 1),
+                     target_accept_prob=tap, max_tree_depth=max_tree_depth, init_strategy=init_strategy,
+                     shard=shard, progress=progress, chunk_size=chunk_size))
     ndiv = np.asarray(diag["num_divergent"])
     if np.any(ndiv > 0):
         warnings.warn(
@@ -328,6 +355,39 @@ def run(
         )
     return BatchedSamples(samples=samples, diagnostics=diag, weights=weights, num_chains=num_chains,
                           held_on_devices=held_on)
+
+
+_MAX_DIVERGENT_FRACTION = 0.01  # above it a posterior counts as not explored (ladders, ChEES's NUTS fallback)
+
+
+def _chees_failed(samples, diag, num_samples):
+    """(B,) the ChEES posteriors that did not explore their target: over 1% divergent draws, or a non-finite draw.
+
+    Chains that disagree without diverging (several modes) are not counted: NUTS's would disagree too.
+    """
+    bad = np.asarray(diag["num_divergent"]) / num_samples > _MAX_DIVERGENT_FRACTION
+    for v in samples.values():
+        bad |= ~np.all(np.isfinite(np.reshape(np.asarray(v), (bad.size, -1))), axis=1)
+    return bad
+
+
+def _redraw_with_nuts(user, weights, rows, num_chains, samples, diag, options):
+    """Posteriors ``rows`` drawn again by ``num_chains`` NUTS chains each (one :func:`run` on their weights,
+    the rows padded to a power of two by repeating the last): (samples, diagnostics) with those rows replaced.
+    Row b's draws keep ChEES's layout, chain c holding draws ``[c S/C, (c+1) S/C)``."""
+    m = 1 << (int(rows.size) - 1).bit_length()
+    padded = np.concatenate([rows, np.full(m - rows.size, rows[-1])])
+    res = run(user["model"], np.repeat(weights[padded], num_chains, axis=0), *user["args"], kernel="nuts",
+              **options, **user["kwargs"])
+    n = rows.size * num_chains
+    samples = {k: np.array(v) for k, v in samples.items()}
+    for k, v in samples.items():
+        v[rows] = np.asarray(res.samples[k])[:n].reshape((rows.size, -1) + v.shape[2:])
+    diag = {k: np.array(v) for k, v in diag.items()}
+    for k, how in (("num_divergent", np.sum), ("mean_accept_prob", np.mean), ("mean_num_steps", np.mean),
+                   ("step_size", np.mean)):
+        diag[k][rows] = how(np.asarray(res.diagnostics[k])[:n].reshape(rows.size, num_chains), axis=1)
+    return samples, diag
 
 
 _KERNELS = ("nuts", "chees")
@@ -631,7 +691,13 @@ def _check_sampler_options(options, num_warmup, num_samples):
     kernel = options.get("kernel", "nuts")
     num_chains = _check_kernel(kernel, options.get("num_chains"), num_warmup, num_samples, options.get("dense_mass", False))
     _check_shared_warmup(options.get("shared_warmup", 0), kernel)
+    _check_fallback(options.get("nuts_fallback", True))
     return num_chains
+
+
+def _check_fallback(nuts_fallback):
+    if not isinstance(nuts_fallback, (bool, np.bool_)):
+        raise ValueError(f"`nuts_fallback` must be True or False, got {nuts_fallback!r}.")
 
 
 def _check_shared_warmup(shared_warmup, kernel):

@@ -314,17 +314,13 @@ def _rate_ladder(model, args, kwargs, rng_key, rates, U, latent, counts=None, *,
                     chunk_size=chunk_size, target_accept_prob=target_accept_prob, dense_mass=dense_mass, kernel=kernel)
     redrawn = np.zeros((B, K1), bool)
     if kernel == "chees":  # one posterior per rung, its R chains ChEES's chains: (B K1, R S) -> (B K1 R, S)
-        rung_weights = np.tile(lad, B)[:, None] * np.repeat(counts, K1, axis=0)  # (B K1, U)
-        res = batched.run(model, rung_weights, *args, num_samples=R * num_samples, num_chains=R, **settings, **kwargs)
-        samples = {k: np.array(res.samples[k]).reshape((B * K1 * R, num_samples) + np.shape(res.samples[k])[2:])
+        # rungs where ChEES fails are drawn again by R NUTS chains (batched.run's nuts_fallback)
+        res = batched.run(model, np.tile(lad, B)[:, None] * np.repeat(counts, K1, axis=0), *args,
+                          num_samples=R * num_samples, num_chains=R, **settings, **kwargs)
+        samples = {k: np.reshape(res.samples[k], (B * K1 * R, num_samples) + np.shape(res.samples[k])[2:])
                    for k in latent}
-        divergent = np.array(res.diagnostics["num_divergent"]).reshape(B * K1)  # per rung, chains together
-        redrawn = _chees_failures(samples, divergent, R, num_samples)
-        if redrawn.any():
-            _redraw_with_nuts(model, args, kwargs, samples, divergent, np.flatnonzero(redrawn), rung_weights, R,
-                              dict(settings, num_samples=num_samples, kernel="nuts",
-                                   rng_key=jax.random.fold_in(rng_key, 1)))
-        divergent, redrawn = divergent.reshape(B, K1, 1), redrawn.reshape(B, K1)
+        divergent = np.asarray(res.diagnostics["num_divergent"]).reshape(B, K1, 1)  # per rung, chains together
+        redrawn = np.asarray(res.diagnostics["redrawn"]).reshape(B, K1)
     else:
         weights = np.tile(np.repeat(lad, R), B)[:, None] * row_counts
         res = batched.run(model, weights, *args, num_samples=num_samples, **settings, **kwargs)  # checks `kernel`
@@ -357,35 +353,6 @@ def _rate_ladder(model, args, kwargs, rng_key, rates, U, latent, counts=None, *,
             "reps": np.asarray(reps), "batches": np.asarray(bat), "loss_min": float(lo), "loss_max": float(hi),
             "divergent": divergent, "redrawn": redrawn,
             "num_samples": num_samples, "num_chains": R, "devices": res.devices}
-
-
-def _chees_failures(samples, divergent, R, S):
-    """(B K1,) the ChEES rungs that did not explore their Gibbs posterior: over 1% divergent draws or a
-    non-finite draw.
-
-    ChEES adapts one step size, trajectory length and mass matrix from all chains of a rung; a chain
-    started far out on a steep Gibbs posterior (a high rate) can spoil them for every chain, which
-    NUTS, adapting per chain and building its trees to a U-turn, survives. Chains that disagree without
-    diverging (several modes: a non-convex loss) are not redrawn, since NUTS's chains would disagree as
-    well; ``_ladder_checks`` reports them.
-    """
-    bad = divergent / (R * S) > _MAX_DIVERGENT_FRACTION
-    for v in samples.values():
-        bad |= ~np.all(np.isfinite(np.reshape(v, (bad.size, -1))), axis=1)
-    return bad
-
-
-def _redraw_with_nuts(model, args, kwargs, samples, divergent, rungs, rung_weights, R, settings):
-    """Redraw ``rungs`` (indices into B K1) with a NUTS chain per replicate, in place: ``samples`` rows
-    ``rung R + r`` and ``divergent[rung]`` (summed over the R chains). The number of rungs is padded
-    to a power of two (repeating the last) so that few program shapes are ever compiled."""
-    m = 1 << (int(rungs.size) - 1).bit_length()
-    padded = np.concatenate([rungs, np.full(m - rungs.size, rungs[-1])])
-    res = batched.run(model, np.repeat(rung_weights[padded], R, axis=0), *args, **settings, **kwargs)
-    rows = (rungs[:, None] * R + np.arange(R)).ravel()
-    for k in samples:
-        samples[k][rows] = np.asarray(res.samples[k])[:rungs.size * R]
-    divergent[rungs] = np.asarray(res.diagnostics["num_divergent"])[:rungs.size * R].reshape(-1, R).sum(axis=1)
 
 
 def _ladder_checks(run, what):

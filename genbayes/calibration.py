@@ -763,7 +763,8 @@ def calibrate(model, *args, method: str = "llb", rng_key, progress: bool = True,
     ``params`` (latent sites whose coverage is targeted; default all global ones, i.e. all
     latent sites not local to the units), ``ess_threshold`` (0.5), and the sampler options of
     :func:`genbayes.batched.run`: NUTS's (``target_accept_prob``, ``dense_mass``, ``max_tree_depth``,
-    ``init_strategy``), or ``kernel="chees"`` with ``num_chains`` and ``shared_warmup``. The bootstrap
+    ``init_strategy``), or ``kernel="chees"`` with ``num_chains``, ``shared_warmup`` and ``nuts_fallback``
+    (replicates where ChEES fails drawn again by NUTS; on by default). The bootstrap
     posteriors are alike, which is what ``shared_warmup`` is for: one ChEES warm-up on the mean weights,
     then ``num_warmup`` step-size iterations per replicate (e.g. ``kernel="chees", shared_warmup=150,
     num_warmup=25``). Measured on one iteration (``benchmarks/bench_gibbs.py --only gpc``: quantile
@@ -794,8 +795,8 @@ def calibrate(model, *args, method: str = "llb", rng_key, progress: bool = True,
     :func:`genbayes.bounds.default_rates`) of the PAC-Bayes bound ``bound`` ("kl", "catoni",
     "mcallester") on :math:`E_{\rho_w} R` at level ``delta`` (union bound over the ladder, so the
     guarantee holds at the chosen rate), for a loss with range ``loss_range``; all rates are one batched
-    ChEES program (rates where ChEES fails drawn again by NUTS; ``kernel="nuts"`` for NUTS throughout) (:func:`genbayes.bounds.pac_bayes`, whose result is
-    ``diagnostics["pac_bayes"]``).
+    ChEES program (rates where ChEES fails drawn again by NUTS; ``kernel="nuts"`` for NUTS throughout)
+    (:func:`genbayes.bounds.pac_bayes`, whose result is ``diagnostics["pac_bayes"]``).
     Options: ``learning_rates``, ``delta`` (0.05), ``bound`` ("kl"), ``loss_range`` and the run
     options of :func:`genbayes.bounds.kl_to_prior`. Unlike llb and gpc it targets the risk, not the
     coverage of credible regions (see the module docstring).
@@ -845,7 +846,7 @@ def calibrate(model, *args, method: str = "llb", rng_key, progress: bool = True,
         "llb": {"bandwidth", "num_steps", "step_size"},
         "gpc": {"alpha", "B", "num_warmup", "num_samples", "max_iter", "tol", "init", "step_size", "region",
                 "params", "ess_threshold", "target_accept_prob", "dense_mass", "max_tree_depth", "init_strategy",
-                "kernel", "num_chains", "shared_warmup"},
+                "kernel", "num_chains", "shared_warmup", "nuts_fallback"},
         "safebayes": {"grid", "start", "score", "num_warmup", "num_samples", "target_accept_prob", "dense_mass",
                       "max_tree_depth", "init_strategy"},
         "pac-bayes": {"learning_rates", "delta", "bound", "loss_range", "num_warmup", "num_samples", "num_chains",

@@ -746,8 +746,8 @@ def _mcmc_opts(num_warmup, num_samples, num_chains):
             raise ValueError(f"`{name}` must be an integer >= {lo}, got {v!r}.")
 
 
-_REFIT_OPTIONS = ("kernel", "num_chains", "shared_warmup", "target_accept_prob", "dense_mass", "max_tree_depth",
-                  "init_strategy", "chunk_size")
+_REFIT_OPTIONS = ("kernel", "num_chains", "shared_warmup", "nuts_fallback", "target_accept_prob", "dense_mass",
+                  "max_tree_depth", "init_strategy", "chunk_size")
 
 
 def _check_refit_kwargs(refit_kwargs, num_warmup, num_samples):
@@ -1264,7 +1264,8 @@ def lpo(model, *args, p, units=None, site=None, method="auto", num_subsets=None,
             chains; refits: one chain per training set).
         refit_kwargs: sampler options of :func:`genbayes.batched.run` for the refits (``"refit"``,
             and ``"auto"``'s refits): NUTS's ``target_accept_prob``, ``dense_mass``, ``max_tree_depth``,
-            or ``kernel="chees"`` with ``num_chains`` and ``shared_warmup``. Training sets of one size
+            or ``kernel="chees"`` with ``num_chains``, ``shared_warmup`` and ``nuts_fallback`` (refits where
+            ChEES fails drawn again by NUTS; on by default). Training sets of one size
             give alike posteriors, the case of ``shared_warmup`` (one ChEES warm-up on the mean
             weights, then ``num_warmup`` step-size iterations per refit, e.g. ``{"kernel": "chees",
             "shared_warmup": 300}`` with ``num_warmup=25``); ``num_samples`` is then split over the

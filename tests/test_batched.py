@@ -169,6 +169,41 @@ def test_chees_shared_warmup_matches_the_exact_weighted_posterior(rows):
         assert steps.max() / steps.min() < 1.3, steps
 
 
+def test_chees_failures_are_detected_and_redrawn_by_nuts(monkeypatch):
+    """nuts_fallback: a ChEES posterior with over 1% divergent draws or a non-finite draw is drawn again by
+    num_chains NUTS chains, in ChEES's layout, and then matches the closed form; the others keep their draws.
+    Which posteriors fail is forced (a natural failure: tests/test_bounds.py's steep sigmoid-loss ladder)."""
+    from genbayes.batched import _chees_failed
+
+    S = 400
+    diag = {"num_divergent": np.array([0, 4, 5, 0])}
+    draws = {"mu": np.zeros((4, S)), "tau": np.ones((4, S, 2))}
+    draws["tau"][3, 7, 1] = np.inf
+    assert _chees_failed(draws, diag, S).tolist() == [False, False, True, True]   # 4 of 400 is 1%: kept
+
+    fam = gb.conjugate.NormalKnownVariance(0.5, 2.0, 1.5)
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (40,))) + 1.0
+    W = np.stack([np.zeros(40), np.ones(40), 2.0 * np.ones(40)])
+    kw = dict(num_warmup=150, num_samples=1200, kernel="chees", num_chains=4, rng_key=jax.random.PRNGKey(2),
+              progress=False)
+    kept = gb.batched.run(fam, W, x, **kw)
+    assert kept.diagnostics["redrawn"].tolist() == [False] * 3
+    forced = np.array([True, False, True])
+    monkeypatch.setattr(gb.batched, "_chees_failed", lambda samples, diag, S: forced.copy())
+    with pytest.warns(RuntimeWarning, match="ChEES failed on 2 of 3 .* drawn again by NUTS"):
+        res = gb.batched.run(fam, W, x, **kw)
+    assert res.diagnostics["redrawn"].tolist() == forced.tolist() and res.chains("mu").shape == (3, 4, 300)
+    assert [np.array_equal(a, b) for a, b in zip(res.samples["mu"], kept.samples["mu"])] == [False, True, False]
+    _assert_exact_weighted_posteriors(fam, x, W, res)
+    steps = np.asarray(res.diagnostics["mean_num_steps"])
+    assert steps[0] != np.asarray(kept.diagnostics["mean_num_steps"])[0]   # NUTS's diagnostics for redrawn rows
+    off = gb.batched.run(fam, W, x, nuts_fallback=False, **kw)
+    assert off.diagnostics["redrawn"].tolist() == forced.tolist()
+    np.testing.assert_array_equal(off.samples["mu"], kept.samples["mu"])
+    with pytest.raises(ValueError, match="`nuts_fallback` must be True or False"):
+        gb.batched.run(fam, W, x, nuts_fallback="yes", **kw)
+
+
 def test_chees_bad_input_is_rejected_before_compiling():
     X, y = _data(n=5)
     kw = dict(num_warmup=5, num_samples=8, rng_key=jax.random.PRNGKey(0), progress=False)

@@ -156,7 +156,8 @@ def test_bad_input_is_rejected_before_compiling():
         for kw, match in [({"kernel": "hmc"}, "`kernel` must be one of"), ({"num_chains": 4}, "applies to kernel='chees'"),
                           ({"kernel": "chees", "num_chains": 1}, "integer >= 2"),
                           ({"kernel": "chees", "num_samples": 302}, "multiple of `num_chains`"),
-                          ({"shared_warmup": 100}, "shared_warmup")]:
+                          ({"shared_warmup": 100}, "shared_warmup"),
+                          ({"kernel": "chees", "nuts_fallback": 1}, "`nuts_fallback` must be True or False")]:
             with pytest.raises(ValueError, match=match):
                 calibrate(m, x, method="gpc", rng_key=key, **kw)
     assert c.count == 0

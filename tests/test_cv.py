@@ -235,7 +235,8 @@ def test_refit_kwargs_are_checked_before_anything_compiles():
         for kw, exc, match in [("chees", TypeError, "must be a dict"), ({"num_warmup": 5}, ValueError, "sampler options"),
                                ({"kernel": "hmc"}, ValueError, "`kernel` must be one of"),
                                ({"kernel": "chees", "num_chains": 3}, ValueError, "multiple of `num_chains`"),
-                               ({"shared_warmup": 10}, ValueError, "shared_warmup")]:
+                               ({"shared_warmup": 10}, ValueError, "shared_warmup"),
+                               ({"kernel": "chees", "nuts_fallback": "yes"}, ValueError, "`nuts_fallback` must be")]:
             with pytest.raises(exc, match=match):
                 cv.lpo(_outlier_model, x, p=1, method="refit", num_samples=400, rng_key=key, refit_kwargs=kw)
     assert c.count == 0
