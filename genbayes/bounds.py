@@ -44,7 +44,7 @@ import numpy as np
 
 from . import batched
 from ._evidence_core import _check_int
-from ._ladder import _MAX_DIVERGENT_FRACTION, _check_run, _ti_cumulative
+from ._ladder import _MAX_DIVERGENT_FRACTION, _MIXING_RATIO, _check_run, _ti_cumulative
 from ._programs import data_program
 from ._validation import check_key, check_open_unit_interval
 
@@ -378,8 +378,20 @@ def _ladder_checks(run, what):
         problems.append(f"the trapezoid rule's curvature correction reaches {gap[b, k]:.3g} nats at learning rate "
                         f"{lad[k]:.4g}, so log Z and KL there carry a discretisation error of that order; use more "
                         "learning rates (a denser ladder from 0)")
-    ok = _rungs_ok(run)
+    # chains that disagree on E[L] at a rung (several modes of a non-convex loss, or no mixing): the SE there is
+    # the between-replicate one, with R - 1 degrees of freedom, and the draws mix the modes by chance
     reported = run["reported"]
+    M = run["batches"].shape[1] // R
+    between = np.std(run["reps"][:, :, 2], axis=1, ddof=1) / math.sqrt(R)
+    within = np.std(run["batches"][:, :, 2], axis=1, ddof=1) / math.sqrt(R * M)
+    apart = (between > _MIXING_RATIO * within)[:, reported]
+    if np.any(apart):
+        w = lad[reported][np.any(apart, axis=0)]
+        problems.append(f"the {R} chains disagree on the expected loss at {w.size} rate(s) ({w.min():.4g} to "
+                        f"{w.max():.4g}): between-chain SE over {_MIXING_RATIO:g} times the within-chain SE (several "
+                        "modes, as a non-convex loss can have, or slow mixing); the SE there is the between-chain one, "
+                        f"with {R - 1} degrees of freedom, and the draws mix the modes in proportions set by chance")
+    ok = _rungs_ok(run)
     if not np.all(ok[:, reported]):
         b, k = np.unravel_index(np.argmin(ok[:, reported]), ok[:, reported].shape)
         msg = (f"the estimates at learning rates >= {lad[reported][k]:.4g} are unusable (a rung with over 1% divergent "
@@ -519,7 +531,10 @@ def kl_to_prior(model, *args, learning_rates, rng_key, units=None, **kwargs) -> 
     over the ladder 0, w_1, ..., w_K, stopped at each rate; all K + 1 rungs × ``num_chains`` chains
     are one batched ChEES (or NUTS) program (:func:`genbayes.batched.run`; see ``kernel`` below). The discretisation error is that of
     the ladder: give rates dense enough from 0 (a warning says when the curvature correction is
-    large). Rates above 1 are allowed (w is a weight on the loss, not a temperature).
+    large). Rates above 1 are allowed (w is a weight on the loss, not a temperature). A non-convex
+    loss can give a Gibbs posterior several modes that no chain crosses at high rates; a warning
+    names the rates where the chains disagree on :math:`E_{\rho_w}[L]` (between-chain SE over 3 times
+    the within-chain one), whose SE is then the between-chain one.
 
     Args:
         model: a NumPyro model whose observed sites carry :class:`genbayes.Loss` (or wrapped in

@@ -144,6 +144,28 @@ def test_kl_and_log_z_equal_the_closed_form(x64, kernel, x, mu0, tau, w_max):
         assert np.all(se > 0), name
         # 0.01 |ref| + 0.02: the ladder's trapezoid error (independent of the draws)
         assert np.all(np.abs(est - ref) <= 4.5 * se + 0.01 * np.abs(ref) + 0.02), (name, est, se, ref)
+    assert not any("disagree" in w for w in r.diagnostics["warnings"])   # one mode: no false alarm
+
+
+def _double_well(x):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.5))
+    with numpyro.plate("n", x.shape[0]):
+        numpyro.sample("x", Loss(lambda f, y: (f**2 - 1) ** 2 + 0.2 * f + 0.0 * y, mu), obs=x)
+
+
+def test_chains_in_different_modes_are_reported():
+    """A double-well loss: wells at mu = -1 and +1, the right one 0.4 per unit higher, a barrier of ~w n between.
+    At w = 4 (n = 20) no chain crosses, so chains started in different wells disagree on E[L]: a caution names
+    the rates where they do, and those are exactly the rates whose chains sit in both wells."""
+    rates = np.array([0.05, 0.2, 1.0, 4.0])
+    r = _quiet(bounds.kl_to_prior, _double_well, jnp.zeros(20), learning_rates=rates, rng_key=jax.random.PRNGKey(0),
+               **dict(RUN, num_warmup=200, num_samples=300, num_low_rungs=4))
+    means = np.asarray(r.diagnostics["samples"]["mu"]).reshape(4, RUN["num_chains"], 300).mean(axis=2)
+    both = (means.max(axis=1) > 0.5) & (means.min(axis=1) < -0.5)     # some chain in each well
+    assert both[-1], means          # this key starts chains in both wells; at w = 4 they stay there
+    (msg,) = [w for w in r.diagnostics["warnings"] if "disagree" in w]
+    flagged = rates[both]
+    assert f"({flagged.min():.4g} to {flagged.max():.4g})" in msg and f"at {flagged.size} rate(s)" in msg, (msg, means)
 
 
 def test_rates_where_chees_fails_are_redrawn_by_nuts(x64, monkeypatch):
