@@ -11,10 +11,11 @@ the first by thermodynamic integration along the learning rate (Friel & Pettitt 
 the curvature-corrected trapezoid of Friel, Hurn & Wyse 2014, eq. 8), the second because
 :math:`\log \rho_w = -wL - \log Z(w) + \log\pi`. The ladder :math:`0 = w_0 < w_1 < \dots < w_K` (0, the
 prior, then the requested learning rates) is drawn as *one* batched program
-(:func:`genbayes.batched.run` with constant unit weights :math:`w_k`): by default one ChEES-HMC posterior
-per rung whose ``num_chains`` chains are independent replicate ladders, rungs where ChEES fails drawn
-again by NUTS (``kernel="nuts"``: a NUTS chain per rung and replicate); standard errors are the larger of the between-replicate and the within-chain
-batch-means ones (as in :func:`genbayes.evidence.log_evidence`, method ``"thermodynamic"``).
+(:func:`genbayes.batched.run` with constant unit weights :math:`w_k`): by default one ChEES-HMC
+posterior per rung whose ``num_chains`` chains are independent replicate ladders, rungs where ChEES
+fails drawn again by NUTS (``kernel="nuts"``: a NUTS chain per rung and replicate); standard errors
+are the larger of the between-replicate and the within-chain batch-means ones (as in
+:func:`genbayes.evidence.log_evidence`, method ``"thermodynamic"``).
 
 - :func:`kl_to_prior`: :math:`\mathrm{KL}(\rho_w\|\pi)`, :math:`\log Z(w)` and :math:`E_{\rho_w}[L]`
   at every rate of the ladder.
@@ -529,8 +530,8 @@ def kl_to_prior(model, *args, learning_rates, rng_key, units=None, **kwargs) -> 
     :math:`\rho_w \propto e^{-wL}\pi`, :math:`L(\theta) = \sum_u \ell_u(\theta)` the loss summed over the
     observation units. The integral is the corrected trapezoid rule (Friel, Hurn & Wyse 2014, eq. 8)
     over the ladder 0, w_1, ..., w_K, stopped at each rate; all K + 1 rungs × ``num_chains`` chains
-    are one batched ChEES (or NUTS) program (:func:`genbayes.batched.run`; see ``kernel`` below). The discretisation error is that of
-    the ladder: give rates dense enough from 0 (a warning says when the curvature correction is
+    are one batched ChEES (or NUTS) program (:func:`genbayes.batched.run`; see ``kernel`` below). The
+    discretisation error is that of the ladder: give rates dense enough from 0 (a warning says when the curvature correction is
     large). Rates above 1 are allowed (w is a weight on the loss, not a temperature). A non-convex
     loss can give a Gibbs posterior several modes that no chain crosses at high rates; a warning
     names the rates where the chains disagree on :math:`E_{\rho_w}[L]` (between-chain SE over 3 times
@@ -563,9 +564,9 @@ def kl_to_prior(model, *args, learning_rates, rng_key, units=None, **kwargs) -> 
             32 rates × 2 chains × (500 + 1000), warm, equal draws, two runs): ChEES 2.35 / 2.52 s (no
             rate redrawn), NUTS in chunks of 8 5.21 / 5.45 s, a loop of compiled NUTS chains 9.47 /
             9.24 s, i.e. 4.0× / 3.7× the loop (about 3× at equal Monte Carlo error: ChEES's bound SEs
-            were ~10% larger than NUTS's); in the
-            sigmoid-loss test of ``tests/test_bounds.py`` (n = 120, rates to 120) ChEES failed at 2-3 of
-            the 10 rates ≥ 32 on three of four keys, and the NUTS redraws matched quadrature).
+            were ~10% larger than NUTS's); in the sigmoid-loss test of ``tests/test_bounds.py`` (n = 120,
+            rates to 120) ChEES failed at 2-3 of the 10 rates ≥ 32 on three of four keys, and the NUTS
+            redraws matched quadrature).
 
     Returns:
         :class:`KLToPrior`.
