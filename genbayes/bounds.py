@@ -276,10 +276,15 @@ def _estimates(lad, ll, num_batches):
     return pooled, reps, bat
 
 
+def _se_parts(reps, bat, axis):
+    """(between-replicate, within-chain batch-means) standard errors."""
+    R, RM = reps.shape[axis], bat.shape[axis]
+    return np.std(reps, axis=axis, ddof=1) / math.sqrt(R), np.std(bat, axis=axis, ddof=1) / math.sqrt(RM)
+
+
 def _se(reps, bat, axis):
     """The larger of the between-replicate and the within-chain batch-means standard errors."""
-    R, RM = reps.shape[axis], bat.shape[axis]
-    return np.maximum(np.std(reps, axis=axis, ddof=1) / math.sqrt(R), np.std(bat, axis=axis, ddof=1) / math.sqrt(RM))
+    return np.maximum(*_se_parts(reps, bat, axis))
 
 
 def _rate_ladder(model, args, kwargs, rng_key, rates, U, latent, counts=None, *, num_warmup=500, num_samples=1000,
@@ -382,9 +387,7 @@ def _ladder_checks(run, what):
     # chains that disagree on E[L] at a rung (several modes of a non-convex loss, or no mixing): the SE there is
     # the between-replicate one, with R - 1 degrees of freedom, and the draws mix the modes by chance
     reported = run["reported"]
-    M = run["batches"].shape[1] // R
-    between = np.std(run["reps"][:, :, 2], axis=1, ddof=1) / math.sqrt(R)
-    within = np.std(run["batches"][:, :, 2], axis=1, ddof=1) / math.sqrt(R * M)
+    between, within = _se_parts(run["reps"][:, :, 2], run["batches"][:, :, 2], axis=1)
     apart = (between > _MIXING_RATIO * within)[:, reported]
     if np.any(apart):
         w = lad[reported][np.any(apart, axis=0)]
