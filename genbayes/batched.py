@@ -460,8 +460,9 @@ def _nuts_state_per_chain(state, key):
     The fields that stay the same for every chain are left alone: the iteration counters (``i``,
     the warm-up window index, the counts in the dual averaging state ``(x, x_avg, g_avg, t,
     prox_center)`` and the Welford state ``(mean, m2, n)``) and NUTS's unused ``trajectory_length``.
-    Batched, the warm-up's branches on them would become selects computing both sides. For a state
-    of another layout (another NumPyro version) nothing is marked.
+    Batched, the warm-up's branches on the counters would become selects computing both sides (and
+    marking these fields too made XLA's compile slower). For a state of another layout (another
+    NumPyro version) nothing is marked.
     """
     a = state.adapt_state
     ss, mm = a.ss_state, a.mm_state
