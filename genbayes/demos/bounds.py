@@ -73,6 +73,9 @@ def section(outdir: Path, *, quick: bool, seed: int) -> Section:
     fig = ax.figure
     fig.tight_layout()
     path = save_figure(fig, image_path(outdir, "bounds_pac_bayes.png"), dpi=110)
+    redrawn = np.asarray(res.diagnostics["redrawn_with_nuts"])
+    redraw_note = (f" At ladder rate{'s' if redrawn.size > 1 else ''} {', '.join(f'{w:.3g}' for w in redrawn)} ChEES "
+                   "failed (over 1% divergent draws) and NUTS drew the posterior again." if redrawn.size else "")
     return Section(
         title="Generalization bounds: PAC-Bayes and the learning rate",
         text=(f"A linear Gibbs classifier of the breast-cancer data (n = {n} training tumours, as many held out) "
@@ -80,7 +83,7 @@ def section(outdir: Path, *, quick: bool, seed: int) -> Section:
               "in advance, one batched ChEES-HMC program gives the empirical risk and KL(ρ_w ‖ π) (thermodynamic integration "
               "along w), hence the Seeger-Maurer kl bound on the expected risk, which holds with probability 0.95 at "
               "every rate at once (union bound), so also at the minimising rate ('chosen'). Check: the held-out risk "
-              "at the chosen rate lies below its bound. Values are ± Monte Carlo SE."),
+              "at the chosen rate lies below its bound. Values are ± Monte Carlo SE." + redraw_note),
         table=rows,
         images=(path,),
         ok=ok,
