@@ -9,8 +9,8 @@ with the marking switched off. Each call runs in a
 fresh process (a first call: trace, lower, compile, run), the two arms alternate, and the draws
 of the two arms are compared in float64 (they should be identical).
 
-Printed per kernel: median first-call seconds of each arm and their ratio, the primitives the
-batching traced (``BatchTrace.process_primitive`` calls, a count that does not depend on the
+Printed per kernel: median first-call seconds of each arm and their ratio, the XLA compilations
+of each arm's call, the primitives the batching traced (``BatchTrace.process_primitive`` calls, a count that does not depend on the
 machine's load), and the largest difference between the two arms' draws.
 
     PYTHONPATH=. python benchmarks/bench_first_call.py [--rounds R] [--kernels nuts dense]
@@ -43,6 +43,7 @@ def child(kernel: str, marked: bool) -> None:
 
     numpyro.enable_x64()
     import genbayes as gb
+    from genbayes._programs import count_compilations
 
     if not marked:  # the baseline: the same program without the marking
         gb.batched._nuts_state_per_chain = lambda state, key: state
@@ -65,10 +66,12 @@ def child(kernel: str, marked: bool) -> None:
     X = rng.normal(size=(50, 3))
     y = X @ np.ones(3) + rng.normal(size=50)
     t0 = time.perf_counter()
-    r = gb.batched.run(model, np.ones((8, 50)), X, y=y, num_warmup=100, num_samples=200, rng_key=jax.random.PRNGKey(0),
-                       progress=False, **KERNELS[kernel])
-    b = np.asarray(r.samples["b"])
-    print(json.dumps({"seconds": time.perf_counter() - t0, "binds": binds[0], "draws": b.ravel()[:: max(1, b.size // 500)].tolist()}))
+    with count_compilations() as c:
+        r = gb.batched.run(model, np.ones((8, 50)), X, y=y, num_warmup=100, num_samples=200,
+                           rng_key=jax.random.PRNGKey(0), progress=False, **KERNELS[kernel])
+        b = np.asarray(r.samples["b"])
+    print(json.dumps({"seconds": time.perf_counter() - t0, "binds": binds[0], "compilations": c.count,
+                      "draws": b.ravel()[:: max(1, b.size // 500)].tolist()}))
 
 
 def main() -> None:
@@ -85,7 +88,7 @@ def main() -> None:
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     print(f"first call of gb.batched.run in a fresh process: 8 posteriors, 100 + 200 iterations, regression with "
           f"3 coefficients and a noise scale, float64; {args.rounds} alternating rounds; {os.cpu_count()} CPUs")
-    print(f"{'kernel':>8} {'marked s':>9} {'unmarked s':>11} {'ratio':>6} {'binds marked':>13} {'unmarked':>9} {'max |diff| of draws':>20}")
+    print(f"{'kernel':>8} {'marked s':>9} {'unmarked s':>11} {'ratio':>6} {'compilations':>13} {'binds marked':>13} {'unmarked':>9} {'max |diff| of draws':>20}")
     for kernel in args.kernels:
         res: dict[str, list[dict]] = {"marked": [], "unmarked": []}
         for _ in range(args.rounds):
@@ -96,7 +99,7 @@ def main() -> None:
         sec = {a: statistics.median(r["seconds"] for r in rs) for a, rs in res.items()}
         diff = max(float(np.max(np.abs(np.subtract(m["draws"], u["draws"])))) for m, u in zip(res["marked"], res["unmarked"]))
         print(f"{kernel:>8} {sec['marked']:9.2f} {sec['unmarked']:11.2f} {sec['unmarked'] / sec['marked']:5.2f}x "
-              f"{res['marked'][0]['binds']:13d} {res['unmarked'][0]['binds']:9d} {diff:20.3g}", flush=True)
+              f"{res['marked'][0]['compilations']:>6d} / {res['unmarked'][0]['compilations']:<4d} {res['marked'][0]['binds']:13d} {res['unmarked'][0]['binds']:9d} {diff:20.3g}", flush=True)
 
 
 if __name__ == "__main__":

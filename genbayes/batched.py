@@ -452,7 +452,7 @@ def _nuts_state_per_chain(state, key):
     matrix), which the first transition makes per chain. JAX's batching rule for the sampling loop
     then batches the whole NUTS transition, and every loop nested in it, a second time, until the
     batched parts stop changing. Selecting those fields by a per-chain predicate that is always
-    true (``where(t, v, v)``) makes the first pass the last: the batching traces 2,963 primitives
+    true (``where(t, v, v)``) makes the first pass the last: the batching traces 2,968 primitives
     instead of 5,151, and the first call of :func:`run` in a fresh process takes 9.7 s instead of
     11.2 s (dense mass matrix: 11.2 s instead of 12.7 s), with bit-identical draws
     (``benchmarks/bench_first_call.py``: 8 posteriors of a 4-parameter regression, float64, 2 cores).
@@ -469,11 +469,8 @@ def _nuts_state_per_chain(state, key):
     if not (isinstance(ss, tuple) and len(ss) == 5 and isinstance(mm, tuple) and len(mm) == 3):
         return state
     t = jax.random.key_data(key).ravel()[0] >= 0  # always true; per chain under vmap
-    # the shared fields as None (an empty subtree, which tree_map skips), put back afterwards
-    per_chain = state._replace(i=None, trajectory_length=None, adapt_state=a._replace(
-        window_idx=None, ss_state=ss[:3] + (None, ss[4]), mm_state=mm[:2] + (None,)))
-    m = jax.tree_util.tree_map(lambda v: jnp.where(t, v, v), per_chain)
-    ma = m.adapt_state
+    m = jax.tree_util.tree_map(lambda v: jnp.where(t, v, v), state)
+    ma = m.adapt_state  # the shared fields put back as they were
     return m._replace(i=state.i, trajectory_length=state.trajectory_length, adapt_state=ma._replace(
         window_idx=a.window_idx, ss_state=ma.ss_state[:3] + (ss[3], ma.ss_state[4]), mm_state=ma.mm_state[:2] + (mm[2],)))
 
